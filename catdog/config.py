@@ -1,0 +1,293 @@
+"""Typed, frozen configuration loaded strictly from YAML plus `--set` overrides.
+
+Every default lives once, on its dataclass field. Loading rejects unknown keys (with the closest
+known key as a hint), wrong types and out-of-range values, naming the key, the value received and
+the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from catdog.errors import ConfigError
+
+
+def _opt(default: Any = None, *, min: float | None = None, max: float | None = None,
+         min_exclusive: bool = False, **kw: Any) -> Any:
+    """A dataclass field with a range check carried in its metadata."""
+    meta = {"min": min, "max": max, "min_exclusive": min_exclusive}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: typing.cast(Any, type(default))(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # Folder of class sub-folders (or Kaggle's flat cat.1.jpg naming); `--data` overrides it.
+    dir: Optional[str] = None
+    # A separate validation folder; when set, validation_split is not used.
+    validation_dir: Optional[str] = None
+    # The article resizes every photo to 300x300; an int means a square.
+    image_size: tuple[int, int] = (300, 300)
+    # How a photo becomes image_size: plain resize (the article's), center crop, or letterbox.
+    resize: Literal["squash", "crop", "pad"] = "squash"
+    # The article holds out 30% of the photos for validation.
+    validation_split: float = _opt(0.3, min=0.0, max=0.9)
+    # Photos held out from training and validation alike, scored by `catdog evaluate`.
+    test_split: float = _opt(0.0, min=0.0, max=0.9)
+    # Where prepared (decoded, resized) images are cached; default: ~/.cache/catdog.
+    cache_dir: Optional[str] = None
+    # Decode processes for `prepare`; 0 means one per CPU core.
+    workers: int = _opt(0, min=0)
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """One convolution block of the `cnn` model: convs, optional batch norm, pooling, dropout."""
+
+    filters: int = _opt(32, min=1)
+    kernel_size: int = _opt(3, min=1)
+    strides: int = _opt(1, min=1)
+    padding: Literal["valid", "same"] = "same"
+    convs: int = _opt(1, min=1)
+    batch_norm: bool = False
+    pool: Literal["max", "average", "l2", "none"] = "max"
+    pool_size: int = _opt(2, min=1)
+    dropout: float = _opt(0.0, min=0.0, max=0.95)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Which builder in catdog.models.MODELS makes the network.
+    name: str = "article"
+    # The article's single convolution: 10 filters of 5x5, stride 1, no padding, ReLU.
+    filters: int = _opt(10, min=1)
+    kernel_size: int = _opt(5, min=1)
+    strides: int = _opt(1, min=1)
+    padding: Literal["valid", "same"] = "valid"
+    activation: str = "relu"
+    # The article's 2x2 max pooling; the article also names average and L2-norm pooling.
+    pool: Literal["max", "average", "l2", "none"] = "max"
+    pool_size: int = _opt(2, min=1)
+    # A 2-unit softmax (the article's) or a 1-unit sigmoid output.
+    head: Literal["softmax", "sigmoid"] = "softmax"
+    # Conv blocks of the `cnn` and residual models; empty means the builder's own default stack.
+    blocks: list[BlockConfig] = _opt([])
+    # How conv features reach the head: the article flattens; deeper models average globally.
+    top: Literal["flatten", "global_average"] = "flatten"
+    # Dense units before the head (0: none) and the dropout in front of the head.
+    dense_units: int = _opt(0, min=0)
+    dropout: float = _opt(0.0, min=0.0, max=0.95)
+    # Augmentation layers, active only while training (0 turns each off).
+    flip: bool = False
+    rotation: float = _opt(0.0, min=0.0, max=1.0)
+    zoom: float = _opt(0.0, min=0.0, max=0.9)
+    translation: float = _opt(0.0, min=0.0, max=0.9)
+    contrast: float = _opt(0.0, min=0.0, max=1.0)
+    # Transfer learning: backbone name in keras.applications and where its weights come from
+    # ("imagenet", "none" or a local .h5/.weights.h5 path).
+    backbone: Optional[str] = None
+    weights: str = "none"
+    # Epochs with the backbone frozen before fine-tuning the whole network.
+    freeze_epochs: int = _opt(0, min=0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # The article trains 5 epochs with batches of 128 under Adam.
+    epochs: int = _opt(5, min=1)
+    # Global batch size (across all replicas when training distributed).
+    batch_size: int = _opt(128, min=1)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = _opt(0.001, min=0.0, min_exclusive=True)
+    schedule: Literal["constant", "cosine", "plateau"] = "constant"
+    warmup_epochs: int = _opt(0, min=0)
+    label_smoothing: float = _opt(0.0, min=0.0, max=0.5)
+    weight_decay: float = _opt(0.0, min=0.0)
+    # Stop after this many epochs without improvement of `monitor`; 0 never stops early.
+    early_stopping: int = _opt(0, min=0)
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    # Keep the weights of the best epoch by `monitor` rather than the last.
+    keep_best: bool = True
+    # Numeric precision and XLA; "auto" picks per device (mixed/XLA on GPU, float32 on CPU).
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: Literal["auto", "on", "off"] = "auto"
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+
+
+@dataclass(frozen=True)
+class Config:
+    # One seed drives the split, weight initialisation and shuffling.
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain YAML-ready data (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **sections: Any) -> Config:
+        return dataclasses.replace(self, **sections)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Load a config file (or the defaults when `path` is None) and apply `KEY=VALUE` overrides.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a key, type or value is wrong.
+    """
+    source = str(path) if path is not None else "defaults"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p} (expected a YAML file, e.g. configs/article.yaml)")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{p}: not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections (data, model, train); got {type(loaded).__name__}")
+        raw = loaded
+    for item in overrides:
+        _apply_override(raw, item, source)
+    return config_from_dict(raw, source)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a Config from plain data, checking every key, type and range."""
+    return _build(Config, raw, "", source)
+
+
+def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE, e.g. train.epochs=1; got {item!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section ({source})")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping; got {raw!r} ({source})")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            full = f"{prefix}{key}"
+            known = [f"{prefix}{name}" for name in fields]
+            close = difflib.get_close_matches(full, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"unknown config key {full} ({source}){hint}")
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = _check(hints[name], raw[name], f"{prefix}{name}", source, f.metadata)
+    return cls(**values)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None)) + " or null"
+    if tp == tuple[int, int]:
+        return "an int or [height, width]"
+    if origin is list:
+        return "a list"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
+    def fail(expected: str | None = None) -> typing.NoReturn:
+        raise ConfigError(f"{key} must be {expected or _type_name(tp)}; got {value!r} ({source})")
+
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        if value is None:
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        try:
+            return _check(inner, value, key, source, meta)
+        except ConfigError:
+            fail()
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            fail()
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, f"{key}.", source)
+    if origin is list:
+        if not isinstance(value, list):
+            fail()
+        (item_type,) = typing.get_args(tp)
+        return [_check(item_type, v, f"{key}[{i}]", source, {}) for i, v in enumerate(value)]
+    if tp == tuple[int, int]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value, value]
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in value)):
+            fail("an int or [height, width] of integers >= 8")
+        return (int(value[0]), int(value[1]))
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            fail()
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
+        bound = f"> {lo}" if meta.get("min_exclusive") else f">= {lo}"
+        fail(f"{_type_name(tp)} {bound}" if hi is None else f"{_type_name(tp)} in [{lo}, {hi}]")
+    if hi is not None and value > hi:
+        fail(f"{_type_name(tp)} in [{lo}, {hi}]")
+    return value
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config as YAML (what a run was trained with)."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
