@@ -234,8 +234,17 @@ def _type_name(tp: Any) -> str:
 
 
 def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is None:
+        expected_range = ""
+    elif hi is None:
+        expected_range = f" > {lo}" if meta.get("min_exclusive") else f" >= {lo}"
+    else:
+        expected_range = f" in [{lo}, {hi}]"
+
     def fail(expected: str | None = None) -> typing.NoReturn:
-        raise ConfigError(f"{key} must be {expected or _type_name(tp)}; got {value!r} ({source})")
+        expected = expected or _type_name(tp) + expected_range
+        raise ConfigError(f"{key} must be {expected}; got {value!r} ({source})")
 
     origin = typing.get_origin(tp)
     if origin is typing.Union:
@@ -273,18 +282,22 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             fail()
     elif tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-4 (no dot) as a string; accept it as the number everyone means.
+            try:
+                value = float(value)
+            except ValueError:
+                fail()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail()
         value = float(value)
     elif tp is str:
         if not isinstance(value, str):
             fail()
-    lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
-        bound = f"> {lo}" if meta.get("min_exclusive") else f">= {lo}"
-        fail(f"{_type_name(tp)} {bound}" if hi is None else f"{_type_name(tp)} in [{lo}, {hi}]")
+        fail()
     if hi is not None and value > hi:
-        fail(f"{_type_name(tp)} in [{lo}, {hi}]")
+        fail()
     return value
 
 

@@ -1,0 +1,255 @@
+"""The prepared-image cache: photos decoded and resized once, stored as raw uint8 rows on disk.
+
+Layout of one cache folder (one per data folder, image size and resize mode):
+  images.u8       rows of height*width*3 bytes, appended to as new photos arrive
+  manifest.json   which file (with its size and mtime) is which row, and why others were skipped
+  skipped.txt     the skip list, one "path: reason" line each
+
+The manifest is replaced atomically (write, fsync, rename) only after the rows it names are on
+disk, so a prepare killed at any moment, even by kill -9, leaves the previous manifest in charge and
+a rerun finishes the job. Reads use pread, not mmap, so resident memory stays flat however large
+the cache is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from catdog.dataset import Found
+from catdog.errors import DataError, ImageError
+from catdog.images import load_image
+
+MANIFEST_VERSION = 1
+Progress = Callable[[int, int], None]
+
+
+class CacheArray:
+    """Read-only (N, h, w, 3) uint8 rows of a cache file, fetched with pread on demand."""
+
+    def __init__(self, path: Path, count: int, size: tuple[int, int]) -> None:
+        self.path = Path(path)
+        self.shape = (count, size[0], size[1], 3)
+        self.row_bytes = size[0] * size[1] * 3
+        self._fd: int | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _file(self) -> int:
+        # One descriptor per process: PyDataset workers may be forked from this one.
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDONLY)
+            self._pid = os.getpid()
+        return self._fd
+
+    def __getitem__(self, rows) -> np.ndarray:
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        out = np.empty((len(rows),) + self.shape[1:], dtype=np.uint8)
+        fd, n = self._file(), self.row_bytes
+        flat = out.reshape(len(rows), n)
+        i = 0
+        while i < len(rows):
+            # Consecutive rows are read with one call.
+            j = i + 1
+            while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                j += 1
+            data = os.pread(fd, n * (j - i), int(rows[i]) * n)
+            flat[i:j] = np.frombuffer(data, dtype=np.uint8).reshape(j - i, n)
+            i = j
+        return out
+
+    def __getstate__(self):
+        return {"path": self.path, "shape": self.shape, "row_bytes": self.row_bytes}
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state, _fd=None, _pid=-1)
+
+
+@dataclass
+class Prepared:
+    """A data folder after `prepare`: usable images, their labels, and what was skipped."""
+
+    found: Found
+    images: CacheArray
+    rows: np.ndarray       # cache row of each usable image
+    files: list[str]       # relative path of each usable image
+    labels: np.ndarray     # class index of each usable image
+    skipped: list[tuple[str, str]]
+    cache_dir: Path
+    decoded: int           # images decoded this time (the rest came from the cache)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.found.classes
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        return {name: int(n) for name, n in zip(self.classes, counts)}
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """Images at positions `idx` of the usable list."""
+        return self.images[self.rows[idx]]
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get("CATDOG_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "catdog"
+
+
+def cache_dir_for(root: Path, size: tuple[int, int], resize: str, cache_root: str | Path | None) -> Path:
+    root = root.resolve()
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:10]
+    base = Path(cache_root) if cache_root else default_cache_root()
+    return base / f"{root.name or 'data'}-{digest}" / f"{size[0]}x{size[1]}-{resize}"
+
+
+def prepare(found: Found, size: tuple[int, int], resize: str = "squash", cache_root: str | Path | None = None,
+            workers: int = 0, progress: Progress | None = None) -> Prepared:
+    """Decode and resize every image of `found` into the cache, reusing rows already there.
+
+    Only files that are new or changed (size or mtime) since the last prepare are decoded.
+    Nothing in the data folder is written, moved or deleted.
+    """
+    cdir = cache_dir_for(found.root, size, resize, cache_root)
+    try:
+        cdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the cache folder {cdir}: {exc.strerror} (set data.cache_dir)") from None
+    manifest_path, array_path = cdir / "manifest.json", cdir / "images.u8"
+    old = _read_manifest(manifest_path, array_path, size, resize)
+    old_entries = {e["file"]: e for e in old["entries"]} if old else {}
+    next_row = old["rows"] if old else 0
+
+    entries, todo = [], []
+    for rel in found.files:
+        try:
+            st = (found.root / rel).stat()
+        except OSError:
+            entries.append({"file": rel, "size": -1, "mtime": -1, "row": None, "skip": "file vanished while scanning"})
+            continue
+        prev = old_entries.get(rel)
+        if prev and prev["size"] == st.st_size and prev["mtime"] == st.st_mtime_ns:
+            entries.append(prev)
+        else:
+            entry = {"file": rel, "size": st.st_size, "mtime": st.st_mtime_ns, "row": next_row, "skip": None}
+            todo.append((str(found.root / rel), next_row))
+            entries.append(entry)
+            next_row += 1
+
+    if todo or old is None or len(entries) != len(old["entries"]):
+        reasons = _decode_all(todo, array_path, size, resize, workers, progress)
+        for entry in entries:
+            if entry["row"] is not None and entry["row"] in reasons:
+                entry["row"], entry["skip"] = None, reasons[entry["row"]]
+        _write_manifest(manifest_path, {"version": MANIFEST_VERSION, "root": str(found.root.resolve()),
+                                        "size": list(size), "resize": resize, "rows": next_row, "entries": entries})
+    elif progress:
+        progress(len(entries), len(entries))
+
+    label_of = dict(zip(found.files, found.labels))
+    kept = [e for e in entries if e["row"] is not None]
+    skipped = sorted([(e["file"], e["skip"]) for e in entries if e["row"] is None] + found.ignored)
+    (cdir / "skipped.txt").write_text("".join(f"{f}: {r}\n" for f, r in skipped))
+    if not kept:
+        raise DataError(f"none of the {len(entries)} files in {found.root} could be read as an image (see {cdir / 'skipped.txt'})")
+    return Prepared(
+        found=found,
+        images=CacheArray(array_path, next_row, size),
+        rows=np.array([e["row"] for e in kept], dtype=np.int64),
+        files=[e["file"] for e in kept],
+        labels=np.array([label_of[e["file"]] for e in kept], dtype=np.int64),
+        skipped=skipped,
+        cache_dir=cdir,
+        decoded=len(todo),
+    )
+
+
+def _read_manifest(path: Path, array_path: Path, size: tuple[int, int], resize: str) -> dict | None:
+    """The manifest if it is whole and matches the array on disk, else None (rebuild)."""
+    try:
+        m = json.loads(path.read_text())
+        ok = (m["version"] == MANIFEST_VERSION and tuple(m["size"]) == tuple(size) and m["resize"] == resize
+              and array_path.stat().st_size >= m["rows"] * size[0] * size[1] * 3)
+        return m if ok else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+_worker_state: dict = {}
+
+
+def _init_worker(array_path: str, size: tuple[int, int], resize: str) -> None:
+    _worker_state.update(fd=os.open(array_path, os.O_WRONLY), size=size, resize=resize)
+
+
+def _decode_one(task: tuple[str, int]) -> tuple[int, str | None]:
+    path, row = task
+    size = _worker_state["size"]
+    try:
+        pixels = load_image(path, size, _worker_state["resize"])
+    except ImageError as exc:
+        return row, str(exc)
+    os.pwrite(_worker_state["fd"], pixels.tobytes(), row * size[0] * size[1] * 3)
+    return row, None
+
+
+def _decode_all(todo: list[tuple[str, int]], array_path: Path, size: tuple[int, int], resize: str,
+                workers: int, progress: Progress | None) -> dict[int, str]:
+    """Decode `todo` into their rows of the array file; returns {row: reason} for failures."""
+    fd = os.open(array_path, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.close(fd)
+    reasons: dict[int, str] = {}
+    total = len(todo)
+    if progress:
+        progress(0, total)
+    workers = workers or os.cpu_count() or 1
+    # Starting processes costs more than it saves on a handful of images.
+    if workers == 1 or total < 64:
+        _init_worker(str(array_path), size, resize)
+        results = map(_decode_one, todo)
+        pool = None
+    else:
+        # spawn, not fork: the caller may already have started TensorFlow's threads.
+        ctx = multiprocessing.get_context("spawn")
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(array_path), size, resize))
+        results = pool.imap_unordered(_decode_one, todo, chunksize=16)
+    try:
+        for done, (row, reason) in enumerate(results, 1):
+            if reason is not None:
+                reasons[row] = reason
+            if progress:
+                progress(done, total)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        else:
+            os.close(_worker_state.pop("fd"))
+    # Rows must be on disk before a manifest names them.
+    fd = os.open(array_path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return reasons

@@ -1,0 +1,237 @@
+"""The `catdog` command line: each command parses, calls one library function, prints the result."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from catdog import __version__
+from catdog.errors import CatdogError
+
+# TensorFlow's C++ start-up chatter buries catdog's own output; warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def friendly(fn):
+    """Turn CatdogError (and only that) into one line on stderr and exit code 1."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CatdogError as exc:
+            raise click.ClickException(str(exc)) from None
+    return wrapper
+
+
+def config_options(fn):
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override a config value, e.g. --set train.epochs=1 (repeatable).")(fn)
+    return click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+                        default="configs/article.yaml", show_default=True, help="YAML config file.")(fn)
+
+
+def load(config_path: str, overrides: tuple[str, ...]):
+    from catdog.config import load_config
+
+    return load_config(config_path, overrides)
+
+
+class Bar:
+    """A tqdm bar fed by the library's (done, total) progress callback."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc, self.bar = desc, None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None or self.bar.total != total:
+            self.close()
+            self.bar = tqdm(total=total, desc=self.desc, unit="img", file=sys.stderr, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="catdog")
+def main() -> None:
+    """Train a convolutional network on a folder of photos, see what it learns, predict new photos.
+
+    Start with `catdog demo` (no data needed), then `catdog train --data DIR`.
+    """
+
+
+@main.command()
+@config_options
+@click.option("--data", type=click.Path(), help="Folder of class sub-folders (default: data.dir).")
+@friendly
+def prepare(config_path, overrides, data):
+    """Decode and resize a photo folder into catdog's cache, listing every skipped file.
+
+    Example: catdog prepare -c configs/article.yaml --data photos/train
+    """
+    from catdog.data import data_dir, prepare_folder
+
+    config = load(config_path, overrides)
+    bar = Bar("prepare")
+    try:
+        p = prepare_folder(config, data_dir(config, data), progress=bar)
+    finally:
+        bar.close()
+    print_prepared(p)
+
+
+def print_prepared(p) -> None:
+    click.echo(f"{p.found.root}: {len(p.files)} images ({p.found.layout}); "
+               f"{p.decoded} decoded now, {len(p.files) + len(p.skipped) - p.decoded - len(p.found.ignored)} from cache")
+    for name, n in p.class_counts().items():
+        click.echo(f"  {name}: {n}")
+    if p.skipped:
+        click.echo(f"skipped {len(p.skipped)} files (list in {p.cache_dir / 'skipped.txt'}):")
+        for f, reason in p.skipped:
+            click.echo(f"  {f}: {reason}")
+    click.echo(f"cache: {p.cache_dir}")
+
+
+@main.command()
+@config_options
+@click.option("--data", type=click.Path(), help="Folder of class sub-folders (default: data.dir).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder to create (default: runs/<time>-<model>).")
+@click.option("--quiet", is_flag=True, help="No per-epoch progress bar.")
+@friendly
+def train(config_path, overrides, data, out, quiet):
+    """Train the configured model and write a run folder (model, classes, config, history).
+
+    Example: catdog train -c configs/article.yaml --data photos/train --set train.epochs=1
+    """
+    from catdog.training import train as run_training
+
+    config = load(config_path, overrides)
+    bar = Bar("prepare")
+    result = run_training(config, data, out, report=lambda m: (bar.close(), click.echo(m)),
+                          progress=bar, verbose=0 if quiet else 1)
+    click.echo(result.line())
+
+
+@main.command()
+@click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
+@click.option("--data", type=click.Path(), help="Labelled folder to score (default: the run's held-out split).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+def evaluate(run, data, as_json):
+    """Score a trained run: accuracy, precision/recall/F1 per class, confusion matrix, log loss.
+
+    Example: catdog evaluate --data photos/validation
+    """
+    from catdog.evaluation import evaluate as run_evaluation
+
+    bar = Bar("prepare")
+    try:
+        report = run_evaluation(run, data, progress=bar)
+    finally:
+        bar.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        click.echo(report.table())
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@friendly
+def predict(paths, run, as_json):
+    """Predict the class of images (files, or folders searched recursively).
+
+    Example: catdog predict photos/new/cat1.jpg photos/more/
+    """
+    from catdog.prediction import predict as run_prediction
+
+    failures = 0
+    for p in run_prediction(list(paths), run):
+        if p.error is not None:
+            failures += 1
+        if as_json:
+            click.echo(json.dumps(p.to_dict()))
+        elif p.error is not None:
+            click.echo(f"{p.path}: error: {p.error}", err=True)
+        else:
+            click.echo(f"{p.path}: {p.label} ({p.probability:.3f})")
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
+@click.option("--run", type=click.Path(), help="Summarise a trained run's model instead of a config.")
+@click.option("--classes", type=click.IntRange(min=2), default=2, show_default=True, help="Output classes (with -c).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+def summary(config_path, overrides, run, classes, as_json):
+    """Every layer's output shape and parameter count, with the output-size formula worked out.
+
+    Example: catdog summary -c configs/article.yaml
+    """
+    from catdog.summary import summarize, summarize_config
+
+    if run is not None and config_path is not None:
+        raise click.UsageError("give either -c CONFIG or --run RUN_DIR, not both")
+    if run is not None:
+        from catdog.runs import load_run
+
+        s = summarize(load_run(run).model)
+    else:
+        s = summarize_config(load(config_path or "configs/article.yaml", overrides), classes)
+    click.echo(json.dumps(s.to_dict()) if as_json else s.table())
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(file_okay=False), help="Where to draw the images and write the run (default: a new temporary folder).")
+@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
+@friendly
+def demo(workdir, epochs):
+    """Run the whole path on a synthetic two-class image set: no data or network needed.
+
+    Example: catdog demo
+    """
+    import tempfile
+
+    from catdog.config import load_config
+    from catdog.demo import CLASSES, make_dataset
+    from catdog.evaluation import evaluate as run_evaluation
+    from catdog.prediction import predict as run_prediction
+    from catdog.summary import summarize
+    from catdog.training import train as run_training
+
+    root = Path(workdir or tempfile.mkdtemp(prefix="catdog-demo-"))
+    click.echo(f"1/5 drawing a SYNTHETIC image set (not photos): {', '.join(CLASSES)}, 120 each, in {root / 'images'}")
+    images = make_dataset(root / "images")
+    config = load_config(None, [f"data.image_size=64", f"train.epochs={epochs}", "train.batch_size=32",
+                                f"data.cache_dir={root / 'cache'}", "data.test_split=0.2", "data.validation_split=0.2"])
+    click.echo("2/5 training the article's CNN (10 filters 5x5, 2x2 max pool, dense softmax) at 64x64")
+    bar = Bar("prepare")
+    result = run_training(config, images, root / "run", report=lambda m: (bar.close(), click.echo("    " + m)),
+                          progress=bar, verbose=2)
+    click.echo("    " + result.line())
+    click.echo("3/5 evaluating on the held-out test split")
+    click.echo(run_evaluation(result.run_dir).table())
+    click.echo("4/5 predicting two newly drawn images the model has never seen")
+    fresh = make_dataset(root / "new", per_class=1, seed=1)
+    for p in run_prediction([fresh], result.run_dir):
+        click.echo(f"    {p.path.name}: {p.label} ({p.probability:.3f})")
+    click.echo("5/5 the model, layer by layer")
+    from catdog.runs import load_run
+
+    click.echo(summarize(load_run(result.run_dir).model).table())
+    click.echo(f"\ndone. Everything is in {root}; try: catdog predict --run {result.run_dir} {images / CLASSES[0]}")

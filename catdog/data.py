@@ -1,0 +1,65 @@
+"""From a config and a folder to prepared, split data: the one entry point training uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from catdog.cache import Prepared, Progress, prepare
+from catdog.config import Config
+from catdog.dataset import discover, split_indices
+from catdog.errors import DataError
+
+
+def prepare_folder(config: Config, folder: str | Path, classes: list[str] | None = None,
+                   progress: Progress | None = None) -> Prepared:
+    """Find the images of `folder` and bring the cache up to date at the config's size and mode."""
+    found = discover(folder, classes)
+    d = config.data
+    return prepare(found, d.image_size, d.resize, d.cache_dir, d.workers, progress)
+
+
+def data_dir(config: Config, override: str | Path | None) -> Path:
+    """The training folder: `--data` if given, else `data.dir` of the config."""
+    folder = override or config.data.dir
+    if not folder:
+        raise DataError("no data folder given: pass --data DIR or set data.dir in the config")
+    return Path(folder)
+
+
+@dataclass
+class Split:
+    """Which prepared images train, validate and test a run (positions in each Prepared)."""
+
+    train: Prepared
+    train_idx: np.ndarray
+    val: Prepared
+    val_idx: np.ndarray
+    test_idx: np.ndarray  # positions in `train` (test photos come from the training folder)
+
+    def record(self) -> dict:
+        """The split as relative paths, saved with the run so evaluation never scores a training photo."""
+        def paths(p: Prepared, idx: np.ndarray) -> list[str]:
+            return [p.files[i] for i in idx]
+
+        return {
+            "root": str(self.train.found.root.resolve()),
+            "validation_root": str(self.val.found.root.resolve()),
+            "train": paths(self.train, self.train_idx),
+            "validation": paths(self.val, self.val_idx),
+            "test": paths(self.train, self.test_idx),
+        }
+
+
+def split(config: Config, train: Prepared, val: Prepared | None = None) -> Split:
+    """Split `train` by the config's fractions; a separate validation folder replaces the val split."""
+    d = config.data
+    val_frac = 0.0 if val is not None else d.validation_split
+    tr, va, te = split_indices(train.labels, (val_frac, d.test_split), config.seed)
+    if val is None:
+        if len(va) == 0:
+            raise DataError("data.validation_split is 0 and no data.validation_dir is set: nothing to validate on")
+        return Split(train, tr, train, va, te)
+    return Split(train, tr, val, np.arange(len(val.files)), te)

@@ -1,0 +1,154 @@
+"""Finding labelled images in a folder, splitting them, and feeding batches to Keras."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from catdog.errors import DataError
+from catdog.images import is_system_file
+
+# Kaggle's flat naming: cat.123.jpg, dog.45.jpg.
+_FLAT_NAME = re.compile(r"^([A-Za-z][A-Za-z_-]*)[._]\d+\.[A-Za-z0-9]+$")
+
+
+@dataclass(frozen=True)
+class Found:
+    """The labelled files of a folder: paths (relative to root), their class index, class names."""
+
+    root: Path
+    files: list[str]
+    labels: list[int]
+    classes: list[str]
+    layout: str
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def discover(root: str | Path, classes: list[str] | None = None) -> Found:
+    """Find images under `root`, laid out as class folders or with Kaggle's flat naming.
+
+    Class folders: every sub-folder of `root` is a class, its files (recursively) are its images.
+    Flat: files named `<class>.<number>.<ext>` directly in `root`. With `classes` given (a trained
+    model's), the folder's classes must be among them.
+
+    Raises:
+        DataError: the folder is missing, empty, has an empty class folder or only one class.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root} (expected a folder of class sub-folders, e.g. train/cats, train/dogs)")
+    ignored: list[tuple[str, str]] = []
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not is_system_file(p))
+    by_class: dict[str, list[str]] = {}
+    if subdirs:
+        layout = "class folders"
+        for d in subdirs:
+            names = []
+            for p in sorted(d.rglob("*")):
+                if not p.is_file():
+                    continue
+                rel = p.relative_to(root).as_posix()
+                if any(is_system_file(Path(part)) for part in p.relative_to(root).parts):
+                    ignored.append((rel, "hidden or system file"))
+                else:
+                    names.append(rel)
+            if not names:
+                raise DataError(f"class folder {d} holds no files (expected images of class {d.name!r})")
+            by_class[d.name] = names
+    else:
+        layout = "flat names"
+        for p in sorted(root.iterdir()):
+            if not p.is_file():
+                continue
+            if is_system_file(p):
+                ignored.append((p.name, "hidden or system file"))
+                continue
+            m = _FLAT_NAME.match(p.name)
+            if m is None:
+                ignored.append((p.name, "no class in the name (expected e.g. cat.12.jpg)"))
+                continue
+            by_class.setdefault(m.group(1).lower(), []).append(p.name)
+    if not by_class:
+        raise DataError(f"no images found in {root} (expected class sub-folders such as cats/ and dogs/, or files named cat.1.jpg, dog.1.jpg)")
+    if classes is None:
+        classes = sorted(by_class)
+        if len(classes) < 2:
+            raise DataError(f"only one class found in {root} ({classes[0]}); a classifier needs at least two class folders")
+    else:
+        unknown = sorted(set(by_class) - set(classes))
+        if unknown:
+            raise DataError(f"{root} has classes the model does not know: {', '.join(unknown)} (model classes: {', '.join(classes)})")
+    files, labels = [], []
+    for name in sorted(by_class):
+        files += by_class[name]
+        labels += [classes.index(name)] * len(by_class[name])
+    return Found(root, files, labels, list(classes), layout, ignored)
+
+
+def split_indices(labels: np.ndarray, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified, seeded split into (train, validation, test) index arrays.
+
+    Each class is shuffled with the seed and cut separately, so every split keeps the class balance
+    and the same config always gives the same split.
+    """
+    val_frac, test_frac = fractions
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        # A non-zero fraction always holds out at least one photo of each class.
+        n_test = max(int(round(len(idx) * test_frac)), int(test_frac > 0))
+        n_val = max(int(round(len(idx) * val_frac)), int(val_frac > 0))
+        if n_val + n_test >= len(idx):
+            raise DataError(f"class {int(c)} has {len(idx)} images: too few to split off validation/test photos and still train")
+        parts[2].append(idx[:n_test])
+        parts[1].append(idx[n_test:n_test + n_val])
+        parts[0].append(idx[n_test + n_val:])
+    return tuple(np.sort(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
+
+
+def targets(labels: np.ndarray, num_classes: int, sigmoid: bool) -> np.ndarray:
+    """Keras targets: one-hot rows for a softmax head, a 0/1 column for a sigmoid head."""
+    if sigmoid:
+        return labels.astype("float32").reshape(-1, 1)
+    return np.eye(num_classes, dtype="float32")[labels]
+
+
+def batches(images: np.ndarray, indices: np.ndarray, y: np.ndarray | None, batch_size: int,
+            shuffle: bool = False, seed: int = 0):
+    """A keras.utils.PyDataset of (uint8 images, targets) read from the (memory-mapped) cache.
+
+    Reading batches from the on-disk cache keeps memory flat however many photos there are, and
+    works on every Keras backend (no tf.data needed).
+    """
+    import keras
+
+    class _Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.order = np.asarray(indices)
+            self.epoch = 0
+            if shuffle:
+                self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return math.ceil(len(self.order) / batch_size)
+
+        def __getitem__(self, i: int):
+            # Sorted indices within a batch turn random reads into forward reads of the memmap.
+            chunk = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
+            x = images[chunk]
+            return (x,) if y is None else (x, y[chunk])
+
+        def on_epoch_end(self) -> None:
+            if shuffle:
+                rng = np.random.default_rng((seed, self.epoch))
+                self.order = np.asarray(indices)[rng.permutation(len(indices))]
+                self.epoch += 1
+
+    return _Batches()

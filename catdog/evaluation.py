@@ -1,0 +1,124 @@
+"""Scoring a trained run: accuracy, per-class precision/recall/F1, confusion matrix, log loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from catdog.cache import Prepared, Progress
+from catdog.data import prepare_folder
+from catdog.dataset import batches
+from catdog.errors import DataError
+from catdog.runs import Run, load_run
+
+# Kaggle's "Dogs vs. Cats Redux" log loss clips probabilities so one confident mistake stays finite.
+LOG_LOSS_EPS = 1e-15
+
+
+@dataclass
+class EvalReport:
+    """The scores of a run on a set of labelled images."""
+
+    run_dir: Path
+    source: str
+    classes: list[str]
+    accuracy: float
+    log_loss: float
+    per_class: dict[str, dict[str, float]]
+    confusion: list[list[int]]
+    count: int
+    skipped: list[tuple[str, str]]
+    # Kept for pictures (top mistakes); left out of the JSON report.
+    files: list[Path] = field(default_factory=list, repr=False)
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "run": str(self.run_dir), "source": self.source, "images": self.count,
+            "accuracy": self.accuracy, "log_loss": self.log_loss, "classes": self.classes,
+            "per_class": self.per_class, "confusion_matrix": self.confusion,
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+        }
+
+    def table(self) -> str:
+        """The report as aligned text for the terminal."""
+        width = max(9, *(len(c) for c in self.classes))
+        lines = [f"{self.count} images from {self.source}",
+                 f"accuracy  {self.accuracy:.4f}", f"log loss  {self.log_loss:.4f}", "",
+                 f"{'class':<{width}}  precision  recall     f1  support"]
+        for name in self.classes:
+            m = self.per_class[name]
+            lines.append(f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}")
+        lines += ["", "confusion matrix (rows: true, columns: predicted)",
+                  " " * width + "  " + "  ".join(f"{c:>{width}}" for c in self.classes)]
+        for name, row in zip(self.classes, self.confusion):
+            lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
+        if self.skipped:
+            lines += ["", f"skipped {len(self.skipped)} files:"] + [f"  {f}: {r}" for f, r in self.skipped]
+        return "\n".join(lines)
+
+
+def scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, log loss, per-class precision/recall/F1 and the confusion matrix."""
+    n = len(classes)
+    pred = probs.argmax(axis=1)
+    confusion = np.zeros((n, n), dtype=int)
+    np.add.at(confusion, (labels, pred), 1)
+    per_class = {}
+    for i, name in enumerate(classes):
+        tp = confusion[i, i]
+        precision = tp / confusion[:, i].sum() if confusion[:, i].sum() else 0.0
+        recall = tp / confusion[i].sum() if confusion[i].sum() else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                           "support": int(confusion[i].sum())}
+    p_true = np.clip(probs[np.arange(len(labels)), labels], LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+    return {"accuracy": float((pred == labels).mean()), "log_loss": float(-np.log(p_true).mean()),
+            "per_class": per_class, "confusion": confusion.tolist()}
+
+
+def class_probabilities(model, images, rows: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """(N, classes) probabilities; a 1-unit sigmoid output p becomes [1 - p, p]."""
+    out = np.asarray(model.predict(batches(images, rows, None, batch_size), verbose=0), dtype="float64")
+    return np.concatenate([1 - out, out], axis=1) if out.shape[1] == 1 else out
+
+
+def evaluate(run: str | Path | None = None, data: str | Path | None = None,
+             progress: Progress | None = None) -> EvalReport:
+    """Score a run on a labelled folder, or (without `data`) on the run's own held-out photos.
+
+    Without `data` the run's test split is used, or its validation split when it has no test
+    split; both were kept out of training, so no training photo is ever scored.
+    """
+    r = load_run(run)
+    if data is not None:
+        prepared = prepare_folder(r.config, data, classes=r.classes, progress=progress)
+        idx = np.arange(len(prepared.files))
+        source = str(data)
+    else:
+        prepared, idx, source = _held_out(r, progress)
+    probs = class_probabilities(r.model, prepared.images, prepared.rows[idx])
+    labels = prepared.labels[idx]
+    s = scores(labels, probs, r.classes)
+    return EvalReport(r.dir, source, r.classes, s["accuracy"], s["log_loss"], s["per_class"], s["confusion"],
+                      len(idx), prepared.skipped, [prepared.found.root / prepared.files[i] for i in idx],
+                      labels, probs)
+
+
+def _held_out(r: Run, progress: Progress | None) -> tuple[Prepared, np.ndarray, str]:
+    record = r.split()
+    if record is None:
+        raise DataError(f"{r.dir} has no split.json; pass --data DIR to evaluate on a folder")
+    which = "test" if record["test"] else "validation"
+    root = record["root"] if which == "test" else record["validation_root"]
+    if not Path(root).is_dir():
+        raise DataError(f"the run's {which} photos were in {root}, which no longer exists; pass --data DIR")
+    prepared = prepare_folder(r.config, root, classes=r.classes, progress=progress)
+    wanted = set(record[which])
+    idx = np.array([i for i, f in enumerate(prepared.files) if f in wanted], dtype=np.int64)
+    if len(idx) == 0:
+        raise DataError(f"none of the run's {which} photos are left in {root}; pass --data DIR")
+    return prepared, idx, f"the run's held-out {which} split of {root}"

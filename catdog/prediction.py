@@ -1,0 +1,78 @@
+"""Answering for new photos with a trained run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from catdog.errors import DataError, ImageError
+from catdog.images import is_system_file, load_image
+from catdog.runs import load_run
+
+BATCH = 32
+
+
+@dataclass
+class Prediction:
+    """The model's answer for one file, or the reason it could not read the file."""
+
+    path: Path
+    label: str | None = None
+    probability: float | None = None
+    probabilities: dict[str, float] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"path": str(self.path), "error": self.error}
+        return {"path": str(self.path), "label": self.label, "probability": self.probability,
+                "probabilities": self.probabilities}
+
+
+def expand(paths: list[str | Path]) -> list[Path]:
+    """Files named directly, plus every non-hidden file under named folders (sorted)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file()
+                            and not any(is_system_file(Path(part)) for part in f.relative_to(p).parts))
+        else:
+            files.append(p)
+    return files
+
+
+def predict(paths: list[str | Path], run: str | Path | None = None) -> Iterator[Prediction]:
+    """Predict each image in `paths` (files or folders), in order, one Prediction per file.
+
+    A file that cannot be read yields a Prediction with `error` set; the others are still predicted.
+    """
+    r = load_run(run)
+    files = expand(paths)
+    if not files:
+        raise DataError(f"no files found in {', '.join(map(str, paths))}")
+    size, resize = r.config.data.image_size, r.config.data.resize
+    for start in range(0, len(files), BATCH):
+        chunk, pixels, failed = files[start:start + BATCH], [], {}
+        for path in chunk:
+            try:
+                pixels.append(load_image(path, size, resize))
+            except ImageError as exc:
+                failed[path] = str(exc)
+        probs = _probabilities(r.model, np.stack(pixels)) if pixels else np.zeros((0, len(r.classes)))
+        rows = iter(probs)
+        for path in chunk:
+            if path in failed:
+                yield Prediction(path, error=failed[path])
+                continue
+            p = next(rows)
+            best = int(p.argmax())
+            yield Prediction(path, r.classes[best], float(p[best]),
+                             {c: float(v) for c, v in zip(r.classes, p)})
+
+
+def _probabilities(model, x: np.ndarray) -> np.ndarray:
+    out = np.asarray(model.predict_on_batch(x), dtype="float64")
+    return np.concatenate([1 - out, out], axis=1) if out.shape[1] == 1 else out

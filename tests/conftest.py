@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny generated photo folders and a private cache per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    # Tests never touch the user's ~/.cache/catdog.
+    monkeypatch.setenv("CATDOG_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def write_images(folder: Path, count: int, size: int = 16, seed: int = 0, bright: bool = False) -> list[Path]:
+    """`count` random JPEGs; `bright` ones are lighter so a model can tell the classes apart."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        low, high = (128, 256) if bright else (0, 128)
+        pixels = rng.integers(low, high, (size, size, 3), dtype=np.uint8)
+        path = folder / f"img_{i:03d}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    """A class-folder dataset: 24 dark 'cats' and 24 bright 'dogs' of 16x16 pixels."""
+    root = tmp_path / "photos"
+    write_images(root / "cats", 24, seed=1)
+    write_images(root / "dogs", 24, seed=2, bright=True)
+    return root

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from catdog.cache import prepare
+from catdog.dataset import discover
+from catdog.images import load_image
+
+from conftest import write_images
+
+
+def tree_digest(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_prepare_caches_resized_pixels_and_lists_skips(tiny_data, tmp_path):
+    (tiny_data / "dogs" / "broken.jpg").write_bytes(b"")
+    before = tree_digest(tiny_data)
+    p = prepare(discover(tiny_data), (12, 10), cache_root=tmp_path / "c")
+    assert len(p.files) == 48 and p.decoded == 49
+    assert p.skipped == [("dogs/broken.jpg", "empty file (0 bytes)")]
+    assert "dogs/broken.jpg: empty file (0 bytes)" in (p.cache_dir / "skipped.txt").read_text()
+    first = p.take(np.array([0]))[0]
+    assert first.shape == (12, 10, 3) and first.dtype == np.uint8
+    assert (first == load_image(tiny_data / p.files[0], (12, 10))).all()
+    assert p.class_counts() == {"cats": 24, "dogs": 24}
+    assert tree_digest(tiny_data) == before  # the user's files are untouched
+
+
+def test_rerun_decodes_only_new_or_changed_files(tiny_data, tmp_path):
+    prepare(discover(tiny_data), (8, 8), cache_root=tmp_path / "c")
+    again = prepare(discover(tiny_data), (8, 8), cache_root=tmp_path / "c")
+    assert again.decoded == 0
+    write_images(tiny_data / "cats" / "more", 2, seed=9)
+    (tiny_data / "dogs" / "img_000.jpg").unlink()
+    third = prepare(discover(tiny_data), (8, 8), cache_root=tmp_path / "c")
+    assert third.decoded == 2 and len(third.files) == 49
+    for i, f in enumerate(third.files):
+        assert (third.take(np.array([i]))[0] == load_image(tiny_data / f, (8, 8))).all()
+    other_size = prepare(discover(tiny_data), (9, 9), cache_root=tmp_path / "c")
+    assert other_size.decoded == 49  # a new image size rebuilds
+
+
+def test_interrupted_prepare_is_never_trusted(tiny_data, tmp_path):
+    p = prepare(discover(tiny_data), (8, 8), cache_root=tmp_path / "c")
+    manifest = p.cache_dir / "manifest.json"
+    # A run killed after writing rows but before its manifest: rows beyond the manifest are garbage.
+    with open(p.cache_dir / "images.u8", "ab") as f:
+        f.write(b"\xff" * 1000)
+    # A manifest cut short by a crash is not trusted: everything is decoded again.
+    manifest.write_text(manifest.read_text()[:50])
+    again = prepare(discover(tiny_data), (8, 8), cache_root=tmp_path / "c")
+    assert again.decoded == 48
+    assert json.loads(manifest.read_text())["rows"] >= 48
+
+
+def test_parallel_prepare_matches_serial(tmp_path):
+    write_images(tmp_path / "d" / "a", 40, seed=1)
+    write_images(tmp_path / "d" / "b", 40, seed=2)
+    serial = prepare(discover(tmp_path / "d"), (8, 8), cache_root=tmp_path / "s", workers=1)
+    parallel = prepare(discover(tmp_path / "d"), (8, 8), cache_root=tmp_path / "p", workers=2)
+    assert serial.files == parallel.files
+    idx = np.arange(80)
+    assert (serial.take(idx) == parallel.take(idx)).all()

@@ -1,0 +1,124 @@
+"""The whole path through the command line, on tiny generated images."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from catdog.cli import main
+
+FAST = ["--set", "train.epochs=1", "--set", "data.image_size=16", "--set", "train.batch_size=8"]
+
+
+def invoke(*args, **kwargs):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+
+def test_every_command_has_help_with_an_example():
+    for name, command in main.commands.items():
+        result = invoke(name, "--help")
+        assert result.exit_code == 0, name
+        assert "Example: catdog " + name in result.output, name
+
+
+@pytest.fixture
+def run_dir(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", "-c", "configs/article.yaml", "--data", tiny_data, "--out", out, "--quiet",
+                    *FAST, "--set", "data.test_split=0.25")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"training on CPU", result.output)
+    assert re.search(r"best epoch 1/1: val_accuracy [01]\.\d{4}, val_loss \d+\.\d{4}", result.output)
+    return out
+
+
+def test_end_to_end(tiny_data, run_dir, tmp_path):
+    prep = invoke("prepare", "-c", "configs/article.yaml", "--data", tiny_data, "--set", "data.image_size=16")
+    assert prep.exit_code == 0 and "cats: 24" in prep.output and "dogs: 24" in prep.output
+    assert "0 decoded now" in prep.output  # train already prepared it
+
+    for name in ("model.keras", "classes.json", "config.yaml", "history.json", "split.json"):
+        assert (run_dir / name).is_file(), name
+    split = json.loads((run_dir / "split.json").read_text())
+    assert len(split["test"]) == 12 and not set(split["test"]) & set(split["train"])
+    assert json.loads((run_dir / "history.json").read_text())["val_loss"]
+
+    held_out = json.loads(invoke("evaluate", "--run", run_dir, "--json").stdout)
+    assert held_out["images"] == 12 and "held-out test split" in held_out["source"]
+    report = invoke("evaluate", "--run", run_dir, "--data", tiny_data, "--json")
+    data = json.loads(report.stdout)
+    assert data["images"] == 48 and 0 <= data["accuracy"] <= 1 and data["log_loss"] > 0
+    assert np.array(data["confusion_matrix"]).sum() == 48
+    assert set(data["per_class"]) == {"cats", "dogs"}
+    table = invoke("evaluate", "--run", run_dir, "--data", tiny_data).output
+    assert "accuracy" in table and "confusion matrix" in table and "precision" in table
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    pred = invoke("predict", "--run", run_dir, "--json", tiny_data / "cats", bad)
+    assert pred.exit_code == 1
+    lines = [json.loads(l) for l in pred.stdout.splitlines() if l.startswith("{")]
+    good = [l for l in lines if "label" in l]
+    assert len(good) == 24
+    for line in good:
+        assert line["label"] in ("cats", "dogs") and 0 <= line["probability"] <= 1
+        assert abs(sum(line["probabilities"].values()) - 1) < 1e-5
+    assert any(l.get("path") == str(bad) and "error" in l for l in lines)
+
+    summary = invoke("summary", "--run", run_dir)
+    assert "12×12×10" in summary.output and "6×6×10" in summary.output and "total params" in summary.output
+
+
+def test_predictions_identical_after_reload(tiny_data, run_dir):
+    import keras
+
+    from catdog.cache import prepare
+    from catdog.dataset import discover
+    from catdog.prediction import predict
+
+    first = [p.probabilities for p in predict([tiny_data / "dogs"], run_dir)]
+    again = [p.probabilities for p in predict([tiny_data / "dogs"], run_dir)]
+    assert first == again
+    model = keras.saving.load_model(run_dir / "model.keras")
+    pixels = prepare(discover(tiny_data), (16, 16)).take(np.arange(24, 48))
+    direct = model.predict(pixels, verbose=0)
+    assert np.allclose(direct[:, 1], [p["dogs"] for p in first], atol=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "-c", "nope.yaml"], "config file not found: nope.yaml"),
+    (["train", "--set", "train.epochz=1"], "unknown config key train.epochz"),
+    (["train", "--data", "no/such/folder"], "data folder not found: no/such/folder"),
+    (["train"], "no data folder given: pass --data DIR or set data.dir in the config"),
+    (["evaluate", "--run", "no/such/run"], "run folder not found: no/such/run"),
+    (["predict", "--run", "no/such/run", "x.jpg"], "run folder not found: no/such/run"),
+])
+def test_errors_are_one_line_and_exit_1(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_run_without_model_and_only_one_class(tmp_path, tiny_data):
+    (tmp_path / "empty_run").mkdir()
+    result = CliRunner().invoke(main, ["evaluate", "--run", str(tmp_path / "empty_run")])
+    assert result.exit_code == 1 and "holds no trained model (model.keras)" in result.output
+    import shutil
+
+    shutil.rmtree(tiny_data / "dogs")
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data)])
+    assert result.exit_code == 1 and "only one class found" in result.output
+
+
+def test_out_folder_is_never_overwritten(tiny_data, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(out), *FAST])
+    assert result.exit_code == 1 and "already exists and is not empty" in result.output
+    assert (out / "notes.txt").read_text() == "keep me"
