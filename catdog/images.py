@@ -1,42 +1,356 @@
-"""Decode one image file into an RGB uint8 array of the model's size, or say why it cannot."""
+"""Decode one image file into an RGB uint8 array of the model's size, or say why it cannot.
+
+Real photo folders hold files of every kind: PNGs named `.jpg`, CMYK and 16-bit images, 0-byte
+and truncated downloads, HTML error pages saved as photos, and headers that claim billions of
+pixels. `load_image` turns each usable one into the same RGB array and rejects the rest with an
+`ImageError` whose message is one short line, so that callers can list the skipped files.
+"""
 
 from __future__ import annotations
 
+import io
+import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile
 
 from catdog.errors import ImageError
 
 # Files a photo folder collects that are never images.
 SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 
+# How `load_image` fits an image to the model's size; "squash" is the seed article's plain resize.
+RESIZE_MODES = ("squash", "crop", "pad")
 
-def is_system_file(path: Path) -> bool:
-    """Hidden and operating-system files that a dataset scan skips."""
-    return path.name.startswith(".") or path.name.lower() in SYSTEM_FILES
+# No photo a classifier learns from needs more; a header that claims more is a broken file or a
+# decompression bomb, and decoding it would take gigabytes of memory.
+MAX_PIXELS = 100_000_000
+
+# Whole files are read into memory so that JPEG structure can be checked on the bytes; larger files
+# go straight to Pillow, which reads them in blocks.
+MAX_READ_BYTES = 64 * 1024 * 1024
+
+# Alpha is composited on white: most transparent images are logos and clip-art drawn for a white page.
+BACKGROUND = (255, 255, 255)
+
+# EXIF orientation tag value -> the transpose that makes the picture upright.
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION = 0x0112
+
+# Pillow raises all of these on malformed input, depending on the format and where it breaks.
+_DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, IndexError, KeyError, ZeroDivisionError)
+
+
+def is_system_file(path: str | Path) -> bool:
+    """Hidden and operating-system files (`.DS_Store`, `Thumbs.db`, ...) that a dataset scan skips."""
+    name = Path(path).name
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
 
 
 def load_image(path: str | Path, size: tuple[int, int], resize: str = "squash") -> np.ndarray:
-    """Decode `path` to RGB and resize it to `size` (height, width) as a uint8 array.
+    """Decode `path` to RGB and fit it to `size` (height, width) as a uint8 array.
+
+    The format is recognised from the content, not the extension. Grayscale, palette, CMYK and
+    16-bit images are converted to 8-bit RGB; transparent pixels are composited on WHITE; GIFs and
+    other animations give their first frame; the EXIF orientation tag is applied so that a rotated
+    phone photo comes out upright.
+
+    Args:
+        path: the image file.
+        size: (height, width) of the result.
+        resize: "squash" stretches the whole image to `size`; "crop" cuts the largest centered
+            region of the target's aspect ratio, then resizes; "pad" resizes to fit inside `size`
+            keeping the aspect ratio and fills the rest with black.
+
+    Returns:
+        A uint8 array of shape (height, width, 3).
 
     Raises:
         ImageError: the file cannot be used; the message is a one-line reason.
+        ValueError: `resize` or `size` is not valid (a caller's bug, not a bad file).
     """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}; got {resize!r}")
+    height, width = size
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be two positive integers (height, width); got {size!r}")
+
     path = Path(path)
+    data = _read(path)
+    # Another library in the process may have turned LOAD_TRUNCATED_IMAGES on; a silently
+    # grey-filled half photo is worse than a skipped one, so it is off for this call only.
+    truncated_ok = ImageFile.LOAD_TRUNCATED_IMAGES
+    # Pillow's own warnings (odd EXIF, palette transparency) are not actionable per file, and in a
+    # pool of workers they would flood the terminal; real problems are raised as ImageError.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            pixels = _decode(path, data, (width, height), resize)
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
+    return pixels
+
+
+def _decode(path: Path, data: bytes | None, target: tuple[int, int], resize: str) -> np.ndarray:
+    """Decode, convert, orient and fit; JPEGs decode at a reduced scale where `target` allows."""
+    with _open(path, data) as im:
+        orientation = _orientation(im)
+        _draft(im, orientation, target, resize)
+        fmt = im.format or "image"
+        try:
+            im.load()
+        except _DECODE_ERRORS as exc:
+            raise ImageError(_decode_reason(fmt, exc)) from None
+        if data is not None and fmt in ("JPEG", "MPO"):
+            problem = jpeg_structure_problem(data)
+            if problem:
+                raise ImageError(problem)
+        # Everything below makes new images, so it happens before closing frees the decoded one.
+        rgb = _to_rgb(im)
+        if orientation in _ORIENTATION:
+            rgb = rgb.transpose(_ORIENTATION[orientation])
+        return np.asarray(_fit(rgb, target, resize), dtype=np.uint8)
+
+
+def _read(path: Path) -> bytes | None:
+    """The file's bytes, or None when it is too large to hold in memory whole."""
     try:
-        if path.stat().st_size == 0:
+        nbytes = path.stat().st_size
+        if nbytes == 0:
             raise ImageError("empty file (0 bytes)")
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im = im.convert("RGB")
-            height, width = size
-            im = im.resize((width, height), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
-    except ImageError:
-        raise
+        if nbytes > MAX_READ_BYTES:
+            return None
+        return path.read_bytes()
     except FileNotFoundError:
-        raise ImageError("file not found") from None
+        raise ImageError("file not found (moved or deleted?)") from None
+    except IsADirectoryError:
+        raise ImageError("is a folder, not a file") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
     except OSError as exc:
-        raise ImageError(f"not a readable image ({exc})") from None
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+
+
+def _open(path: Path, data: bytes | None) -> Image.Image:
+    """Identify the format from the content and read the header, without decoding pixels."""
+    try:
+        im = Image.open(io.BytesIO(data) if data is not None else path)
+    except Image.DecompressionBombError as exc:
+        match = re.search(r"\((\d+) pixels\)", str(exc))
+        claimed = f"{int(match.group(1)):,}" if match else "too many"
+        raise ImageError(f"decompression bomb: header claims {claimed} pixels") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("not an image (unrecognised format)") from None
+    except FileNotFoundError:
+        raise ImageError("file not found (moved or deleted?)") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"unreadable image header: {_first_line(exc)}") from None
+    pixels = im.width * im.height
+    if pixels > MAX_PIXELS:
+        im.close()
+        raise ImageError(f"decompression bomb: header claims {pixels:,} pixels")
+    if pixels == 0:
+        im.close()
+        raise ImageError("image has no pixels (0 width or height)")
+    return im
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag, or 1 (upright) when absent or unreadable."""
+    try:
+        value = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except _DECODE_ERRORS:
+        # A broken EXIF block should not cost a photo whose pixels are fine.
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _draft(im: Image.Image, orientation: int, target: tuple[int, int], resize: str) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result is still at least `target`.
+
+    Decoding fewer pixels is the largest speed-up available for big photos and small models;
+    formats other than JPEG ignore the request.
+    """
+    width, height = im.size
+    if orientation in (5, 6, 7, 8):  # stored sideways: the upright width is the stored height
+        width, height = height, width
+    tw, th = target
+    if resize == "squash":
+        need = (tw, th)
+    else:
+        scale = (max if resize == "crop" else min)(tw / width, th / height)
+        need = (math.ceil(width * scale), math.ceil(height * scale))
+    if orientation in (5, 6, 7, 8):
+        need = (need[1], need[0])
+    im.draft(None, (max(1, need[0]), max(1, need[1])))
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any mode to 8-bit RGB, compositing transparency on the white background."""
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:
+        return im
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _high_depth_to_l(im).convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        out = Image.new("RGB", rgba.size, BACKGROUND)
+        out.paste(rgba, mask=rgba.getchannel("A"))
+        return out
+    try:
+        return im.convert("RGB")
+    except ValueError:
+        raise ImageError(f"unsupported colour mode {mode}") from None
+
+
+def _high_depth_to_l(im: Image.Image) -> Image.Image:
+    """Scale a 16-bit, 32-bit integer or float grayscale image to 8 bits.
+
+    Pillow's own conversion clips at 255, which turns most 16-bit photos white.
+    """
+    a = np.asarray(im)
+    if im.mode == "F":
+        # Float images come either as 0..1 or as 0..255; anything else is clipped.
+        a = a * 255.0 if a.size and np.nanmax(a) <= 1.0 else a
+        a = np.nan_to_num(a)
+    elif im.mode.startswith("I;16") or a.max(initial=0) > 255:
+        # 16-bit range, including 32-bit "I" images that Pillow uses for 16-bit data.
+        a = np.clip(a.astype(np.float64), 0, 65535) / 257.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
+def _fit(im: Image.Image, target: tuple[int, int], resize: str) -> Image.Image:
+    """Resize an upright RGB image to `target` (width, height) by the chosen mode."""
+    tw, th = target
+    width, height = im.size
+    # Antialiased bilinear; reducing_gap shrinks big images by fast box averaging first, with no
+    # visible loss at a gap of 3 (Pillow's documentation).
+    resample = Image.Resampling.BILINEAR
+    if resize == "squash":
+        return im.resize((tw, th), resample, reducing_gap=3.0)
+    if resize == "crop":
+        aspect = tw / th
+        if width / height > aspect:
+            crop_w = height * aspect
+            box = ((width - crop_w) / 2, 0.0, (width + crop_w) / 2, float(height))
+        else:
+            crop_h = width / aspect
+            box = (0.0, (height - crop_h) / 2, float(width), (height + crop_h) / 2)
+        return im.resize((tw, th), resample, box=box, reducing_gap=3.0)
+    scale = min(tw / width, th / height)
+    inner = (max(1, min(tw, round(width * scale))), max(1, min(th, round(height * scale))))
+    canvas = Image.new("RGB", (tw, th), (0, 0, 0))
+    canvas.paste(
+        im.resize(inner, resample, reducing_gap=3.0),
+        ((tw - inner[0]) // 2, (th - inner[1]) // 2),
+    )
+    return canvas
+
+
+def _decode_reason(fmt: str, exc: BaseException) -> str:
+    """One stable line for a decoding failure, so that skip lists group by reason."""
+    message = _first_line(exc)
+    if "truncated" in message:
+        return f"truncated {fmt}: image file is truncated"
+    # Drop per-file details such as "(137 bytes not processed)".
+    message = re.sub(r"\s*\([^)]*\)$", "", message)
+    return f"corrupt {fmt}: {message}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# --- JPEG structure ----------------------------------------------------------------------------
+#
+# Pillow's JPEG decoder silently swallows libjpeg's warnings ("Corrupt JPEG data: premature end of
+# data segment", "bad Huffman code", "N extraneous bytes before marker"): its output_message hook
+# does nothing and the warning count is never checked, so a JPEG whose entropy-coded data is
+# damaged in the middle decodes without error into a partly garbled picture. Pillow does raise for
+# a file cut short. What the check below adds, from the bytes alone and in microseconds:
+#   detected: a missing end-of-image marker; bytes after the last scan that are not a valid
+#     marker (garbage or a splice from another file where a marker must be); restart markers out of
+#     sequence (lost or duplicated chunks of data in files written with restart intervals);
+#     segments whose length runs past the end of the file.
+#   not detected: flipped bits or overwritten bytes inside the entropy-coded data that leave the
+#     marker structure intact. Only a full Huffman decode can see those, and Pillow does not report
+#     the result of its own; such files load as pictures with smeared or wrong-coloured blocks.
+
+# Markers that may follow an entropy-coded scan: tables, another scan, restart interval, number of
+# lines, comments, application data, end of image.
+_AFTER_SCAN = {0xC4, 0xCC, 0xD9, 0xDA, 0xDB, 0xDC, 0xDD, 0xFE, *range(0xE0, 0xF0)}
+# A marker: 0xFF then anything but the 0x00 that stuffs a literal 0xFF into entropy-coded data.
+# (A plain search is 20x faster than one for "\xff+"; fill bytes are skipped by matching again.)
+_NEXT_MARKER = re.compile(rb"\xff([^\x00])")
+
+
+def jpeg_structure_problem(data: bytes) -> str | None:
+    """A one-line reason when the JPEG's marker structure is broken, else None.
+
+    Data after the end-of-image marker is allowed: cameras and phones append thumbnails and
+    depth maps there.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return "corrupt JPEG: no start-of-image marker"
+    pos, end = 2, len(data)
+    while True:
+        match = _NEXT_MARKER.match(data, pos)
+        if match is None:
+            if pos >= end - 1:
+                return "truncated JPEG: no end-of-image marker"
+            return f"corrupt JPEG: garbage where a marker belongs at byte {pos:,}"
+        marker, pos = match.group(1)[0], match.end()
+        if marker == 0xFF:  # a fill byte before the marker
+            pos -= 1
+            continue
+        if marker == 0xD9:
+            return None
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # standalone markers carry no length
+            continue
+        if pos + 2 > end:
+            return "truncated JPEG: no end-of-image marker"
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if length < 2 or pos + length > end:
+            return "truncated JPEG: a segment runs past the end of the file"
+        pos += length
+        if marker == 0xDA:
+            pos, problem = _skip_scan(data, pos)
+            if problem:
+                return problem
+
+
+def _skip_scan(data: bytes, pos: int) -> tuple[int, str | None]:
+    """Walk one scan's entropy-coded data; return where its closing marker starts, or a problem."""
+    expected_restart = 0
+    while True:
+        match = _NEXT_MARKER.search(data, pos)
+        if match is None:
+            return len(data), "truncated JPEG: no end-of-image marker"
+        marker = match.group(1)[0]
+        if marker == 0xFF:  # a fill byte before the marker
+            pos = match.start() + 1
+            continue
+        if 0xD0 <= marker <= 0xD7:
+            if marker - 0xD0 != expected_restart:
+                return 0, (
+                    f"corrupt JPEG: restart marker {marker - 0xD0} where {expected_restart} belongs"
+                )
+            expected_restart = (expected_restart + 1) % 8
+            pos = match.end()
+            continue
+        if marker not in _AFTER_SCAN:
+            return 0, f"corrupt JPEG: invalid marker 0xFF{marker:02X} in image data"
+        return match.start(), None

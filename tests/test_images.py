@@ -1,0 +1,358 @@
+"""Every awkward file a photo folder holds: generated here, then loaded or rejected with a reason."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile, features
+
+from catdog.errors import ImageError
+from catdog.images import is_system_file, jpeg_structure_problem, load_image
+
+RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
+
+
+def save(path: Path, im: Image.Image, fmt: str, **options: object) -> Path:
+    im.save(path, fmt, **options)
+    return path
+
+
+def jpeg_bytes(size: tuple[int, int] = (64, 64), **options: object) -> bytes:
+    """A noisy JPEG, so that its entropy-coded data is long enough to damage in the middle."""
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+def close_to(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 40) -> bool:
+    return bool(np.all(np.abs(pixel.astype(int) - np.array(colour)) <= tolerance))
+
+
+def assert_rgb(array: np.ndarray, size: tuple[int, int]) -> None:
+    assert array.dtype == np.uint8
+    assert array.shape == (*size, 3)
+
+
+# --- accepted and converted ---------------------------------------------------------------------
+
+
+def test_jpeg_loads_as_rgb_of_the_requested_height_and_width(tmp_path: Path) -> None:
+    path = save(tmp_path / "cat.jpg", Image.new("RGB", (40, 30), RED), "JPEG")
+    array = load_image(path, (24, 16))
+    assert_rgb(array, (24, 16))
+    assert close_to(array[12, 8], RED)
+
+
+def test_png_named_jpg_is_recognised_by_content(tmp_path: Path) -> None:
+    path = save(tmp_path / "really_a_png.jpg", Image.new("RGB", (20, 20), GREEN), "PNG")
+    array = load_image(path, (16, 16))
+    assert (array == GREEN).all()
+
+
+def test_cmyk_jpeg_converts_to_rgb(tmp_path: Path) -> None:
+    path = save(tmp_path / "print.jpg", Image.new("CMYK", (32, 32), (0, 255, 255, 0)), "JPEG")
+    assert close_to(load_image(path, (16, 16))[8, 8], RED)
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path: Path) -> None:
+    path = save(tmp_path / "gray.png", Image.new("L", (20, 20), 100), "PNG")
+    array = load_image(path, (16, 16))
+    assert (array == 100).all()
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[0, 257 * 128], [65535, 257 * 10]], dtype=np.uint16)
+    im = Image.fromarray(values)
+    assert im.mode == "I;16"
+    path = save(tmp_path / "depth.png", im, "PNG")
+    array = load_image(path, (2, 2))
+    assert array[..., 0].tolist() == [[0, 128], [255, 10]]
+
+
+def test_float_image_in_0_1_is_scaled_to_0_255(tmp_path: Path) -> None:
+    im = Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32), "F")
+    path = save(tmp_path / "float.tif", im, "TIFF")
+    assert (load_image(path, (8, 8)) == 128).all()
+
+
+def test_palette_transparency_is_composited_on_white(tmp_path: Path) -> None:
+    im = Image.new("P", (20, 20), 0)
+    im.putpalette([*RED, *BLUE] + [0] * 762)
+    im.paste(1, (10, 0, 20, 20))  # right half is palette index 1 ...
+    path = save(tmp_path / "sticker.png", im, "PNG", transparency=1)  # ... which is transparent
+    array = load_image(path, (20, 20))
+    assert (array[:, :8] == RED).all()
+    assert (array[:, 12:] == WHITE).all()
+
+
+def test_rgba_alpha_is_composited_on_white(tmp_path: Path) -> None:
+    im = Image.new("RGBA", (20, 20), (*RED, 255))
+    im.paste((*BLUE, 0), (10, 0, 20, 20))
+    path = save(tmp_path / "logo.png", im, "PNG")
+    array = load_image(path, (20, 20))
+    assert (array[:, :8] == RED).all()
+    assert (array[:, 12:] == WHITE).all()
+
+
+def test_half_transparent_grayscale_blends_with_white(tmp_path: Path) -> None:
+    path = save(tmp_path / "la.png", Image.new("LA", (8, 8), (0, 128)), "PNG")
+    assert np.abs(load_image(path, (8, 8)).astype(int) - 127).max() <= 1
+
+
+@pytest.mark.skipif(not features.check("webp"), reason="Pillow built without WebP")
+def test_webp(tmp_path: Path) -> None:
+    path = save(tmp_path / "web.webp", Image.new("RGB", (20, 20), BLUE), "WEBP", lossless=True)
+    assert (load_image(path, (16, 16)) == BLUE).all()
+
+
+def test_bmp(tmp_path: Path) -> None:
+    path = save(tmp_path / "old.bmp", Image.new("RGB", (20, 20), GREEN), "BMP")
+    assert (load_image(path, (16, 16)) == GREEN).all()
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (20, 20), RED), Image.new("RGB", (20, 20), BLUE)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    assert close_to(load_image(path, (16, 16))[8, 8], RED, tolerance=5)
+
+
+def test_one_pixel_image_is_upscaled(tmp_path: Path) -> None:
+    path = save(tmp_path / "dot.png", Image.new("RGB", (1, 1), RED), "PNG")
+    for mode in ("squash", "crop", "pad"):
+        array = load_image(path, (16, 16), mode)
+        assert_rgb(array, (16, 16))
+        assert (array[8, 8] == RED).all()
+
+
+def test_exif_orientation_makes_a_phone_photo_upright(tmp_path: Path) -> None:
+    # Stored 40 wide x 20 tall with a red top-left corner; tag 6 means "rotate 90 degrees clockwise
+    # to display", so the upright photo is 20 wide x 40 tall with the red corner at the top right.
+    im = Image.new("RGB", (40, 20), BLUE)
+    im.paste(RED, (0, 0, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = save(tmp_path / "phone.jpg", im, "JPEG", quality=95, exif=exif)
+    array = load_image(path, (40, 20))
+    assert close_to(array[3, 16], RED)
+    assert close_to(array[3, 3], BLUE)
+    assert close_to(array[36, 16], BLUE)
+
+
+def test_large_jpeg_decoded_at_reduced_scale_keeps_its_content(tmp_path: Path) -> None:
+    im = Image.new("RGB", (512, 256), RED)
+    im.paste(BLUE, (256, 0, 512, 256))
+    path = save(tmp_path / "big.jpg", im, "JPEG", quality=95)
+    array = load_image(path, (16, 32))
+    assert close_to(array[8, 4], RED)
+    assert close_to(array[8, 28], BLUE)
+
+
+def test_jpeg_with_restart_markers_and_camera_trailer_is_accepted(tmp_path: Path) -> None:
+    data = jpeg_bytes(restart_marker_rows=1) + b"trailer that phones append after the image"
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(data)
+    assert_rgb(load_image(path, (16, 16)), (16, 16))
+
+
+def test_load_image_pickles_for_worker_processes() -> None:
+    assert pickle.loads(pickle.dumps(load_image)) is load_image
+
+
+# --- rejected with a reason ---------------------------------------------------------------------
+
+
+def reason(path: Path, size: tuple[int, int] = (16, 16)) -> str:
+    with pytest.raises(ImageError) as caught:
+        load_image(path, size)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    assert reason(path) == "empty file (0 bytes)"
+
+
+def test_truncated_jpeg(tmp_path: Path) -> None:
+    data = jpeg_bytes()
+    path = tmp_path / "half.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    assert reason(path) == "truncated JPEG: image file is truncated"
+
+
+def test_truncated_jpeg_is_rejected_even_if_another_library_allows_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    data = jpeg_bytes()
+    path = tmp_path / "half.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    assert reason(path).startswith("truncated JPEG")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left as it was
+
+
+def test_jpeg_without_end_marker(tmp_path: Path) -> None:
+    path = tmp_path / "no_eoi.jpg"
+    path.write_bytes(jpeg_bytes()[:-2])
+    assert reason(path).startswith("truncated JPEG")
+
+
+def test_corrupt_jpeg_with_a_bad_marker_in_its_data(tmp_path: Path) -> None:
+    data = bytearray(jpeg_bytes())
+    middle = (data.index(b"\xff\xda") + len(data)) // 2
+    data[middle : middle + 2] = b"\xff\x45"
+    path = tmp_path / "corrupt.jpg"
+    path.write_bytes(bytes(data))
+    assert reason(path).startswith("corrupt JPEG: ")
+
+
+def test_corrupt_jpeg_with_lost_data_between_restart_markers(tmp_path: Path) -> None:
+    data = jpeg_bytes(restart_marker_rows=1)
+    second, third = data.index(b"\xff\xd1"), data.index(b"\xff\xd2")
+    path = tmp_path / "spliced.jpg"
+    path.write_bytes(data[:second] + data[third:])  # a chunk lost in transfer
+    assert reason(path) == "corrupt JPEG: restart marker 2 where 1 belongs"
+
+
+def test_jpeg_structure_check_on_bytes() -> None:
+    good = jpeg_bytes()
+    assert jpeg_structure_problem(good) is None
+    assert jpeg_structure_problem(good[:-2]) == "truncated JPEG: no end-of-image marker"
+    assert jpeg_structure_problem(b"GIF89a") == "corrupt JPEG: no start-of-image marker"
+    spliced = good[:2] + b"junk" + good[2:]
+    assert jpeg_structure_problem(spliced) == "corrupt JPEG: garbage where a marker belongs at byte 2"
+
+
+def test_damaged_entropy_data_with_intact_markers_is_not_detected(tmp_path: Path) -> None:
+    # A known limit, kept visible: Pillow drops libjpeg's "Corrupt JPEG data" warnings, and bytes
+    # overwritten without touching any marker leave a decodable, partly garbled picture.
+    data = bytearray(jpeg_bytes())
+    middle = (data.index(b"\xff\xda") + len(data)) // 2
+    data[middle : middle + 200] = bytes(200)
+    path = tmp_path / "garbled.jpg"
+    path.write_bytes(bytes(data))
+    assert_rgb(load_image(path, (16, 16)), (16, 16))
+
+
+def test_text_file_named_jpg(tmp_path: Path) -> None:
+    path = tmp_path / "error_page.jpg"
+    path.write_text("<html><body>404 Not Found</body></html>\n")
+    assert reason(path) == "not an image (unrecognised format)"
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width` x `height`, followed by a few bytes of pixel data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(bytes(64)))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_decompression_bomb_claiming_billions_of_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(50_000, 40_000))
+    assert reason(path) == "decompression bomb: header claims 2,000,000,000 pixels"
+
+
+def test_image_over_the_limit_but_under_pillows_is_rejected_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_claiming(12_000, 10_000))
+    assert reason(path) == "decompression bomb: header claims 120,000,000 pixels"
+
+
+def test_missing_file_and_folder(tmp_path: Path) -> None:
+    assert reason(tmp_path / "gone.jpg") == "file not found (moved or deleted?)"
+    assert reason(tmp_path) == "is a folder, not a file"
+
+
+def test_ds_store_is_a_system_file_and_not_an_image(tmp_path: Path) -> None:
+    path = tmp_path / ".DS_Store"
+    path.write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
+    assert is_system_file(path)
+    assert reason(path) == "not an image (unrecognised format)"
+
+
+@pytest.mark.parametrize(
+    ("name", "system"),
+    [
+        ("Thumbs.db", True),
+        ("desktop.ini", True),
+        ("DESKTOP.INI", True),
+        (".hidden.jpg", True),
+        ("._cat.jpg", True),
+        ("cat.jpg", False),
+        ("thumbs.jpg", False),
+    ],
+)
+def test_is_system_file(name: str, system: bool) -> None:
+    assert is_system_file(Path("photos") / name) is system
+
+
+def test_bad_resize_mode_is_a_callers_bug(tmp_path: Path) -> None:
+    path = save(tmp_path / "cat.png", Image.new("RGB", (8, 8)), "PNG")
+    with pytest.raises(ValueError, match="resize must be one of squash, crop, pad; got 'zoom'"):
+        load_image(path, (8, 8), "zoom")
+
+
+# --- resize modes -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def striped(tmp_path: Path) -> Path:
+    """40 wide x 20 tall: red left quarter, green middle half, blue right quarter."""
+    im = Image.new("RGB", (40, 20), GREEN)
+    im.paste(RED, (0, 0, 10, 20))
+    im.paste(BLUE, (30, 0, 40, 20))
+    return save(tmp_path / "striped.png", im, "PNG")
+
+
+def test_squash_keeps_everything_stretched(striped: Path) -> None:
+    array = load_image(striped, (20, 20), "squash")
+    assert_rgb(array, (20, 20))
+    assert (array[:, 0] == RED).all()
+    assert (array[:, -1] == BLUE).all()
+
+
+def test_crop_keeps_the_center(striped: Path) -> None:
+    array = load_image(striped, (20, 20), "crop")
+    assert_rgb(array, (20, 20))
+    assert (array == GREEN).all()
+
+
+def test_crop_of_a_tall_target_cuts_the_sides(striped: Path) -> None:
+    array = load_image(striped, (40, 10), "crop")
+    assert_rgb(array, (40, 10))
+    assert (array == GREEN).all()
+
+
+def test_pad_letterboxes_on_black(striped: Path) -> None:
+    array = load_image(striped, (20, 20), "pad")
+    assert_rgb(array, (20, 20))
+    assert (array[:5] == BLACK).all()  # 40x20 fits 20x20 as 20x10: bars of 5 rows above and below
+    assert (array[-5:] == BLACK).all()
+    assert (array[10, 0] == RED).all()
+    assert (array[10, -1] == BLUE).all()
+    assert (array[6:14, 8:12] == GREEN).all()
+
+
+def test_pad_of_a_matching_aspect_has_no_bars(striped: Path) -> None:
+    array = load_image(striped, (10, 20), "pad")
+    assert not (array == BLACK).all(axis=-1).any()
