@@ -13,6 +13,7 @@ the cache is.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -23,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from catdog.dataset import Found
+from catdog.dataset import Found, targets
 from catdog.errors import DataError, ImageError
 from catdog.images import load_image
 
@@ -95,6 +96,13 @@ class Prepared:
         counts = np.bincount(self.labels, minlength=len(self.classes))
         return {name: int(n) for name, n in zip(self.classes, counts)}
 
+    def row_targets(self, sigmoid: bool) -> np.ndarray:
+        """Keras targets indexed by cache row, since batches are read by cache row."""
+        y = targets(self.labels, len(self.classes), sigmoid)
+        out = np.zeros((len(self.images),) + y.shape[1:], dtype=y.dtype)
+        out[self.rows] = y
+        return out
+
     def take(self, idx: np.ndarray) -> np.ndarray:
         """Images at positions `idx` of the usable list."""
         return self.images[self.rows[idx]]
@@ -127,6 +135,14 @@ def prepare(found: Found, size: tuple[int, int], resize: str = "squash", cache_r
         cdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create the cache folder {cdir}: {exc.strerror} (set data.cache_dir)") from None
+    # Two prepares of the same folder at once would append to the same rows: take turns.
+    with open(cdir / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare_locked(found, cdir, size, resize, workers, progress)
+
+
+def _prepare_locked(found: Found, cdir: Path, size: tuple[int, int], resize: str, workers: int,
+                    progress: Progress | None) -> Prepared:
     manifest_path, array_path = cdir / "manifest.json", cdir / "images.u8"
     old = _read_manifest(manifest_path, array_path, size, resize)
     old_entries = {e["file"]: e for e in old["entries"]} if old else {}

@@ -130,7 +130,8 @@ def batches(images: np.ndarray, indices: np.ndarray, y: np.ndarray | None, batch
 
     class _Batches(keras.utils.PyDataset):
         def __init__(self) -> None:
-            super().__init__()
+            # Two reader threads fetch the next batches while the model trains (pread releases the GIL).
+            super().__init__(workers=2, max_queue_size=4)
             self.order = np.asarray(indices)
             self.epoch = 0
             if shuffle:

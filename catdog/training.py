@@ -11,7 +11,7 @@ from typing import Callable
 from catdog.cache import Progress
 from catdog.config import Config, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
-from catdog.dataset import batches, targets
+from catdog.dataset import batches
 from catdog.runs import (CLASSES_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, SKIPPED_FILE, SPLIT_FILE,
                          claim_out_dir, new_run_dir, write_json)
 
@@ -115,11 +115,9 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     model = build_model(config, len(classes))
     sigmoid = config.model.head == "sigmoid"
     t = config.train
-    y_train = targets(sp.train.labels, len(classes), sigmoid)
-    y_val = targets(sp.val.labels, len(classes), sigmoid)
-    train_batches = batches(sp.train.images, sp.train.rows[sp.train_idx], _by_row(sp.train, y_train),
+    train_batches = batches(sp.train.images, sp.train.rows[sp.train_idx], sp.train.row_targets(sigmoid),
                             t.batch_size, shuffle=True, seed=config.seed)
-    val_batches = batches(sp.val.images, sp.val.rows[sp.val_idx], _by_row(sp.val, y_val), t.batch_size)
+    val_batches = batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), t.batch_size)
     compile_model(model, config, len(train_batches))
 
     writer = history_writer(run_dir / HISTORY_FILE)
@@ -134,15 +132,6 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     best = (values.index(min(values)) if monitor == "val_loss" else values.index(max(values)))
     return TrainResult(run_dir, device, len(values), best + 1, history["val_accuracy"][best],
                        history["val_loss"][best], seconds, history)
-
-
-def _by_row(prepared, y):
-    """Targets indexed by cache row, since batches are read by cache row."""
-    import numpy as np
-
-    out = np.zeros((len(prepared.images),) + y.shape[1:], dtype=y.dtype)
-    out[prepared.rows] = y
-    return out
 
 
 def read_history(run_dir: Path) -> dict[str, list[float]]:

@@ -66,3 +66,28 @@ def test_parallel_prepare_matches_serial(tmp_path):
     assert serial.files == parallel.files
     idx = np.arange(80)
     assert (serial.take(idx) == parallel.take(idx)).all()
+
+
+def test_kill_9_mid_prepare_then_rerun_completes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_images(tmp_path / "d" / "a", 150, size=64, seed=1)
+    write_images(tmp_path / "d" / "b", 150, size=64, seed=2)
+    code = ("import sys; from catdog.cache import prepare; from catdog.dataset import discover; "
+            f"prepare(discover(sys.argv[1]), (32, 32), cache_root=sys.argv[2], workers=1, "
+            "progress=lambda d, t: d == 50 and print('half', flush=True))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "d"), str(tmp_path / "c")],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "half"
+    time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    p = prepare(discover(tmp_path / "d"), (32, 32), cache_root=tmp_path / "c")
+    assert len(p.files) == 300 and not p.skipped
+    idx = np.arange(300)
+    expected = np.stack([load_image(tmp_path / "d" / f, (32, 32)) for f in p.files])
+    assert (p.take(idx) == expected).all()
