@@ -143,6 +143,7 @@ def evaluate(run, data, as_json):
         click.echo(json.dumps(report.to_dict()))
     else:
         click.echo(report.table())
+        click.echo(f"\nreport: {report.out_dir / 'report.json'}")
 
 
 @main.command()

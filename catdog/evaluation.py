@@ -11,7 +11,7 @@ from catdog.cache import Prepared, Progress
 from catdog.data import prepare_folder
 from catdog.dataset import batches
 from catdog.errors import DataError
-from catdog.runs import Run, load_run
+from catdog.runs import Run, load_run, write_json
 
 # Kaggle's "Dogs vs. Cats Redux" log loss clips probabilities so one confident mistake stays finite.
 LOG_LOSS_EPS = 1e-15
@@ -34,10 +34,12 @@ class EvalReport:
     files: list[Path] = field(default_factory=list, repr=False)
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
+    # Where report.json (and the pictures of this evaluation) are written, inside the run folder.
+    out_dir: Path | None = None
 
     def to_dict(self) -> dict:
         return {
-            "run": str(self.run_dir), "source": self.source, "images": self.count,
+            "run": str(self.run_dir), "report_dir": str(self.out_dir), "source": self.source, "images": self.count,
             "accuracy": self.accuracy, "log_loss": self.log_loss, "classes": self.classes,
             "per_class": self.per_class, "confusion_matrix": self.confusion,
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
@@ -103,9 +105,21 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None,
     probs = class_probabilities(r.model, prepared.images, prepared.rows[idx])
     labels = prepared.labels[idx]
     s = scores(labels, probs, r.classes)
-    return EvalReport(r.dir, source, r.classes, s["accuracy"], s["log_loss"], s["per_class"], s["confusion"],
-                      len(idx), prepared.skipped, [prepared.found.root / prepared.files[i] for i in idx],
-                      labels, probs)
+    report = EvalReport(r.dir, source, r.classes, s["accuracy"], s["log_loss"], s["per_class"], s["confusion"],
+                        len(idx), prepared.skipped, [prepared.found.root / prepared.files[i] for i in idx],
+                        labels, probs)
+    report.out_dir = r.dir / "evaluation" / ("held-out" if data is None else _slug(Path(data)))
+    report.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(report.out_dir / "report.json", report.to_dict())
+    return report
+
+
+def _slug(folder: Path) -> str:
+    """A folder name for the reports on one data folder, e.g. 'validation-3f2a9c'."""
+    import hashlib
+
+    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:6]
+    return f"{folder.resolve().name}-{digest}"
 
 
 def _held_out(r: Run, progress: Progress | None) -> tuple[Prepared, np.ndarray, str]:

@@ -49,6 +49,7 @@ def test_end_to_end(tiny_data, run_dir, tmp_path):
 
     held_out = json.loads(invoke("evaluate", "--run", run_dir, "--json").stdout)
     assert held_out["images"] == 12 and "held-out test split" in held_out["source"]
+    assert json.loads((run_dir / "evaluation" / "held-out" / "report.json").read_text())["images"] == 12
     report = invoke("evaluate", "--run", run_dir, "--data", tiny_data, "--json")
     data = json.loads(report.stdout)
     assert data["images"] == 48 and 0 <= data["accuracy"] <= 1 and data["log_loss"] > 0
