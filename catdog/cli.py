@@ -32,10 +32,10 @@ def config_options(fn):
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                       help="Override a config value, e.g. --set train.epochs=1 (repeatable).")(fn)
     return click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-                        default="configs/article.yaml", show_default=True, help="YAML config file.")(fn)
+                        help="YAML config file (default: the built-in defaults, the article's settings).")(fn)
 
 
-def load(config_path: str, overrides: tuple[str, ...]):
+def load(config_path: str | None, overrides: tuple[str, ...]):
     from catdog.config import load_config
 
     return load_config(config_path, overrides)
@@ -193,7 +193,7 @@ def summary(config_path, overrides, run, classes, as_json):
 
         s = summarize(load_run(run).model)
     else:
-        s = summarize_config(load(config_path or "configs/article.yaml", overrides), classes)
+        s = summarize_config(load(config_path, overrides), classes)
     click.echo(json.dumps(s.to_dict()) if as_json else s.table())
 
 

@@ -58,3 +58,8 @@ def test_bad_files(tmp_path):
         load_config(typo)
     with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
         load_config(None, ["train.epochs"])
+
+
+def test_defaults_are_the_article_config():
+    # `catdog train` without -c must train the article's model, wherever it is run from.
+    assert load_config(None) == load_config(ROOT / "configs" / "article.yaml")
