@@ -236,3 +236,46 @@ def demo(workdir, epochs):
 
     click.echo(summarize(load_run(result.run_dir).model).table())
     click.echo(f"\ndone. Everything is in {root}; try: catdog predict --run {result.run_dir} {images / CLASSES[0]}")
+
+
+@main.command()
+@click.argument("dataset", required=False)
+@click.option("--to", type=click.Path(file_okay=False), default="data", show_default=True,
+              help="Folder to download and extract into.")
+@click.option("--url", help="Fetch the archive from here instead: a mirror, or file:///path/to/archive.zip.")
+@click.option("--sha256", help="Expected SHA-256 of the archive (default: the published one, where known).")
+@friendly
+def download(dataset, to, url, sha256):
+    """Download a photo dataset (petimages, or the default cats_and_dogs_filtered) into class folders.
+
+    Example: catdog download petimages --to data
+    """
+    from tqdm import tqdm
+
+    from catdog.download import DATASETS, DEFAULT_DATASET, existing
+    from catdog.download import download as fetch
+
+    name = dataset or (None if url else DEFAULT_DATASET)
+    known = DATASETS.get(name.lower()) if name else None
+    if known and existing(name, Path(to)):
+        click.echo(f"{name} is already in {to}; nothing downloaded")
+    elif known and not (sha256 or known.sha256):
+        click.echo(f"note: no published SHA-256 for {name}; pass --sha256 to verify the archive", err=True)
+    bar = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+                       desc="download", file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        root = fetch(name, Path(to), url=url, sha256=sha256, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    counts = {d.name: sum(1 for f in d.iterdir() if f.is_file()) for d in sorted(root.iterdir()) if d.is_dir()}
+    summary_line = ", ".join(f"{k}: {n}" for k, n in counts.items())
+    click.echo(f"{sum(counts.values())} photos in {root} ({summary_line})")
+    click.echo(f"next: catdog train --data {root}")
