@@ -121,7 +121,8 @@ def _decode(path: Path, data: bytes | None, target: tuple[int, int], resize: str
         rgb = _to_rgb(im)
         if orientation in _ORIENTATION:
             rgb = rgb.transpose(_ORIENTATION[orientation])
-        return np.asarray(_fit(rgb, target, resize), dtype=np.uint8)
+        # np.array, not asarray: asarray would be a read-only view of Pillow's bytes.
+        return np.array(_fit(rgb, target, resize), dtype=np.uint8)
 
 
 def _read(path: Path) -> bytes | None:
@@ -280,14 +281,17 @@ def _first_line(exc: BaseException) -> str:
 # data segment", "bad Huffman code", "N extraneous bytes before marker"): its output_message hook
 # does nothing and the warning count is never checked, so a JPEG whose entropy-coded data is
 # damaged in the middle decodes without error into a partly garbled picture. Pillow does raise for
-# a file cut short. What the check below adds, from the bytes alone and in microseconds:
-#   detected: a missing end-of-image marker; bytes after the last scan that are not a valid
-#     marker (garbage or a splice from another file where a marker must be); restart markers out of
-#     sequence (lost or duplicated chunks of data in files written with restart intervals);
-#     segments whose length runs past the end of the file.
-#   not detected: flipped bits or overwritten bytes inside the entropy-coded data that leave the
-#     marker structure intact. Only a full Huffman decode can see those, and Pillow does not report
-#     the result of its own; such files load as pictures with smeared or wrong-coloured blocks.
+# a file cut short. What the check below adds, from the bytes alone and in well under a millisecond:
+#   detected: a missing end-of-image marker (cut short, or its tail lost); a marker code inside
+#     image data that cannot be there (random bytes or a splice from another file that happen to
+#     hold 0xFF); restart markers out of sequence (a chunk lost or repeated, in files written with
+#     restart intervals); a header segment running past the end of the file.
+#   not detected: bytes overwritten, zeroed or bit-flipped inside the entropy-coded data without
+#     creating a marker, and an end-of-image marker spliced in early. Telling those apart needs
+#     libjpeg's own verdict from a full Huffman decode, which Pillow throws away; a strict decoder
+#     (e.g. simplejpeg with strict=True) reports them. Such files load with smeared blocks.
+#   tolerated, as libjpeg tolerates them: junk bytes between header segments (the pixels are
+#     intact) and data after the end-of-image marker (camera trailers).
 
 # Markers that may follow an entropy-coded scan: tables, another scan, restart interval, number of
 # lines, comments, application data, end of image.
@@ -309,9 +313,9 @@ def jpeg_structure_problem(data: bytes) -> str | None:
     while True:
         match = _NEXT_MARKER.match(data, pos)
         if match is None:
-            if pos >= end - 1:
+            match = _NEXT_MARKER.search(data, pos)  # skip junk between segments, as libjpeg does
+            if match is None:
                 return "truncated JPEG: no end-of-image marker"
-            return f"corrupt JPEG: garbage where a marker belongs at byte {pos:,}"
         marker, pos = match.group(1)[0], match.end()
         if marker == 0xFF:  # a fill byte before the marker
             pos -= 1
