@@ -25,3 +25,7 @@ class RunError(CatdogError):
 
 class DownloadError(CatdogError):
     """A dataset could not be fetched, verified or extracted."""
+
+
+class DistributeError(CatdogError):
+    """Training cannot be spread as `train.distribute` asks (backend, TF_CONFIG, start-up order)."""

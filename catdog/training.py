@@ -60,7 +60,10 @@ def compile_model(model, config: Config, steps_per_epoch: int) -> None:
         loss = keras.losses.BinaryCrossentropy(label_smoothing=t.label_smoothing)
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
-    model.compile(optimizer=optimizers[t.optimizer](), loss=loss, metrics=["accuracy"])
+    from catdog.devices import resolve_jit_compile
+
+    model.compile(optimizer=optimizers[t.optimizer](), loss=loss, metrics=["accuracy"],
+                  jit_compile=resolve_jit_compile(t.jit_compile))
 
 
 def history_writer(path: Path):
@@ -96,12 +99,18 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         CatdogError: bad data, bad config or an unusable output folder.
     """
     say = report or (lambda _msg: None)
+    from catdog import distribute
+
+    # First of all: multi-worker training and GPU memory growth must be set before TensorFlow runs.
+    dist = distribute.start(config)
     sp = load_data(config, data, progress)
     classes = sp.train.classes
     say(f"data: {len(sp.train_idx)} train, {len(sp.val_idx)} validation, {len(sp.test_idx)} test images; "
         f"classes {', '.join(classes)}; {len(sp.train.skipped)} skipped")
 
-    run_dir = claim_out_dir(Path(out)) if out else new_run_dir(config.model.name)
+    # Only the chief worker writes the run folder; other workers save into a scratch folder.
+    run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(config.model.name)) if dist.chief
+               else dist.scratch_dir())
     save_config(config, run_dir / CONFIG_FILE)
     write_json(run_dir / CLASSES_FILE, classes)
     write_json(run_dir / SPLIT_FILE, sp.record())
@@ -111,19 +120,22 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     from catdog.models import build_model
 
     device = training_device()
-    say(f"training on {device}; run folder {run_dir}")
-    model = build_model(config, len(classes))
-    sigmoid = config.model.head == "sigmoid"
-    t = config.train
-    train_batches = batches(sp.train.images, sp.train.rows[sp.train_idx], sp.train.row_targets(sigmoid),
-                            t.batch_size, shuffle=True, seed=config.seed)
-    val_batches = batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), t.batch_size)
-    compile_model(model, config, len(train_batches))
+    say(f"training on {device}; {dist.describe()}; run folder {run_dir}")
+    # The strategy (or JAX's device layout) and the precision policy cover build, compile and fit.
+    with dist.scope():
+        model = build_model(config, len(classes))
+        sigmoid = config.model.head == "sigmoid"
+        t = config.train
+        train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx],
+                                          sp.train.row_targets(sigmoid), t.batch_size, shuffle=True, seed=config.seed))
+        val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid),
+                                        t.batch_size))
+        compile_model(model, config, len(train_batches))
 
-    writer = history_writer(run_dir / HISTORY_FILE)
-    start = time.perf_counter()
-    model.fit(train_batches, validation_data=val_batches, epochs=t.epochs, callbacks=[writer], verbose=verbose)
-    seconds = time.perf_counter() - start
+        writer = history_writer(run_dir / HISTORY_FILE)
+        start = time.perf_counter()
+        model.fit(train_batches, validation_data=val_batches, epochs=t.epochs, callbacks=[writer], verbose=verbose)
+        seconds = time.perf_counter() - start
     model.save(run_dir / MODEL_FILE)
 
     history = writer.history
