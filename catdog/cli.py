@@ -279,3 +279,20 @@ def download(dataset, to, url, sha256):
     summary_line = ", ".join(f"{k}: {n}" for k, n in counts.items())
     click.echo(f"{sum(counts.values())} photos in {root} ({summary_line})")
     click.echo(f"next: catdog train --data {root}")
+
+
+@main.command()
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+def info(config_path, overrides, as_json):
+    """Versions, the Keras backend, the devices it sees, and the precision and XLA setting training would use.
+
+    Pick the backend with KERAS_BACKEND=tensorflow|jax|torch.
+
+    Example: catdog info
+    """
+    from catdog.devices import info as gather
+
+    report = gather(load(config_path, overrides))
+    click.echo(json.dumps(report.to_dict()) if as_json else report.table())
