@@ -103,7 +103,8 @@ class ModelConfig:
 class TrainConfig:
     # The article trains 5 epochs with batches of 128 under Adam.
     epochs: int = _opt(5, min=1)
-    # Global batch size (across all replicas when training distributed).
+    # GLOBAL batch size: with train.distribute each step splits it over all replicas, so the
+    # same config trains the same way on one device or eight (the learning rate is not rescaled).
     batch_size: int = _opt(128, min=1)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: float = _opt(0.001, min=0.0, min_exclusive=True)
@@ -116,9 +117,12 @@ class TrainConfig:
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     # Keep the weights of the best epoch by `monitor` rather than the last.
     keep_best: bool = True
-    # Numeric precision and XLA; "auto" picks per device (mixed/XLA on GPU, float32 on CPU).
+    # "auto": mixed_bfloat16 on GPUs of compute capability >= 8, mixed_float16 on 7.x, float32 on
+    # older GPUs and CPUs (half precision only pays on tensor cores). Outputs stay float32.
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    # XLA. "auto" is Keras's choice: on for JAX and for TensorFlow on a GPU, off on TensorFlow's CPU.
     jit_compile: Literal["auto", "on", "off"] = "auto"
+    # none: one device; mirrored: every local GPU; multi_worker: several machines (TF_CONFIG).
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
 
 
@@ -257,6 +261,9 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
             fail()
     if origin is Literal:
         choices = typing.get_args(tp)
+        # YAML 1.1 reads a bare on/off as true/false; take them as the words everyone typed.
+        if isinstance(value, bool) and "on" in choices and "off" in choices:
+            value = "on" if value else "off"
         if value not in choices:
             fail()
         return value
