@@ -1,0 +1,316 @@
+"""What a trained network computes for one photo: feature maps, first-layer filters, Grad-CAM.
+
+Numbers only; catdog.plots draws them. Works on the TensorFlow and the JAX backend: the only
+backend-specific code is the gradient in `_gradient`, and resizing uses PIL rather than tf.image
+so nothing here needs TensorFlow when Keras runs on JAX.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+from PIL import Image
+
+from catdog.errors import CatdogError, ImageError
+from catdog.layers import L2Pooling2D
+
+CONV_TYPES: tuple[type, ...] = (keras.layers.Conv2D, keras.layers.SeparableConv2D,
+                                keras.layers.DepthwiseConv2D)
+POOL_TYPES: tuple[type, ...] = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, L2Pooling2D)
+
+
+class InspectionError(CatdogError):
+    """The model has no layer that can be inspected the way that was asked (e.g. no convolution)."""
+
+
+@dataclass(frozen=True)
+class LayerMaps:
+    """The activations of one convolution or pooling layer for one image."""
+
+    name: str
+    kind: str  # "conv" or "pool"
+    layer_type: str  # the Keras class name, e.g. "Conv2D"
+    detail: str  # window and filters, e.g. "5x5 x10" or "2x2"
+    shape: tuple[int, int, int]  # (height, width, channels)
+    maps: np.ndarray  # float32 (height, width, channels)
+
+
+class GradCam(NamedTuple):
+    """Grad-CAM's answer; unpacks as (heatmap, class_index, probabilities)."""
+
+    heatmap: np.ndarray  # float32 (height, width) of the image, in [0, 1]
+    class_index: int
+    probabilities: np.ndarray  # one probability per class
+
+
+def _kind(layer: keras.layers.Layer) -> str | None:
+    if isinstance(layer, CONV_TYPES):
+        return "conv"
+    if isinstance(layer, POOL_TYPES):
+        return "pool"
+    return None
+
+
+def _detail(layer: keras.layers.Layer) -> str:
+    """The window (and filter count for convolutions) as the article writes it: 5x5 x10."""
+    size = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
+    size = (size, size) if isinstance(size, int) else size
+    text = "x".join(str(s) for s in size) if size else ""
+    filters = getattr(layer, "filters", None)
+    if filters:
+        text += f" x{filters}"
+    strides = getattr(layer, "strides", None) or ()
+    strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+    if strides and size and tuple(strides) != tuple(size) and any(s != 1 for s in strides):
+        text += f" stride {strides[0]}"
+    return text
+
+
+def _is_nested(layer: keras.layers.Layer) -> bool:
+    # A sub-model (e.g. a keras.applications backbone) whose inner tensors we can reach.
+    return isinstance(layer, keras.Model) and bool(getattr(layer, "inputs", None))
+
+
+def _graph_calls(model: keras.Model) -> dict[int, tuple[Any, Any]]:
+    """For each layer called exactly once in `model`'s own graph: its (input, output) tensors.
+
+    Found by walking back from the outputs, because a layer's `input`/`output` can mislead: for
+    a sub-model they are its inner tensors, not the ones in the graph that calls it, and a layer
+    may also have been called elsewhere (Grad-CAM's head re-calls the layers after the conv).
+    A layer called twice in the graph (shared weights) has no single answer and is left out.
+    """
+    calls: dict[int, list[tuple[Any, Any]]] = {}
+    seen: set[tuple[int, int]] = set()
+    stack = list(model.outputs)
+    while stack:
+        operation, node_index, _ = stack.pop()._keras_history
+        if (id(operation), node_index) in seen:
+            continue
+        seen.add((id(operation), node_index))
+        node = operation._inbound_nodes[node_index]
+        ins, outs = node.input_tensors, node.outputs
+        calls.setdefault(id(operation), []).append(
+            (ins[0] if len(ins) == 1 else None, outs[0] if len(outs) == 1 else None))
+        stack.extend(ins)
+    return {key: found[0] for key, found in calls.items()
+            if len(found) == 1 and found[0][0] is not None and found[0][1] is not None}
+
+
+def _inputs(model: keras.Model) -> Any:
+    # A bare tensor for a one-input model: Keras warns when a list meets a single named input.
+    return model.inputs[0] if len(model.inputs) == 1 else list(model.inputs)
+
+
+def model_input(model: keras.Model, image: np.ndarray) -> np.ndarray:
+    """A batch of one float32 image at the model's input size (resized with PIL if needed).
+
+    Raises:
+        ImageError: `image` is not an (height, width, 3) array.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ImageError(f"expected an RGB image of shape (height, width, 3); got shape {image.shape}")
+    height, width = tuple(model.inputs[0].shape)[1:3]
+    if height and width and image.shape[:2] != (height, width):
+        pil = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+        image = np.asarray(pil.resize((width, height), Image.BILINEAR))
+    return image.astype(np.float32)[None]
+
+
+def _maps_in(model: keras.Model, batch: np.ndarray) -> list[LayerMaps]:
+    """Conv and pooling activations of `model` (and of the sub-models inside it) for `batch`.
+
+    One forward pass over the model's own layers; each nested sub-model gets one more pass, fed
+    the value that reaches it.
+    """
+    wanted: list[tuple[str, keras.layers.Layer, Any]] = []
+    calls = _graph_calls(model)
+    for layer in model.layers:
+        tensors = calls.get(id(layer))
+        if tensors is None:
+            continue
+        if _kind(layer):
+            wanted.append(("layer", layer, tensors[1]))
+        elif _is_nested(layer) and any(_kind(l) or _is_nested(l) for l in layer.layers):
+            wanted.append(("nested", layer, tensors[0]))
+    if not wanted:
+        return []
+    probe = keras.Model(_inputs(model), [t for _, _, t in wanted])
+    values = probe(batch, training=False)
+    if not isinstance(values, (list, tuple)):
+        values = [values]
+    result: list[LayerMaps] = []
+    for (what, layer, _), value in zip(wanted, values):
+        array = np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
+        if what == "nested":
+            result.extend(_maps_in(layer, array))
+        elif array.ndim == 4:
+            maps = array[0]
+            result.append(LayerMaps(layer.name, _kind(layer) or "", type(layer).__name__,
+                                    _detail(layer), tuple(maps.shape), maps))
+    return result
+
+
+def feature_maps(model: keras.Model, image: np.ndarray) -> list[LayerMaps]:
+    """The activation maps of every convolution and pooling layer, in order, for one image.
+
+    Args:
+        model: a catdog model (raw 0-255 pixels in); layers nested in a sub-model, such as a
+            transfer-learning backbone, are included.
+        image: an RGB uint8 array; resized to the model's input size if it differs.
+    """
+    return _maps_in(model, model_input(model, image))
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    flat: list[keras.layers.Layer] = []
+    for layer in model.layers:
+        flat.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return flat
+
+
+def first_conv_filters(model: keras.Model) -> np.ndarray:
+    """The first convolution layer's weights as a (k, k, in_channels, n_filters) array.
+
+    For a depthwise layer the last axis is the depth multiplier.
+
+    Raises:
+        InspectionError: the model has no convolution layer.
+    """
+    for layer in _all_layers(model):
+        if isinstance(layer, CONV_TYPES):
+            kernel = getattr(layer, "depthwise_kernel", None)
+            if kernel is None:
+                kernel = layer.kernel
+            return np.asarray(keras.ops.convert_to_numpy(kernel), dtype=np.float32)
+    raise InspectionError(f"model {model.name!r} has no convolution layer, so it has no filters to show")
+
+
+def _last_conv(model: keras.Model) -> tuple[keras.layers.Layer, Any]:
+    """The last top-level convolution (or convolutional sub-model) with a spatial output."""
+    calls = _graph_calls(model)
+    for layer in reversed(model.layers):
+        is_conv = isinstance(layer, CONV_TYPES) or (
+            _is_nested(layer) and any(isinstance(l, CONV_TYPES) for l in _all_layers(layer)))
+        tensors = calls.get(id(layer)) if is_conv else None
+        if tensors is not None and len(tensors[1].shape) == 4:
+            return layer, tensors[1]
+    raise InspectionError(f"model {model.name!r} has no convolution layer for Grad-CAM")
+
+
+def _output_layer(model: keras.Model) -> keras.layers.Layer:
+    return model.outputs[0]._keras_history[0]
+
+
+def _head(model: keras.Model, conv_tensor: Any) -> tuple[keras.Model, bool, str | None]:
+    """A model from the conv activations to the class scores.
+
+    Returns the model, whether it also needs the image (a skip connection goes around the conv
+    layer), and the output activation ("softmax"/"sigmoid") when the head returns the
+    pre-activation: Grad-CAM follows the class score before softmax, whose gradient does not
+    vanish when the network is very sure.
+    """
+    last = _output_layer(model)
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+    target = model.outputs[0]
+    if isinstance(last, keras.layers.Dense) and activation in ("softmax", "sigmoid"):
+        tensors = _graph_calls(model).get(id(last))
+        target = tensors[0] if tensors is not None else target
+        activation = activation if tensors is not None else None
+    else:
+        activation = None
+    try:
+        return keras.Model(conv_tensor, target), False, activation
+    except ValueError:
+        return keras.Model(list(model.inputs) + [conv_tensor], target), True, activation
+
+
+def _gradient(score_fn, conv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(d score / d conv, probabilities) on whichever backend Keras runs on."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(conv)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            score, probabilities = score_fn(x)
+        return tape.gradient(score, x).numpy(), probabilities.numpy()
+    if backend == "jax":
+        import jax
+
+        grads, probabilities = jax.grad(score_fn, has_aux=True)(jax.numpy.asarray(conv))
+        return np.asarray(grads), np.asarray(probabilities)
+    raise InspectionError(f"Grad-CAM runs on the tensorflow and jax backends; Keras is on {backend!r}")
+
+
+# Grad-CAM's two halves of each model, built once: building the head from an intermediate
+# tensor re-calls the layers after the conv, which adds a node to each of them every time.
+_PARTS: weakref.WeakKeyDictionary[keras.Model, tuple[keras.Model, keras.Model, bool, str | None]] = (
+    weakref.WeakKeyDictionary())
+
+
+def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = None) -> GradCam:
+    """Grad-CAM on the last convolution: where in the image the evidence for a class lies.
+
+    Args:
+        model: a catdog model with a softmax head or a one-unit sigmoid head (class 1 is p,
+            class 0 is 1 - p).
+        image: an RGB uint8 array; the heat map comes back at its height and width.
+        class_index: the class to explain; the predicted class when None.
+
+    Raises:
+        InspectionError: no convolution layer, or `class_index` is not a class of the model.
+    """
+    ops = keras.ops
+    units = int(model.outputs[0].shape[-1])
+    n_classes = 2 if units == 1 else units
+    if class_index is not None and not 0 <= class_index < n_classes:
+        raise InspectionError(f"class_index must be in [0, {n_classes - 1}]; got {class_index}")
+    batch = model_input(model, image)
+    parts = _PARTS.get(model)
+    if parts is None:
+        _, conv_tensor = _last_conv(model)
+        parts = _PARTS[model] = (keras.Model(_inputs(model), conv_tensor), *_head(model, conv_tensor))
+    front, head, needs_image, activation = parts
+    conv = np.asarray(ops.convert_to_numpy(front(batch, training=False)), dtype=np.float32)
+    final = _output_layer(model)
+    # Keras refuses a list that mixes numpy arrays and backend tensors.
+    image_tensor = ops.convert_to_tensor(batch)
+    state: dict[str, int] = {}
+
+    def score_fn(x):
+        out = head([image_tensor, x] if needs_image else x, training=False)
+        out = ops.cast(out, "float32")
+        if activation is not None:  # the Dense output layer without its activation: logits
+            out = ops.matmul(out, ops.cast(final.kernel, "float32"))
+            if final.bias is not None:
+                out = out + ops.cast(final.bias, "float32")
+        if out.shape[-1] == 1:  # one sigmoid unit: class 1 is p, class 0 is 1 - p
+            p = ops.sigmoid(out[0, 0]) if activation else out[0, 0]
+            probs = ops.stack([1.0 - p, p])
+            logit = out[0, 0] if activation else ops.log(p + 1e-7) - ops.log(1.0 - p + 1e-7)
+            scores = ops.stack([-logit, logit])
+        else:
+            probs = ops.softmax(out[0]) if activation else out[0]
+            scores = out[0] if activation else ops.log(probs + 1e-7)
+        if "index" not in state:  # the first, untraced call picks the class
+            state["index"] = (int(np.argmax(ops.convert_to_numpy(probs)))
+                              if class_index is None else class_index)
+        return scores[state["index"]], ops.stop_gradient(probs)
+
+    probabilities = np.asarray(ops.convert_to_numpy(score_fn(ops.convert_to_tensor(conv))[1]), np.float32)
+    grads, _ = _gradient(score_fn, conv)
+    # Each channel weighs in by its mean gradient; ReLU keeps what speaks for the class.
+    weights = grads[0].mean(axis=(0, 1))
+    cam = np.maximum((conv[0] * weights).sum(axis=-1), 0.0)
+    top = float(cam.max()) if cam.size else 0.0
+    cam = cam / top if np.isfinite(top) and top > 0 else np.zeros_like(cam)
+    height, width = np.asarray(image).shape[:2]
+    resized = Image.fromarray(cam.astype(np.float32)).resize((width, height), Image.BILINEAR)
+    heatmap = np.nan_to_num(np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0))
+    return GradCam(heatmap, int(state["index"]), probabilities)

@@ -1,0 +1,313 @@
+"""Pictures of training, evaluation and inspection, drawn with matplotlib into PNG files.
+
+Pure drawing: every function takes plain arrays and lists, writes one PNG at `path` and returns
+the path. Matplotlib is imported inside `_figure`, so importing this module costs nothing and
+`catdog --help` and `predict` never load it. Figures use the Agg canvas directly (no pyplot), so
+drawing leaves no global state behind, and they are saved without tight cropping: a figure's
+pixel size is exactly its `figsize` times DPI.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from catdog.errors import CatdogError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from catdog.inspection import LayerMaps
+
+DPI = 100
+# Beyond this many maps a grid becomes unreadable thumbnails.
+MAX_MAPS = 64
+# Beyond this many layers the diagram shows the first and last half of this many.
+MAX_DIAGRAM_ROWS = 60
+
+
+class PlotError(CatdogError):
+    """A picture cannot be drawn: matplotlib is missing or the data has the wrong shape."""
+
+
+def _figure(width: float, height: float, constrained: bool = True) -> Figure:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotError("drawing pictures needs matplotlib: pip install 'catdog[plots]'") from None
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained" if constrained else None)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def _grid(n: int, max_cols: int) -> tuple[int, int]:
+    cols = max(1, min(n, max_cols, math.ceil(math.sqrt(n * 1.5))))
+    return math.ceil(max(n, 1) / cols), cols
+
+
+def _tile(ax: Any, title: str | None = None, fontsize: float = 9) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+
+
+def learning_curves(history: dict[str, list[float]], path: str | Path, best_epoch: int | None = None) -> Path:
+    """Loss and accuracy per epoch, training and validation, the best epoch marked.
+
+    Args:
+        history: Keras' History.history: "loss", "accuracy", "val_loss", "val_accuracy" (any
+            may be missing).
+        best_epoch: 1-based epoch whose weights were kept, or None. Written at 1100x420 pixels.
+    """
+    fig = _figure(11, 4.2)
+    panels = [("loss", "Loss (lower is better)"), ("accuracy", "Accuracy (higher is better)")]
+    axes = fig.subplots(1, 2)
+    for ax, (key, title) in zip(axes, panels):
+        for prefix, label, style in (("", "training", "-"), ("val_", "validation", "--")):
+            values = history.get(prefix + key)
+            if values:
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, marker="o", markersize=4, label=label)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="tab:green", linestyle=":", linewidth=2,
+                       label=f"best epoch ({best_epoch})")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=9)
+        else:
+            ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle("Learning curves")
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path) -> Path:
+    """Counts and row-normalised percentages; true class on rows, predicted on columns.
+
+    Written at (2.4 + 1.1 n) x (1.6 + 1.1 n) inches for n classes, at least 600x500 pixels.
+    """
+    matrix = np.asarray(matrix, dtype=np.int64)
+    n = len(class_names)
+    if matrix.shape != (n, n):
+        raise PlotError(f"confusion matrix must be {n}x{n} for {n} class names; got shape {matrix.shape}")
+    totals = matrix.sum(axis=1, keepdims=True)
+    percent = np.divide(100.0 * matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    fig = _figure(max(6.0, 2.4 + 1.1 * n), max(5.0, 1.6 + 1.1 * n))
+    ax = fig.subplots()
+    image = ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    fontsize = 11 if n <= 4 else 9 if n <= 8 else 7
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{matrix[i, j]}\n{percent[i, j]:.1f}%", ha="center", va="center",
+                    fontsize=fontsize, color="white" if percent[i, j] > 55 else "black")
+    ax.set_xticks(range(n), class_names, rotation=30 if n > 3 else 0, ha="right" if n > 3 else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(f"Confusion matrix: {matrix.sum()} photos, {accuracy:.1%} correct")
+    bar = fig.colorbar(image, ax=ax, shrink=0.85)
+    bar.set_label("% of the photos of the true class (each row sums to 100%)")
+    return _save(fig, path)
+
+
+def top_mistakes(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path) -> Path:
+    """The most confidently wrong photos in a grid, each titled "true: cat / pred: dog (0.97)".
+
+    At most 4 columns of 2.6 x 2.9 inch tiles; no images gives a one-line "no mistakes" picture.
+    """
+    if len(images) != len(titles):
+        raise PlotError(f"top_mistakes needs one title per image; got {len(images)} images and {len(titles)} titles")
+    if not images:
+        fig = _figure(6, 1.5)
+        fig.text(0.5, 0.5, "No mistakes: every photo was classified correctly.", ha="center", va="center")
+        return _save(fig, path)
+    rows, cols = _grid(len(images), 4)
+    fig = _figure(2.6 * cols, 2.9 * rows + 0.5)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax, image, title in zip(axes, images, titles):
+        ax.imshow(np.asarray(image, dtype=np.uint8))
+        _tile(ax, title, fontsize=10)
+    for ax in axes[len(images):]:
+        ax.set_axis_off()
+    fig.suptitle(f"Top {len(images)} mistakes: the most confidently wrong predictions")
+    return _save(fig, path)
+
+
+def filters_grid(filters: np.ndarray, path: str | Path) -> Path:
+    """The first convolution's filters as small tiles, each scaled to its own range.
+
+    RGB filters (in = 3) are shown in colour; any other input depth as the mean over input
+    channels in grayscale. Up to 10 columns of 1.2-inch tiles.
+    """
+    filters = np.asarray(filters, dtype=np.float32)
+    if filters.ndim != 4:
+        raise PlotError(f"filters must be (k, k, in, n); got shape {filters.shape}")
+    k1, k2, depth, count = filters.shape
+    shown = min(count, MAX_MAPS)
+    rows, cols = _grid(shown, 10)
+    colour = depth == 3
+    fig = _figure(max(6.0, 1.2 * cols + (0 if colour else 1.0)), 1.3 * rows + 1.3)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    image = None
+    for i, ax in enumerate(axes[:shown]):
+        w = filters[..., i] if colour else filters[..., i].mean(axis=-1)
+        low, high = float(w.min()), float(w.max())
+        w = (w - low) / (high - low) if high > low else np.full_like(w, 0.5)
+        image = ax.imshow(w, cmap=None if colour else "gray", vmin=0, vmax=1, interpolation="nearest")
+        _tile(ax, f"filter {i}")
+    for ax in axes[shown:]:
+        ax.set_axis_off()
+    more = f" (showing {shown} of {count})" if shown < count else ""
+    fig.suptitle(f"First convolution layer: {count} filters of {k1}×{k2}×{depth}{more}")
+    if colour:
+        note = ("Weights as colours, each filter scaled to its own range:\n"
+                "a bright red cell weighs red strongly; a dark cell weighs all colours negatively.")
+    else:
+        note = f"Mean over the {depth} input channels;\neach filter scaled to its own range."
+        bar = fig.colorbar(image, ax=axes.tolist(), shrink=0.8, ticks=[0, 1])
+        bar.ax.set_yticklabels(["lowest", "highest"])
+        bar.set_label("weight")
+    fig.get_layout_engine().set(h_pad=0.1)
+    fig.supxlabel(note, fontsize=9)
+    return _save(fig, path)
+
+
+def activation_title(maps: LayerMaps) -> str:
+    """E.g. "conv: Conv2D 5x5 x10 → 296×296×10"."""
+    shape = "×".join(str(s) for s in maps.shape)
+    return f"{maps.name}: {maps.layer_type} {maps.detail} → {shape}".replace("  ", " ")
+
+
+def activation_grid(layer_maps: LayerMaps, path: str | Path) -> Path:
+    """One layer's activation maps, one tile per filter, each tile scaled to its own range.
+
+    Each map gets its own scale so a faint filter still shows what it picks out; the tile title
+    gives the map's largest value, so weak and silent filters stay recognisable. Up to
+    MAX_MAPS tiles in at most 8 columns of 1.8-inch tiles.
+    """
+    maps = np.asarray(layer_maps.maps, dtype=np.float32)
+    count = maps.shape[-1]
+    shown = min(count, MAX_MAPS)
+    rows, cols = _grid(shown, 8)
+    fig = _figure(max(6.5, 1.8 * cols + 1.0), 1.95 * rows + 1.2)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    image = None
+    for i, ax in enumerate(axes[:shown]):
+        low, high = float(maps[..., i].min()), float(maps[..., i].max())
+        image = ax.imshow(maps[..., i], cmap="viridis", vmin=low, vmax=high if high > low else low + 1)
+        _tile(ax, f"filter {i}: " + (f"max {high:.3g}" if high > low else "silent" if high == 0 else "flat"))
+    for ax in axes[shown:]:
+        ax.set_axis_off()
+    what = {"conv": "each filter's response after the activation",
+            "pool": "each filter's map after pooling"}.get(layer_maps.kind, "each channel")
+    more = f"; showing {shown} of {count}" if shown < count else ""
+    fig.suptitle(f"{activation_title(layer_maps)}\n({what}{more})")
+    bar = fig.colorbar(image, ax=axes.tolist(), shrink=0.8, ticks=image.norm.inverse([0, 1]))
+    bar.ax.set_yticklabels(["lowest", "highest"])
+    bar.set_label("activation, relative to each map's own range")
+    return _save(fig, path)
+
+
+def input_image(image: np.ndarray, path: str | Path) -> Path:
+    """The photo as the network receives it (after resizing), with its size. 500x540 pixels."""
+    image = np.asarray(image, dtype=np.uint8)
+    fig = _figure(5, 5.4)
+    ax = fig.subplots()
+    ax.imshow(image)
+    _tile(ax)
+    ax.set_title(f"Input: {image.shape[0]}×{image.shape[1]} pixels, 3 colour channels")
+    return _save(fig, path)
+
+
+def grad_cam_overlay(image: np.ndarray, heatmap: np.ndarray, label: str, probability: float,
+                     path: str | Path) -> Path:
+    """The photo beside the photo under its Grad-CAM heat map. 1000x500 pixels."""
+    image = np.asarray(image, dtype=np.uint8)
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.shape != image.shape[:2]:
+        raise PlotError(f"heat map must have the image's size {image.shape[:2]}; got {heatmap.shape}")
+    fig = _figure(10, 5)
+    left, right = fig.subplots(1, 2)
+    left.imshow(image)
+    _tile(left, "photo", fontsize=11)
+    right.imshow(image)
+    overlay = right.imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    _tile(right, "Grad-CAM heat map over the photo", fontsize=11)
+    # The bar shows the colour map at full strength, not washed out by the overlay's alpha.
+    from matplotlib.cm import ScalarMappable
+
+    bar = fig.colorbar(ScalarMappable(overlay.norm, overlay.cmap), ax=right, shrink=0.9, ticks=[0, 0.5, 1])
+    bar.ax.set_yticklabels(["none", "some", "most"])
+    bar.set_label(f"Grad-CAM: where the evidence for {label} is")
+    fig.suptitle(f"Prediction: {label} ({probability:.2f})")
+    return _save(fig, path)
+
+
+def _box_colour(layer_type: str) -> str:
+    t = layer_type.lower()
+    for key, colour in (("conv", "#cfe2f3"), ("pool", "#d9ead3"), ("dense", "#fce5cd"),
+                        ("input", "#eeeeee"), ("normal", "#fff2cc")):
+        if key in t:
+            return colour
+    return "#f3f3f3"
+
+
+def model_diagram(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """Layers as boxes top to bottom (name, type, output shape, parameters), arrows between.
+
+    Args:
+        rows: one dict per layer with keys name, type, output_shape (str) and params (int).
+            More than MAX_DIAGRAM_ROWS layers are shown as the first and last halves.
+    Written 7 inches wide and 0.85 inch per box.
+    """
+    rows = list(rows)
+    total = sum(int(r.get("params", 0)) for r in rows)
+    heading = title or f"{len(rows)} layers, {total:,} parameters"
+    if len(rows) > MAX_DIAGRAM_ROWS:
+        half = MAX_DIAGRAM_ROWS // 2
+        gap = {"name": f"… {len(rows) - 2 * half} more layers …", "type": "", "output_shape": "", "params": None}
+        rows = rows[:half] + [gap] + rows[-half:]
+    step, box_h, width, top = 0.85, 0.62, 7.0, 0.9
+    height = top + step * len(rows) + 0.2
+    fig = _figure(width, height, constrained=False)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)  # y grows downwards, in inches
+    ax.set_axis_off()
+    ax.text(width / 2, 0.4, heading,
+            ha="center", va="center", fontsize=13, weight="bold")
+    for i, row in enumerate(rows):
+        y = top + i * step
+        ax.add_patch(_rounded_box(0.5, y, width - 1.0, box_h, _box_colour(str(row.get("type", "")))))
+        kind = f"  ({row['type']})" if row.get("type") else ""
+        ax.text(0.7, y + 0.2, f"{row['name']}{kind}", va="center", fontsize=10, weight="bold")
+        if row.get("params") is not None:
+            ax.text(0.7, y + 0.45, f"output {row.get('output_shape', '')}", va="center", fontsize=9)
+            ax.text(width - 0.7, y + 0.45, f"{int(row['params']):,} params", va="center", ha="right", fontsize=9)
+        if i + 1 < len(rows):
+            ax.annotate("", xy=(width / 2, y + step), xytext=(width / 2, y + box_h),
+                        arrowprops={"arrowstyle": "-|>", "color": "#555555"})
+    return _save(fig, path)
+
+
+def _rounded_box(x: float, y: float, w: float, h: float, colour: str) -> Any:
+    from matplotlib.patches import FancyBboxPatch
+
+    return FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0,rounding_size=0.08",
+                          facecolor=colour, edgecolor="#666666", linewidth=1)

@@ -1,0 +1,137 @@
+"""Each picture is written as a PNG of the size it promises, from tiny made-up inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("matplotlib")
+
+from catdog import plots  # noqa: E402
+from catdog.inspection import LayerMaps  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+rng = np.random.default_rng(0)
+
+
+def size_of(path: Path) -> tuple[int, int]:
+    assert path.is_file()
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def assert_size(path: Path, width_in: float, height_in: float) -> None:
+    width, height = size_of(path)
+    assert abs(width - width_in * plots.DPI) <= 1 and abs(height - height_in * plots.DPI) <= 1, (width, height)
+
+
+def pixels(height: int = 24, width: int = 24) -> np.ndarray:
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_learning_curves(tmp_path):
+    history = {"loss": [0.9, 0.7, 0.6], "val_loss": [0.8, 0.7, 0.75],
+               "accuracy": [0.5, 0.6, 0.7], "val_accuracy": [0.55, 0.6, 0.58]}
+    path = plots.learning_curves(history, tmp_path / "curves.png", best_epoch=2)
+    assert path == tmp_path / "curves.png"
+    assert_size(path, 11, 4.2)
+
+
+def test_learning_curves_after_one_epoch_without_validation(tmp_path):
+    assert_size(plots.learning_curves({"loss": [0.7]}, tmp_path / "c.png", None), 11, 4.2)
+
+
+def test_confusion_matrix(tmp_path):
+    path = plots.confusion_matrix(np.array([[5, 1], [2, 4]]), ["cats", "dogs"], tmp_path / "sub" / "cm.png")
+    assert_size(path, 6, 5)
+
+
+def test_confusion_matrix_many_classes_and_an_empty_row(tmp_path):
+    matrix = rng.integers(0, 9, (7, 7))
+    matrix[3] = 0
+    assert_size(plots.confusion_matrix(matrix, [f"class {i}" for i in range(7)], tmp_path / "cm.png"),
+                2.4 + 1.1 * 7, 1.6 + 1.1 * 7)
+
+
+def test_confusion_matrix_must_fit_the_class_names(tmp_path):
+    with pytest.raises(plots.PlotError, match=r"confusion matrix must be 3x3 for 3 class names; got shape \(2, 2\)"):
+        plots.confusion_matrix(np.eye(2), ["a", "b", "c"], tmp_path / "cm.png")
+
+
+def test_top_mistakes(tmp_path):
+    titles = [f"true: cat / pred: dog (0.9{i})" for i in range(5)]
+    path = plots.top_mistakes([pixels() for _ in titles], titles, tmp_path / "m.png")
+    assert_size(path, 2.6 * 3, 2.9 * 2 + 0.5)  # 5 photos: 3 columns, 2 rows
+
+
+def test_top_mistakes_none(tmp_path):
+    assert_size(plots.top_mistakes([], [], tmp_path / "m.png"), 6, 1.5)
+
+
+def test_filters_grid_colour(tmp_path):
+    path = plots.filters_grid(rng.normal(size=(5, 5, 3, 10)), tmp_path / "f.png")
+    assert_size(path, 6, 1.3 * 3 + 1.3)  # 10 filters: 4 columns, 3 rows
+
+
+def test_filters_grid_grayscale_for_other_depths(tmp_path):
+    path = plots.filters_grid(rng.normal(size=(3, 3, 16, 6)), tmp_path / "f.png")
+    assert_size(path, 6, 1.3 * 2 + 1.3)  # 6 filters: 3 columns, 2 rows
+
+
+def layer(count: int, kind: str = "conv") -> LayerMaps:
+    maps = rng.random((12, 12, count)).astype(np.float32)
+    maps[..., 0] = 0.0  # a silent filter
+    return LayerMaps("conv", kind, "Conv2D", f"5x5 x{count}", maps.shape, maps)
+
+
+def test_activation_grid(tmp_path):
+    path = plots.activation_grid(layer(10), tmp_path / "a.png")
+    assert_size(path, 1.8 * 4 + 1.0, 1.95 * 3 + 1.2)
+
+
+def test_activation_grid_caps_the_tiles(tmp_path):
+    path = plots.activation_grid(layer(70, "pool"), tmp_path / "a.png")
+    assert_size(path, 1.8 * 8 + 1.0, 1.95 * 8 + 1.2)  # 64 of 70 maps in 8x8
+
+
+def test_activation_title_reads_like_the_article():
+    maps = LayerMaps("conv", "conv", "Conv2D", "5x5 x10", (296, 296, 10), np.zeros((1, 1, 1)))
+    assert plots.activation_title(maps) == "conv: Conv2D 5x5 x10 → 296×296×10"
+
+
+def test_input_image(tmp_path):
+    assert_size(plots.input_image(pixels(16, 20), tmp_path / "i.png"), 5, 5.4)
+
+
+def test_grad_cam_overlay(tmp_path):
+    heatmap = rng.random((16, 20)).astype(np.float32)
+    assert_size(plots.grad_cam_overlay(pixels(16, 20), heatmap, "dog", 0.97, tmp_path / "g.png"), 10, 5)
+    with pytest.raises(plots.PlotError, match=r"heat map must have the image's size \(16, 20\); got \(4, 4\)"):
+        plots.grad_cam_overlay(pixels(16, 20), np.zeros((4, 4)), "dog", 0.97, tmp_path / "g.png")
+
+
+def rows(count: int) -> list[dict]:
+    return [{"name": f"layer_{i}", "type": "Conv2D", "output_shape": "(None, 8, 8, 4)", "params": 112}
+            for i in range(count)]
+
+
+def test_model_diagram(tmp_path):
+    assert_size(plots.model_diagram(rows(6), tmp_path / "d.png"), 7, 0.9 + 0.85 * 6 + 0.2)
+
+
+def test_model_diagram_elides_the_middle_of_a_deep_model(tmp_path):
+    shown = plots.MAX_DIAGRAM_ROWS + 1  # both halves and one "... more layers ..." box
+    assert_size(plots.model_diagram(rows(200), tmp_path / "d.png"), 7, 0.9 + 0.85 * shown + 0.2)
+
+
+def test_importing_plots_does_not_import_matplotlib():
+    # `catdog --help` and `predict` stay fast only if drawing is the sole importer of matplotlib.
+    code = "import sys, catdog.plots, catdog.cli; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
