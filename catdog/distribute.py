@@ -107,18 +107,18 @@ def start(config: Config) -> Distribution:
 
     mode = config.train.distribute
     name = backend()
+    if mode != "none" and name == "torch":
+        raise DistributeError(f"train.distribute {mode} runs on the tensorflow and jax backends; "
+                              f"Keras is on torch (set KERAS_BACKEND, or train.distribute: none)")
+    if mode == "multi_worker" and name != "tensorflow":
+        raise DistributeError(f"train.distribute multi_worker uses TensorFlow's MultiWorkerMirroredStrategy; "
+                              f"Keras is on {name} (set KERAS_BACKEND=tensorflow, or use mirrored for one machine)")
     configure_gpus()
     precision = resolve_precision(config.train.precision)
     if mode == "none":
         return Distribution(mode, name, 1, precision)
-    if name == "torch":
-        raise DistributeError(f"train.distribute {mode} runs on the tensorflow and jax backends; "
-                              f"Keras is on torch (set KERAS_BACKEND, or train.distribute: none)")
     if mode == "mirrored":
         return _mirrored_tf(precision) if name == "tensorflow" else _mirrored_jax(precision)
-    if name != "tensorflow":
-        raise DistributeError(f"train.distribute multi_worker uses TensorFlow's MultiWorkerMirroredStrategy; "
-                              f"Keras is on {name} (set KERAS_BACKEND=tensorflow, or use mirrored for one machine)")
     return _multi_worker(precision)
 
 

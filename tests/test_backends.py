@@ -1,0 +1,82 @@
+"""The whole path on other Keras backends, in a process where TensorFlow cannot be imported.
+
+This is what a machine with JAX (or PyTorch) and no TensorFlow sees: the data path reads
+catdog's own cache and needs no tf.data, and nothing may import TensorFlow unconditionally.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Runs in the child: a meta-path finder that makes `import tensorflow` fail as if it were not
+# installed, then every command through the CLI, reporting exit codes and output as JSON.
+SCRIPT = r"""
+import json, sys
+
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError("No module named 'tensorflow' (blocked by the test)")
+
+sys.meta_path.insert(0, NoTensorFlow())
+try:
+    import tensorflow
+    sys.exit("tensorflow imported despite the block")
+except ImportError:
+    pass
+
+from click.testing import CliRunner
+from catdog.cli import main
+
+data, run = sys.argv[1], sys.argv[2]
+fast = ["--set", "train.epochs=1", "--set", "data.image_size=16", "--set", "train.batch_size=8"]
+steps = {
+    "info": ["info", "--json"],
+    "prepare": ["prepare", "--data", data, "--set", "data.image_size=16"],
+    "train": ["train", "--data", data, "--out", run, "--quiet", *fast, "--set", "data.test_split=0.25"],
+    "evaluate": ["evaluate", "--run", run, "--json"],
+    "predict": ["predict", "--run", run, "--json", data + "/cats"],
+    "summary": ["summary", "--run", run],
+    "summary_config": ["summary", "--set", "data.image_size=16"],
+}
+results = {}
+for name, args in steps.items():
+    r = CliRunner().invoke(main, args)
+    results[name] = {"exit": r.exit_code, "out": r.stdout, "all": r.output[-4000:],
+                     "error": repr(r.exception) if r.exception and r.exit_code != 0 else None}
+results["tensorflow_loaded"] = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
+print("RESULTS " + json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_end_to_end_without_tensorflow(backend, tiny_data, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (jax is a test extra; torch is optional)")
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(Path(__file__).parents[1]),
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_data), str(tmp_path / "run")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULTS "))
+    results = json.loads(line[len("RESULTS "):])
+    failed = {k: v for k, v in results.items() if isinstance(v, dict) and v["exit"] != 0}
+    assert not failed, failed
+    assert results["tensorflow_loaded"] == []
+
+    assert json.loads(results["info"]["out"])["backend"] == backend
+    assert "cats: 24" in results["prepare"]["out"]
+    assert "training on CPU (" in results["train"]["out"] and f"{backend});" in results["train"]["out"]
+    assert "best epoch 1/1" in results["train"]["out"]
+    report = json.loads(results["evaluate"]["out"])
+    assert report["images"] == 12 and 0 <= report["accuracy"] <= 1
+    predictions = [json.loads(l) for l in results["predict"]["out"].splitlines() if l.startswith("{")]
+    assert len(predictions) == 24 and all(0 <= p["probability"] <= 1 for p in predictions)
+    assert "total params" in results["summary"]["out"] and "12×12×10" in results["summary_config"]["out"]
