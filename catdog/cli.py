@@ -144,6 +144,8 @@ def evaluate(run, data, as_json):
     else:
         click.echo(report.table())
         click.echo(f"\nreport: {report.out_dir / 'report.json'}")
+        for picture in report.pictures:
+            click.echo(f"picture: {picture}")
 
 
 @main.command()
@@ -173,13 +175,32 @@ def predict(paths, run, as_json):
 
 
 @main.command()
+@click.argument("image", type=click.Path())
+@click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the pictures (default: RUN/show/<image name>/).")
+@friendly
+def show(image, run, out):
+    """Draw what the network sees in one photo: input, filters, every feature map, Grad-CAM.
+
+    Example: catdog show --run runs/20250101-120000-article photos/cat.jpg
+    """
+    from catdog.pictures import show as draw
+
+    result = draw(image, run, out)
+    click.echo(f"{result.image}: {result.label} ({result.probability:.3f})")
+    for path in result.files:
+        click.echo(f"  wrote {path}")
+
+
+@main.command()
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
 @click.option("--run", type=click.Path(), help="Summarise a trained run's model instead of a config.")
 @click.option("--classes", type=click.IntRange(min=2), default=2, show_default=True, help="Output classes (with -c).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--diagram", type=click.Path(dir_okay=False), help="Also draw the layers as boxes into this new PNG file.")
 @friendly
-def summary(config_path, overrides, run, classes, as_json):
+def summary(config_path, overrides, run, classes, as_json, diagram):
     """Every layer's output shape and parameter count, with the output-size formula worked out.
 
     Example: catdog summary -c configs/article.yaml
@@ -195,6 +216,10 @@ def summary(config_path, overrides, run, classes, as_json):
     else:
         s = summarize_config(load(config_path, overrides), classes)
     click.echo(json.dumps(s.to_dict()) if as_json else s.table())
+    if diagram is not None:
+        from catdog.pictures import summary_diagram
+
+        click.echo(f"diagram: {summary_diagram(s, diagram)}", err=as_json)
 
 
 @main.command()

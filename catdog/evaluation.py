@@ -36,6 +36,8 @@ class EvalReport:
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
     # Where report.json (and the pictures of this evaluation) are written, inside the run folder.
     out_dir: Path | None = None
+    # confusion_matrix.png and top_mistakes.png beside report.json (none without matplotlib).
+    pictures: list[Path] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -111,6 +113,9 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None,
     report.out_dir = r.dir / "evaluation" / ("held-out" if data is None else _slug(Path(data)))
     report.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(report.out_dir / "report.json", report.to_dict())
+    from catdog.pictures import evaluation_pictures
+
+    report.pictures = evaluation_pictures(report, r.config.data.image_size, r.config.data.resize)
     return report
 
 

@@ -30,7 +30,7 @@ MAX_DIAGRAM_ROWS = 60
 
 
 class PlotError(CatdogError):
-    """A picture cannot be drawn: matplotlib is missing or the data has the wrong shape."""
+    """A picture cannot be drawn: no matplotlib, data of the wrong shape, or a user's file in the way."""
 
 
 def _figure(width: float, height: float, constrained: bool = True) -> Figure:

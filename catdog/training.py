@@ -133,8 +133,12 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         compile_model(model, config, len(train_batches))
 
         writer = history_writer(run_dir / HISTORY_FILE)
+        from catdog.pictures import learning_curves_callback
+
+        curves = learning_curves_callback(run_dir, t.monitor, say)
         start = time.perf_counter()
-        model.fit(train_batches, validation_data=val_batches, epochs=t.epochs, callbacks=[writer], verbose=verbose)
+        model.fit(train_batches, validation_data=val_batches, epochs=t.epochs, callbacks=[writer, curves],
+                  verbose=verbose)
         seconds = time.perf_counter() - start
     model.save(run_dir / MODEL_FILE)
 

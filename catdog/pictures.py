@@ -1,0 +1,192 @@
+"""The pictures each command draws: `show` for one photo, curves while training, evaluation
+pictures, and the summary's diagram. Glue between run folders and reports and catdog.plots.
+
+Drawing is optional (matplotlib is the `plots` extra): what the user asks for by name (`show`,
+`summary --diagram`) fails with a PlotError naming the fix; what other commands draw on the side
+(learning curves, evaluation pictures) is skipped when matplotlib is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from catdog.plots import PlotError
+
+if TYPE_CHECKING:
+    from catdog.evaluation import EvalReport
+    from catdog.summary import Summary
+
+LEARNING_CURVES_FILE = "learning_curves.png"
+CONFUSION_FILE = "confusion_matrix.png"
+MISTAKES_FILE = "top_mistakes.png"
+# Three rows of four: enough to see a pattern in the failures, small enough to look at each.
+TOP_MISTAKES = 12
+
+
+def can_draw() -> bool:
+    """Whether matplotlib is installed (without importing it)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+@dataclass
+class ShowResult:
+    """What `catdog show` predicted for one photo and the pictures it wrote."""
+
+    image: Path
+    run_dir: Path
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+
+
+def _file_name(stem: str, taken: set[str]) -> str:
+    base = re.sub(r"[^\w.-]+", "_", stem)
+    name, n = f"{base}.png", 2
+    while name in taken:
+        name, n = f"{base}-{n}.png", n + 1
+    taken.add(name)
+    return name
+
+
+def show(image: str | Path, run: str | Path | None = None, out: str | Path | None = None) -> ShowResult:
+    """Draw what a trained run's network sees in one photo.
+
+    Writes input.png (the photo at the model's input size), filters.png (the first convolution's
+    filters), one activations-<layer>.png per convolution and pooling layer, and gradcam.png (where
+    the evidence for the predicted class lies).
+
+    Args:
+        image: the photo.
+        run: the run folder (default: the latest run).
+        out: the folder for the pictures (default: <run>/show/<photo name>/). A file of that
+            folder that catdog would write is never overwritten; pick another folder.
+
+    Raises:
+        ImageError: the photo cannot be read.
+        PlotError: matplotlib is missing, or `out` already holds one of the pictures.
+        RunError: no usable run folder.
+    """
+    from catdog import inspection, plots
+    from catdog.images import load_image
+    from catdog.runs import load_run
+
+    if not can_draw():
+        raise PlotError("drawing pictures needs matplotlib: pip install 'catdog[plots]'")
+    r = load_run(run)
+    image = Path(image)
+    pixels = load_image(image, r.config.data.image_size, r.config.data.resize)
+    maps = inspection.feature_maps(r.model, pixels)
+    heatmap, index, probabilities = inspection.grad_cam(r.model, pixels)
+
+    taken: set[str] = set()
+    names = {"input": _file_name("input", taken), "filters": _file_name("filters", taken)}
+    layer_files = [_file_name(f"activations-{m.name}", taken) for m in maps]
+    names["gradcam"] = _file_name("gradcam", taken)
+    out_dir = Path(out) if out is not None else r.dir / "show" / re.sub(r"[^\w.-]+", "_", image.stem)
+    if out is not None:
+        clash = sorted(n for n in [*names.values(), *layer_files] if (out_dir / n).exists())
+        if clash:
+            raise PlotError(f"--out {out_dir} already holds {', '.join(clash)}; pick another folder")
+
+    label = r.classes[index]
+    files = [plots.input_image(pixels, out_dir / names["input"]),
+             plots.filters_grid(inspection.first_conv_filters(r.model), out_dir / names["filters"])]
+    files += [plots.activation_grid(m, out_dir / name) for m, name in zip(maps, layer_files)]
+    files.append(plots.grad_cam_overlay(pixels, heatmap, label, float(probabilities[index]),
+                                        out_dir / names["gradcam"]))
+    return ShowResult(image, r.dir, label, float(probabilities[index]),
+                      {c: float(p) for c, p in zip(r.classes, probabilities)}, out_dir, files)
+
+
+def learning_curves_callback(run_dir: Path, monitor: str = "val_loss",
+                             report: Callable[[str], None] | None = None) -> Any:
+    """A Keras callback redrawing <run_dir>/learning_curves.png after every epoch.
+
+    The best epoch is marked by `monitor` (lowest val_loss or highest val_accuracy), as training
+    picks it. Without matplotlib it draws nothing and says so once through `report`.
+    """
+    import keras
+
+    drawable = can_draw()
+    if not drawable and report is not None:
+        report("learning curves not drawn: pip install 'catdog[plots]' for pictures")
+
+    class LearningCurves(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.history: dict[str, list[float]] = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                self.history.setdefault(key, []).append(float(value))
+            if drawable:
+                from catdog import plots
+
+                plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, best_epoch(self.history, monitor))
+
+    return LearningCurves()
+
+
+def best_epoch(history: dict[str, list[float]], monitor: str = "val_loss") -> int | None:
+    """The 1-based epoch with the best `monitor` value (falling back to val_loss), or None."""
+    key = monitor if history.get(monitor) else "val_loss"
+    values = history.get(key)
+    if not values:
+        return None
+    pick = np.argmax if key.endswith("accuracy") else np.argmin
+    return int(pick(values)) + 1
+
+
+def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize: str = "squash") -> list[Path]:
+    """Write confusion_matrix.png and top_mistakes.png next to the report; [] without matplotlib.
+
+    The mistakes are the most confidently wrong photos, shown at the model's input size.
+    """
+    if not can_draw() or report.out_dir is None:
+        return []
+    from catdog import plots
+    from catdog.errors import ImageError
+    from catdog.images import load_image
+
+    files = [plots.confusion_matrix(np.asarray(report.confusion), report.classes, report.out_dir / CONFUSION_FILE)]
+    images, titles = [], []
+    if len(report.probabilities):
+        predicted = report.probabilities.argmax(axis=1)
+        confidence = report.probabilities[np.arange(len(predicted)), predicted]
+        wrong = np.flatnonzero(predicted != report.labels)
+        for i in wrong[np.argsort(-confidence[wrong], kind="stable")]:
+            if len(images) == TOP_MISTAKES:
+                break
+            try:
+                images.append(load_image(report.files[i], image_size, resize))
+            except ImageError:
+                continue  # the photo changed or vanished since it was scored
+            titles.append(f"true: {report.classes[report.labels[i]]} / pred: {report.classes[predicted[i]]} "
+                          f"({confidence[i]:.2f})")
+    files.append(plots.top_mistakes(images, titles, report.out_dir / MISTAKES_FILE))
+    return files
+
+
+def summary_diagram(summary: Summary, path: str | Path) -> Path:
+    """Draw a model summary as boxes and arrows at `path`, which must not exist yet.
+
+    Raises:
+        PlotError: `path` exists (it is the user's file) or matplotlib is missing.
+    """
+    from catdog import plots
+
+    path = Path(path)
+    if path.exists():
+        raise PlotError(f"--diagram {path} already exists; pick another path")
+    rows = [{"name": r.name, "type": r.type, "output_shape": r.output_shape, "params": r.params}
+            for r in summary.rows]
+    title = f"{summary.name}: {len(rows)} layers, {summary.total:,} parameters"
+    return plots.model_diagram(rows, path, title=title)

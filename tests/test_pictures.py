@@ -1,0 +1,106 @@
+"""The pictures the commands draw: train's curves, evaluate's matrix and mistakes, show, summary --diagram."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+pytest.importorskip("matplotlib")
+
+from catdog.cli import main  # noqa: E402
+from catdog.pictures import best_epoch  # noqa: E402
+from conftest import write_images  # noqa: E402
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """One tiny two-epoch run shared by this file's tests: (run folder, photo folder)."""
+    root = tmp_path_factory.mktemp("pictures")
+    write_images(root / "photos" / "cats", 12, seed=1)
+    write_images(root / "photos" / "dogs", 12, seed=2, bright=True)
+    run = root / "run"
+    result = invoke("train", "--data", root / "photos", "--out", run, "--quiet",
+                    "--set", "train.epochs=2", "--set", "data.image_size=24", "--set", "train.batch_size=8",
+                    "--set", f"data.cache_dir={root / 'cache'}", "--set", "data.test_split=0.25")
+    assert result.exit_code == 0, result.output
+    return run, root / "photos"
+
+
+def test_train_draws_learning_curves(trained):
+    run, _ = trained
+    assert png_size(run / "learning_curves.png") == (1100, 420)
+
+
+def test_evaluate_draws_confusion_matrix_and_top_mistakes(trained):
+    run, _ = trained
+    result = invoke("evaluate", "--run", run)
+    assert result.exit_code == 0, result.output
+    folder = run / "evaluation" / "held-out"
+    assert f"picture: {folder / 'confusion_matrix.png'}" in result.output
+    assert f"picture: {folder / 'top_mistakes.png'}" in result.output
+    assert png_size(folder / "confusion_matrix.png") == (600, 500)
+    assert png_size(folder / "top_mistakes.png")[0] > 0
+
+
+def test_show_writes_every_picture_and_the_prediction(trained):
+    run, photos = trained
+    photo = photos / "dogs" / "img_000.jpg"
+    result = invoke("show", "--run", run, photo)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{photo}: ")
+    folder = run / "show" / "img_000"
+    names = ["input.png", "filters.png", "activations-conv.png", "activations-pool.png", "gradcam.png"]
+    for name in names:
+        assert f"wrote {folder / name}" in result.output
+        assert png_size(folder / name)[0] > 0
+    assert png_size(folder / "input.png") == (500, 540)
+    # Again into our own run folder: overwriting is fine.
+    assert invoke("show", "--run", run, photo).exit_code == 0
+
+
+def test_show_never_overwrites_the_user_s_files(trained, tmp_path):
+    run, photos = trained
+    (tmp_path / "gradcam.png").write_text("mine")
+    result = invoke("show", "--run", run, "--out", tmp_path, photos / "cats" / "img_001.jpg")
+    assert result.exit_code == 1
+    assert f"--out {tmp_path} already holds gradcam.png; pick another folder" in result.output
+    assert (tmp_path / "gradcam.png").read_text() == "mine"
+
+
+def test_show_reports_an_unreadable_photo(trained, tmp_path):
+    run, _ = trained
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    result = invoke("show", "--run", run, bad)
+    assert result.exit_code == 1 and "Error:" in result.output
+
+
+def test_summary_diagram(tmp_path):
+    path = tmp_path / "model.png"
+    result = invoke("summary", "--set", "data.image_size=32", "--diagram", path)
+    assert result.exit_code == 0, result.output
+    assert f"diagram: {path}" in result.output
+    width, height = png_size(path)
+    assert width == 700 and height > 400
+    again = invoke("summary", "--set", "data.image_size=32", "--diagram", path)
+    assert again.exit_code == 1 and "already exists; pick another path" in again.output
+
+
+def test_best_epoch_follows_the_monitor():
+    history = {"val_loss": [0.7, 0.5, 0.6], "val_accuracy": [0.5, 0.6, 0.8]}
+    assert best_epoch(history) == 2
+    assert best_epoch(history, "val_accuracy") == 3
+    assert best_epoch({"loss": [1.0]}) is None
