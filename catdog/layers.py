@@ -1,4 +1,4 @@
-"""Layers Keras lacks: the article's L2-norm pooling."""
+"""Layers Keras lacks: the article's L2-norm pooling and ImageNet input preprocessing."""
 
 from __future__ import annotations
 
@@ -31,3 +31,44 @@ class L2Pooling2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
                 "padding": self.padding}
+
+
+# ImageNet channel means and deviations on the 0-255 scale, in the order each mode uses them:
+# caffe's BGR means and torch's RGB statistics (0.485, 0.456, 0.406 / 0.229, 0.224, 0.225 x 255).
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (123.675, 116.28, 103.53)
+_TORCH_STD = (58.395, 57.12, 57.375)
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class ImagenetPreprocessing(keras.layers.Layer):
+    """Raw 0-255 RGB pixels to what a keras.applications backbone was trained on.
+
+    Modes follow keras.applications.imagenet_utils: "tf" scales to [-1, 1] (MobileNetV2,
+    Xception, ResNetV2); "caffe" turns RGB into BGR and subtracts the ImageNet mean (ResNet50,
+    VGG); "torch" subtracts the mean and divides by the standard deviation (DenseNet). As a layer
+    it travels inside the saved model.
+    """
+
+    MODES = ("tf", "caffe", "torch")
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {', '.join(self.MODES)}; got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
+            return (x - mean) / ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
+        return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

@@ -1,17 +1,29 @@
 """Model builders, keyed by `model.name`: each takes the config and returns a Keras model.
 
-Every model starts with Rescaling, so a saved model takes raw 0-255 pixels and nobody has to
-remember the preprocessing.
+Every model starts with its augmentation (active only while training) and its pixel scaling, so
+a saved model takes raw 0-255 pixels and nobody has to remember the preprocessing.
+
+Which `model.*` keys each builder reads:
+
+- `article`: filters, kernel_size, strides, padding, activation, pool, pool_size, top,
+  dense_units, dropout, head.
+- `cnn`: blocks (every BlockConfig field), activation, top, dense_units, dropout, head.
+- `resnet`, `xception`: blocks (filters, convs, strides, pool, pool_size, dropout; batch
+  normalisation is always on), activation, dense_units, dropout, head; global average top.
+- `transfer`: backbone, weights (see catdog.backbones), dense_units, dropout, head
+  (freeze_epochs is the trainer's).
+- all: flip, rotation, zoom, translation, contrast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import keras
 from keras import layers
 
-from catdog.config import Config, ModelConfig
+from catdog.config import BlockConfig, Config, ModelConfig
 from catdog.errors import ConfigError
 
 Builder = Callable[[ModelConfig, tuple[int, int, int], int], keras.Model]
@@ -25,8 +37,12 @@ def register(name: str) -> Callable[[Builder], Builder]:
     return wrap
 
 
-def build_model(config: Config, num_classes: int) -> keras.Model:
+def build_model(config: Config, num_classes: int, pretrained: bool = True) -> keras.Model:
     """Build the network named by `config.model.name` for images of `config.data.image_size`.
+
+    Args:
+        pretrained: load `model.weights` into a transfer backbone; False builds the same
+            architecture without them (a summary needs no download).
 
     Raises:
         ConfigError: the name is not a known model, or the settings do not fit together.
@@ -35,21 +51,23 @@ def build_model(config: Config, num_classes: int) -> keras.Model:
     if builder is None:
         raise ConfigError(f"model.name must be one of {', '.join(sorted(MODELS))}; got {config.model.name!r}")
     height, width = config.data.image_size
+    # Seeds weight initialisation and the augmentation layers' random streams.
     keras.utils.set_random_seed(config.seed)
-    return builder(config.model, (height, width, 3), num_classes)
+    m = config.model if pretrained else dataclasses.replace(config.model, weights="none")
+    return builder(m, (height, width, 3), num_classes)
 
 
-def pooling(kind: str, size: int, name: str | None = None) -> layers.Layer | None:
+def pooling(kind: str, size: int, name: str | None = None, padding: str = "valid") -> layers.Layer | None:
     """A pooling layer by kind: max, average or l2 (None for "none")."""
     if kind == "none":
         return None
     if kind == "max":
-        return layers.MaxPooling2D(size, name=name)
+        return layers.MaxPooling2D(size, padding=padding, name=name)
     if kind == "average":
-        return layers.AveragePooling2D(size, name=name)
+        return layers.AveragePooling2D(size, padding=padding, name=name)
     from catdog.layers import L2Pooling2D
 
-    return L2Pooling2D(size, name=name)
+    return L2Pooling2D(size, padding=padding, name=name)
 
 
 def head(m: ModelConfig, x, num_classes: int):
@@ -64,22 +82,179 @@ def head(m: ModelConfig, x, num_classes: int):
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name="output")(x)
 
 
-def inputs(shape: tuple[int, int, int]):
-    """The input and its scaling of raw 0-255 pixels to [0, 1]."""
+def top(m: ModelConfig, x, num_classes: int, kind: str | None = None):
+    """Conv features to class probabilities: flatten or global average, optional dense, dropout, head."""
+    kind = kind or m.top
+    x = layers.Flatten(name="flatten")(x) if kind == "flatten" else layers.GlobalAveragePooling2D(name="gap")(x)
+    if m.dense_units:
+        if m.dropout:
+            x = layers.Dropout(m.dropout, name="dense_dropout")(x)
+        x = layers.Dense(m.dense_units, activation=m.activation, name="dense")(x)
+    if m.dropout:
+        x = layers.Dropout(m.dropout, name="dropout")(x)
+    return head(m, x, num_classes)
+
+
+def augmentation(m: ModelConfig) -> list[layers.Layer]:
+    """The augmentation layers the config asks for; Keras runs them only while training."""
+    out: list[layers.Layer] = []
+    if m.flip:
+        # Left-right only: an upside-down cat is not a photo anyone takes.
+        out.append(layers.RandomFlip("horizontal", name="flip"))
+    if m.rotation:
+        out.append(layers.RandomRotation(m.rotation, fill_mode="reflect", name="rotation"))
+    if m.zoom:
+        out.append(layers.RandomZoom(m.zoom, fill_mode="reflect", name="zoom"))
+    if m.translation:
+        out.append(layers.RandomTranslation(m.translation, m.translation, fill_mode="reflect",
+                                            name="translation"))
+    if m.contrast:
+        # value_range: augmentation runs on the raw 0-255 pixels, before any scaling.
+        out.append(layers.RandomContrast(m.contrast, value_range=(0, 255), name="contrast"))
+    return out
+
+
+def raw_input(m: ModelConfig, shape: tuple[int, int, int]):
+    """The "image" input of raw 0-255 pixels followed by the config's augmentation."""
     inp = keras.Input(shape=shape, name="image")
-    return inp, layers.Rescaling(1.0 / 255, name="rescale")(inp)
+    x = inp
+    for layer in augmentation(m):
+        x = layer(x)
+    return inp, x
+
+
+def inputs(m: ModelConfig, shape: tuple[int, int, int]):
+    """The input, its augmentation, and its scaling of raw 0-255 pixels to [0, 1]."""
+    inp, x = raw_input(m, shape)
+    return inp, layers.Rescaling(1.0 / 255, name="rescale")(x)
 
 
 @register("article")
 def article(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     """The article's CNN: one convolution, one pooling, flatten, dense output."""
-    inp, x = inputs(shape)
+    inp, x = inputs(m, shape)
     x = layers.Conv2D(m.filters, m.kernel_size, strides=m.strides, padding=m.padding,
                       activation=m.activation, name="conv")(x)
     pool = pooling(m.pool, m.pool_size, name="pool")
     if pool is not None:
         x = pool(x)
-    x = layers.Flatten(name="flatten")(x) if m.top == "flatten" else layers.GlobalAveragePooling2D(name="gap")(x)
-    if m.dropout:
-        x = layers.Dropout(m.dropout, name="dropout")(x)
-    return keras.Model(inp, head(m, x, num_classes), name="article")
+    return keras.Model(inp, top(m, x, num_classes), name="article")
+
+
+# The `cnn` stack when model.blocks is empty: the classic three doubling conv+pool blocks.
+CNN_BLOCKS = (BlockConfig(filters=32), BlockConfig(filters=64), BlockConfig(filters=128))
+
+
+@register("cnn")
+def cnn(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """A plain stack of conv blocks (convs, optional batch norm, pooling, dropout), then the top."""
+    inp, x = inputs(m, shape)
+    for i, b in enumerate(m.blocks or CNN_BLOCKS, start=1):
+        for j in range(1, b.convs + 1):
+            # Batch norm replaces the conv's bias and sits before the activation.
+            x = layers.Conv2D(b.filters, b.kernel_size, strides=b.strides if j == 1 else 1,
+                              padding=b.padding, use_bias=not b.batch_norm,
+                              activation=None if b.batch_norm else m.activation,
+                              name=f"block{i}_conv{j}")(x)
+            if b.batch_norm:
+                x = layers.BatchNormalization(name=f"block{i}_bn{j}")(x)
+                x = layers.Activation(m.activation, name=f"block{i}_act{j}")(x)
+        pool = pooling(b.pool, b.pool_size, name=f"block{i}_pool")
+        if pool is not None:
+            x = pool(x)
+        if b.dropout:
+            x = layers.Dropout(b.dropout, name=f"block{i}_dropout")(x)
+    return keras.Model(inp, top(m, x, num_classes), name="cnn")
+
+
+# Stage widths of `resnet` and `xception` when model.blocks is empty: small enough for a CPU.
+RESIDUAL_BLOCKS = (BlockConfig(filters=32), BlockConfig(filters=64), BlockConfig(filters=128),
+                   BlockConfig(filters=256))
+
+
+def _conv_bn(x, filters: int, kernel: int, strides: int, name: str, activation: str | None,
+             separable: bool = False):
+    conv = layers.SeparableConv2D if separable else layers.Conv2D
+    x = conv(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation(activation, name=f"{name}_act")(x) if activation else x
+
+
+def _stem(m: ModelConfig, shape: tuple[int, int, int], width: int):
+    """Input, augmentation, scaling, then a strided 3x3 conv: halving early keeps CPU cost down."""
+    inp, x = inputs(m, shape)
+    return inp, _conv_bn(x, width, 3, 2, "stem", m.activation)
+
+
+@register("resnet")
+def resnet(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """A small ResNet: per block `convs` residual units of two 3x3 convs, then pooling.
+
+    The first unit of a block takes the block's stride; a 1x1 projection matches the shortcut
+    when the shape changes.
+    """
+    blocks = m.blocks or RESIDUAL_BLOCKS
+    inp, x = _stem(m, shape, blocks[0].filters)
+    for i, b in enumerate(blocks, start=1):
+        for j in range(1, b.convs + 1):
+            name = f"block{i}_unit{j}"
+            strides = b.strides if j == 1 else 1
+            shortcut = x
+            if strides != 1 or x.shape[-1] != b.filters:
+                shortcut = _conv_bn(x, b.filters, 1, strides, f"{name}_proj", None)
+            y = _conv_bn(x, b.filters, b.kernel_size, strides, f"{name}_a", m.activation)
+            y = _conv_bn(y, b.filters, b.kernel_size, 1, f"{name}_b", None)
+            x = layers.Activation(m.activation, name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
+        pool = pooling(b.pool, b.pool_size, name=f"block{i}_pool", padding="same")
+        if pool is not None:
+            x = pool(x)
+        if b.dropout:
+            x = layers.Dropout(b.dropout, name=f"block{i}_dropout")(x)
+    return keras.Model(inp, top(m, x, num_classes, kind="global_average"), name="resnet")
+
+
+@register("xception")
+def xception(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """The small Xception of keras-io's "Image classification from scratch", widths from blocks.
+
+    Each block: `convs` separable convs with batch norm, pooling, and a strided 1x1 conv on the
+    residual path; the exit is a separable conv twice as wide as the last block.
+    """
+    blocks = m.blocks or RESIDUAL_BLOCKS
+    inp, x = _stem(m, shape, blocks[0].filters)
+    for i, b in enumerate(blocks, start=1):
+        residual = x
+        for j in range(1, b.convs + 1):
+            # Pre-activation, as in keras-io's example: the residual sum stays linear.
+            x = layers.Activation(m.activation, name=f"block{i}_act{j}")(x)
+            x = _conv_bn(x, b.filters, b.kernel_size, b.strides if j == 1 else 1, f"block{i}_sep{j}",
+                         None, separable=True)
+        pool = pooling(b.pool, b.pool_size, name=f"block{i}_pool", padding="same")
+        down = b.strides * (b.pool_size if pool is not None else 1)
+        if pool is not None:
+            x = pool(x)
+        if down != 1 or residual.shape[-1] != b.filters:
+            residual = layers.Conv2D(b.filters, 1, strides=down, padding="same", name=f"block{i}_proj")(residual)
+        x = layers.Add(name=f"block{i}_add")([x, residual])
+        if b.dropout:
+            x = layers.Dropout(b.dropout, name=f"block{i}_dropout")(x)
+    x = _conv_bn(x, 2 * blocks[-1].filters, 3, 1, "exit", m.activation, separable=True)
+    return keras.Model(inp, top(m, x, num_classes, kind="global_average"), name="xception")
+
+
+@register("transfer")
+def transfer(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """A keras.applications backbone with its own preprocessing, then a new head.
+
+    The backbone runs in inference mode (training=False) even when unfrozen for fine-tuning, so
+    its batch-norm statistics from pre-training survive small batches of new data.
+    """
+    from catdog.backbones import backbone
+    from catdog.layers import ImagenetPreprocessing
+
+    net, mode = backbone(m.backbone, m.weights, shape)
+    inp, x = raw_input(m, shape)
+    if mode is not None:
+        x = ImagenetPreprocessing(mode, name="preprocess")(x)
+    x = net(x, training=False)
+    return keras.Model(inp, top(m, x, num_classes, kind="global_average"), name="transfer")
