@@ -15,20 +15,28 @@ from pathlib import Path
 
 import pytest
 
-# Runs in the child: a meta-path finder that makes `import tensorflow` fail as if it were not
-# installed, then every command through the CLI, reporting exit codes and output as JSON.
+# Runs in the child. First TensorFlow is made as absent as if it were never installed: each
+# sys.path folder holding it is swapped for a view of symlinks to everything else in it. (A
+# meta-path finder raising ImportError is not enough: PyTorch probes with find_spec, which must
+# answer None, not raise.) Then every command runs through the CLI, reporting as JSON.
 SCRIPT = r"""
-import json, sys
+import importlib, importlib.util, json, os, sys, tempfile
 
-class NoTensorFlow:
-    def find_spec(self, name, path=None, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ModuleNotFoundError("No module named 'tensorflow' (blocked by the test)")
-
-sys.meta_path.insert(0, NoTensorFlow())
+views = tempfile.mkdtemp(prefix="no-tensorflow-")
+for i, folder in enumerate(list(sys.path)):
+    if folder and os.path.isdir(os.path.join(folder, "tensorflow")):
+        view = os.path.join(views, str(i))
+        os.mkdir(view)
+        for entry in os.listdir(folder):
+            if not entry.lower().startswith("tensorflow"):
+                os.symlink(os.path.join(folder, entry), os.path.join(view, entry))
+        sys.path[i] = view
+sys.path_importer_cache.clear()
+importlib.invalidate_caches()
+assert importlib.util.find_spec("tensorflow") is None, "tensorflow still importable"
 try:
     import tensorflow
-    sys.exit("tensorflow imported despite the block")
+    sys.exit("tensorflow imported despite being hidden")
 except ImportError:
     pass
 
