@@ -46,14 +46,10 @@ for pair in keras:keras namex:namex optree:optree absl:absl_py rich:rich pygment
   "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
-  wheels=()
-  for name in "${missing[@]}"; do
-    found=$(ls .whl/"$name"-*.whl 2>/dev/null | head -n 1)
-    [[ -n "$found" ]] || { echo "missing $name and no .whl/$name-*.whl: run bash scripts/fetch_wheels.sh where there is network"; exit 1; }
-    wheels+=("$found")
-  done
   echo "installing ${missing[*]}"
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${wheels[@]}" || exit 1
+  # By name from .whl/ only: pip picks the wheel that fits this Python, if .whl/ has one.
+  "$PY" -m pip install -q --no-index --find-links .whl --no-deps --no-compile --target "$SITE" "${missing[@]}" ||
+    { echo "a wheel is missing from .whl/: run bash scripts/fetch_wheels.sh where there is network"; exit 1; }
 else
   echo "catdog's dependencies are already importable"
 fi
