@@ -202,9 +202,9 @@ def _patch_keras_for_multi_worker() -> None:
     import keras
     from keras.src.backend.tensorflow import trainer
 
-    if getattr(trainer, "_catdog_patched", False):
-        return
-    is_multi_worker = trainer._collective_all_reduce_multi_worker
+    is_multi_worker = getattr(trainer, "_collective_all_reduce_multi_worker", None)
+    if getattr(trainer, "_catdog_patched", False) or is_multi_worker is None:
+        return  # patched already, or a Keras whose trainer no longer looks like this
     reduce_per_replica = trainer.reduce_per_replica
     symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
 
@@ -219,9 +219,12 @@ def _patch_keras_for_multi_worker() -> None:
         strategy = self._distribute_strategy
         if iterator is None or strategy is None or not is_multi_worker(strategy):
             return symbolic_build(self, iterator=iterator, data_batch=data_batch)
+        batch = None
         for _, _, it in iterator:
             batch = next(it)
             break
+        if batch is None:
+            return symbolic_build(self, iterator=iterator, data_batch=data_batch)
         local = keras.tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], batch)
         with strategy.scope():
             self._symbolic_build(data_batch=local)
