@@ -28,7 +28,8 @@ from catdog.dataset import Found, targets
 from catdog.errors import DataError, ImageError
 from catdog.images import load_image
 
-MANIFEST_VERSION = 1
+# Bumped whenever decoding changes (2: strict libjpeg-turbo decoding), so old caches are rebuilt.
+MANIFEST_VERSION = 2
 Progress = Callable[[int, int], None]
 
 
