@@ -53,6 +53,7 @@ steps = {
     "predict": ["predict", "--run", run, "--json", data + "/cats"],
     "summary": ["summary", "--run", run],
     "summary_config": ["summary", "--set", "data.image_size=16"],
+    "show": ["show", "--run", run, "--out", run + "-show", data + "/cats/img_000.jpg"],
 }
 results = {}
 for name, args in steps.items():
@@ -68,14 +69,16 @@ print("RESULTS " + json.dumps(results))
 def test_end_to_end_without_tensorflow(backend, tiny_data, tmp_path):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (jax is a test extra; torch is optional)")
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(Path(__file__).parents[1]),
-           "JAX_PLATFORMS": "cpu"}
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_data), str(tmp_path / "run")], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULTS "))
     results = json.loads(line[len("RESULTS "):])
     failed = {k: v for k, v in results.items() if isinstance(v, dict) and v["exit"] != 0}
+    if backend == "torch" and "show" in failed and "Grad-CAM runs on the tensorflow and jax backends" in failed["show"]["all"]:
+        del failed["show"]  # inspection's gradient has no PyTorch version yet; it says so in one line
     assert not failed, failed
     assert results["tensorflow_loaded"] == []
 
@@ -88,3 +91,5 @@ def test_end_to_end_without_tensorflow(backend, tiny_data, tmp_path):
     predictions = [json.loads(l) for l in results["predict"]["out"].splitlines() if l.startswith("{")]
     assert len(predictions) == 24 and all(0 <= p["probability"] <= 1 for p in predictions)
     assert "total params" in results["summary"]["out"] and "12×12×10" in results["summary_config"]["out"]
+    if backend == "jax":
+        assert list((tmp_path / "run-show").glob("*.png"))

@@ -103,7 +103,8 @@ def test_even_batches_for_jax_devices():
 
 def python(code: str, *, env: dict[str, str] | None = None, cwd: Path) -> subprocess.Popen:
     """A fresh interpreter running `code`, the repo importable, output captured."""
-    full = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
+    full = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.Popen([sys.executable, "-c", code], env=full, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
