@@ -13,8 +13,10 @@ import pytest
 from PIL import Image, ImageFile, features
 
 import catdog.images
+import catdog.jpeg
 from catdog.errors import ImageError
-from catdog.images import is_system_file, jpeg_structure_problem, load_image
+from catdog.images import is_system_file, load_image
+from catdog.jpeg import jpeg_structure_problem
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 
@@ -237,7 +239,7 @@ def test_jpeg_that_turbojpeg_cannot_take_is_decoded_by_pillow(
             "tjDecompressHeader3(): Could not determine subsampling level of JPEG image"
         )
 
-    monkeypatch.setattr(catdog.images.simplejpeg, "decode_jpeg", refuse)
+    monkeypatch.setattr(catdog.jpeg.simplejpeg, "decode_jpeg", refuse)
     path = save(tmp_path / "odd.jpg", Image.new("RGB", (40, 30), RED), "JPEG")
     assert close_to(load_image(path, (16, 16))[8, 8], RED)
     data = bytearray(jpeg_bytes())
