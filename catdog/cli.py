@@ -107,18 +107,26 @@ def print_prepared(p) -> None:
 @click.option("--data", type=click.Path(), help="Folder of class sub-folders (default: data.dir).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder to create (default: runs/<time>-<model>).")
 @click.option("--quiet", is_flag=True, help="No per-epoch progress bar.")
+@click.option("--resume", type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="Continue an interrupted run from its last completed epoch, with its own config.")
 @friendly
-def train(config_path, overrides, data, out, quiet):
+def train(config_path, overrides, data, out, quiet, resume):
     """Train the configured model and write a run folder (model, classes, config, history).
 
     Example: catdog train -c configs/article.yaml --data photos/train --set train.epochs=1
     """
+    from catdog.training import resume as resume_training
     from catdog.training import train as run_training
 
-    config = load(config_path, overrides)
     bar = Bar("prepare")
-    result = run_training(config, data, out, report=lambda m: (bar.close(), click.echo(m)),
-                          progress=bar, verbose=0 if quiet else 1)
+    say = lambda m: (bar.close(), click.echo(m))  # noqa: E731
+    if resume is not None:
+        if config_path or overrides or out:
+            raise click.UsageError("--resume continues a run with its own config and folder; drop -c, --set and --out")
+        result = resume_training(resume, data, report=say, progress=bar, verbose=0 if quiet else 1)
+    else:
+        config = load(config_path, overrides)
+        result = run_training(config, data, out, report=say, progress=bar, verbose=0 if quiet else 1)
     click.echo(result.line())
 
 

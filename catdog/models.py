@@ -26,6 +26,11 @@ from keras import layers
 from catdog.config import BlockConfig, Config, ModelConfig
 from catdog.errors import ConfigError
 
+# Batch-norm running statistics forget at 0.9 per step rather than Keras's 0.99: 2,000 photos make
+# ~60 steps an epoch, and slower statistics lag so far behind the weights that validation sits at
+# chance for the first epochs.
+BN_MOMENTUM = 0.9
+
 Builder = Callable[[ModelConfig, tuple[int, int, int], int], keras.Model]
 MODELS: dict[str, Builder] = {}
 
@@ -157,7 +162,7 @@ def cnn(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.
                               activation=None if b.batch_norm else m.activation,
                               name=f"block{i}_conv{j}")(x)
             if b.batch_norm:
-                x = layers.BatchNormalization(name=f"block{i}_bn{j}")(x)
+                x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i}_bn{j}")(x)
                 x = layers.Activation(m.activation, name=f"block{i}_act{j}")(x)
         pool = pooling(b.pool, b.pool_size, name=f"block{i}_pool")
         if pool is not None:
@@ -176,7 +181,7 @@ def _conv_bn(x, filters: int, kernel: int, strides: int, name: str, activation: 
              separable: bool = False):
     conv = layers.SeparableConv2D if separable else layers.Conv2D
     x = conv(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.Activation(activation, name=f"{name}_act")(x) if activation else x
 
 

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Callable
 
 from catdog.cache import Progress
-from catdog.config import Config, save_config
+from catdog.checkpoints import State, checkpointer, finish, read_state, restore_best, restore_checkpoint
+from catdog.config import Config, config_from_dict, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
+from catdog.errors import ConfigError, RunError
 from catdog.runs import (CLASSES_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, SKIPPED_FILE, SPLIT_FILE,
                          claim_out_dir, new_run_dir, write_json)
 
@@ -45,35 +47,68 @@ def load_data(config: Config, data: str | Path | None, progress: Progress | None
     return split(config, train, val)
 
 
-def compile_model(model, config: Config, steps_per_epoch: int) -> None:
-    """Attach the optimizer, loss and metrics the config asks for."""
+def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | None = None,
+                  fine_tune: bool = False) -> None:
+    """Attach the optimizer, learning-rate schedule, loss and metrics the config asks for.
+
+    Args:
+        epochs: how many epochs the schedule spans (default train.epochs).
+        fine_tune: the phase that trains an unfrozen backbone: a tenth of the rate, no warm-up.
+    """
     import keras
 
+    from catdog.optimizers import FINE_TUNE_FACTOR, learning_rate, make_optimizer
+
     t = config.train
-    optimizers = {
-        "adam": lambda: keras.optimizers.Adam(t.learning_rate),
-        "adamw": lambda: keras.optimizers.AdamW(t.learning_rate, weight_decay=t.weight_decay),
-        "sgd": lambda: keras.optimizers.SGD(t.learning_rate, momentum=0.9),
-        "rmsprop": lambda: keras.optimizers.RMSprop(t.learning_rate),
-    }
+    base = t.learning_rate * (FINE_TUNE_FACTOR if fine_tune else 1.0)
+    rate = learning_rate(t, steps_per_epoch, epochs or t.epochs, base, warmup=not fine_tune)
     if config.model.head == "sigmoid":
         loss = keras.losses.BinaryCrossentropy(label_smoothing=t.label_smoothing)
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
     from catdog.devices import resolve_jit_compile
 
-    model.compile(optimizer=optimizers[t.optimizer](), loss=loss, metrics=["accuracy"],
+    model.compile(optimizer=make_optimizer(t, rate), loss=loss, metrics=["accuracy"],
                   jit_compile=resolve_jit_compile(t.jit_compile))
 
 
-def history_writer(path: Path):
-    """A Keras callback writing history.json after every epoch, so a crash keeps what was learned."""
+def phases(config: Config) -> list[tuple[int, int, bool]]:
+    """(first epoch, end epoch, backbone frozen) for each phase of training.
+
+    A transfer model with model.freeze_epochs trains its new head on a frozen backbone first,
+    then fine-tunes everything; every other model trains in one phase.
+
+    Raises:
+        ConfigError: freeze_epochs set for a model without a backbone.
+    """
+    m, epochs = config.model, config.train.epochs
+    if m.freeze_epochs and m.name != "transfer":
+        raise ConfigError(f"model.freeze_epochs needs model.name transfer (a backbone to freeze); "
+                          f"got {m.freeze_epochs} with model.name {m.name!r}")
+    if 0 < m.freeze_epochs < epochs:
+        return [(0, m.freeze_epochs, True), (m.freeze_epochs, epochs, False)]
+    return [(0, epochs, m.freeze_epochs > 0)]
+
+
+def _set_phase(model, config: Config, steps_per_epoch: int, phase: tuple[int, int, bool]) -> None:
+    start, end, frozen = phase
+    if config.model.name == "transfer":
+        # Trainability changes take effect at compile time, which follows.
+        model.get_layer("backbone").trainable = not frozen
+    compile_model(model, config, steps_per_epoch, end - start, fine_tune=start > 0)
+
+
+def history_writer(path: Path, history: dict[str, list[float]] | None = None):
+    """A Keras callback writing history.json after every epoch, so a crash keeps what was learned.
+
+    `history` holds the epochs before a resume; new epochs are appended to it.
+    """
     import keras
 
     class HistoryWriter(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
-            self.history: dict[str, list[float]] = {}
+            self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
 
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
@@ -84,7 +119,8 @@ def history_writer(path: Path):
 
 
 def train(config: Config, data: str | Path | None = None, out: str | Path | None = None,
-          report: Report | None = None, progress: Progress | None = None, verbose: int | str = "auto") -> TrainResult:
+          report: Report | None = None, progress: Progress | None = None, verbose: int | str = "auto",
+          _resume: State | None = None) -> TrainResult:
     """Train the configured model on a photo folder and write a run directory.
 
     Args:
@@ -99,6 +135,8 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         CatdogError: bad data, bad config or an unusable output folder.
     """
     say = report or (lambda _msg: None)
+    plan = phases(config)
+    state = _resume or State()
     from catdog import distribute
 
     # First of all: multi-worker training and GPU memory growth must be set before TensorFlow runs.
@@ -108,13 +146,22 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     say(f"data: {len(sp.train_idx)} train, {len(sp.val_idx)} validation, {len(sp.test_idx)} test images; "
         f"classes {', '.join(classes)}; {len(sp.train.skipped)} skipped")
 
-    # Only the chief worker writes the run folder; other workers save into a scratch folder.
-    run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(config.model.name)) if dist.chief
-               else dist.scratch_dir())
-    save_config(config, run_dir / CONFIG_FILE)
-    write_json(run_dir / CLASSES_FILE, classes)
-    write_json(run_dir / SPLIT_FILE, sp.record())
-    (run_dir / SKIPPED_FILE).write_text("".join(f"{f}: {r}\n" for f, r in sp.train.skipped))
+    record = sp.record()
+    state.data = record["root"]
+    if _resume is not None and dist.chief:
+        run_dir = Path(str(out))
+        recorded = json.loads((run_dir / SPLIT_FILE).read_text())
+        if any(recorded.get(k) != record[k] for k in ("train", "validation", "test")):
+            raise RunError(f"--resume {run_dir}: the photos found now differ from the run's {SPLIT_FILE}; "
+                           f"resume with the data it was trained on (--data)")
+    else:
+        # Only the chief worker writes the run folder; other workers save into a scratch folder.
+        run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(config.model.name)) if dist.chief
+                   else dist.scratch_dir())
+        save_config(config, run_dir / CONFIG_FILE)
+        write_json(run_dir / CLASSES_FILE, classes)
+        write_json(run_dir / SPLIT_FILE, record)
+        (run_dir / SKIPPED_FILE).write_text("".join(f"{f}: {r}\n" for f, r in sp.train.skipped))
 
     from catdog.devices import training_device
     from catdog.models import build_model
@@ -130,17 +177,37 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
                                           sp.train.row_targets(sigmoid), t.batch_size, shuffle=True, seed=config.seed))
         val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid),
                                         t.batch_size))
-        compile_model(model, config, len(train_batches))
-
-        writer = history_writer(run_dir / HISTORY_FILE)
+        steps = len(train_batches)
+        writer = history_writer(run_dir / HISTORY_FILE, state.history)
         from catdog.pictures import learning_curves_callback
 
         curves = learning_curves_callback(run_dir, t.monitor, say)
-        start = time.perf_counter()
-        model.fit(train_batches, validation_data=val_batches, epochs=t.epochs, callbacks=[writer, curves],
-                  verbose=verbose)
-        seconds = time.perf_counter() - start
+        curves.history = {k: list(v) for k, v in state.history.items()}  # the epochs before a resume
+        start, before = time.perf_counter(), state.seconds
+        clock = lambda: before + time.perf_counter() - start  # noqa: E731
+        keeper = checkpointer(run_dir, t.monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock)
+        from catdog.optimizers import plateau_callback
+
+        callbacks = [writer, curves, keeper] + [c for c in [plateau_callback(t)] if c is not None]
+        compiled = None
+        if state.checkpoint is not None:
+            say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
+            _set_phase(model, config, steps, plan[state.phase])
+            restore_checkpoint(model, run_dir, state)
+            compiled = state.phase
+        for i, phase in enumerate(plan):
+            if state.epochs_done >= phase[1] or keeper.stopped:
+                continue
+            if compiled != i:
+                _set_phase(model, config, steps, phase)
+                compiled = keeper.phase = i
+            model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
+                      epochs=phase[1], callbacks=callbacks, verbose=verbose)
+        seconds = clock()
+        if t.keep_best:
+            restore_best(model, run_dir, state)
     model.save(run_dir / MODEL_FILE)
+    finish(run_dir)
 
     history = writer.history
     monitor = t.monitor if t.monitor in history else "val_loss"
@@ -148,6 +215,26 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     best = (values.index(min(values)) if monitor == "val_loss" else values.index(max(values)))
     return TrainResult(run_dir, device, len(values), best + 1, history["val_accuracy"][best],
                        history["val_loss"][best], seconds, history)
+
+
+def resume(run_dir: str | Path, data: str | Path | None = None, report: Report | None = None,
+           progress: Progress | None = None, verbose: int | str = "auto") -> TrainResult:
+    """Continue an interrupted run from its last completed epoch up to its configured epochs.
+
+    The run's own config is used; the history of the finished epochs is kept.
+
+    Raises:
+        RunError: the folder is not an interrupted run, its photos changed, or it trained on
+            several workers.
+    """
+    import yaml
+
+    run_dir = Path(run_dir)
+    state = read_state(run_dir)
+    config = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}, str(run_dir / CONFIG_FILE))
+    if config.train.distribute == "multi_worker":
+        raise RunError(f"--resume {run_dir}: resuming multi_worker training is not supported; start it again")
+    return train(config, data or state.data, run_dir, report, progress, verbose, _resume=state)
 
 
 def read_history(run_dir: Path) -> dict[str, list[float]]:

@@ -1,0 +1,82 @@
+"""Optimizers and learning-rate schedules from the `train` section of the config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from catdog.config import TrainConfig
+from catdog.errors import ConfigError
+
+# Reduce on plateau: halve the rate after 2 epochs without improvement of train.monitor; on a few
+# thousand photos validation numbers are noisy, so one bad epoch alone should not cut the rate.
+PLATEAU_FACTOR = 0.5
+PLATEAU_PATIENCE = 2
+# Fine-tuning an ImageNet backbone runs at a tenth of the head's rate: large steps would overwrite
+# the pre-trained features the new head was just fitted to.
+FINE_TUNE_FACTOR = 0.1
+# Weight decay shrinks kernels only: biases and batch-norm scales and shifts set offsets and
+# gains, and decaying them just fights the normalisation.
+NO_DECAY = ["bias", "gamma", "beta"]
+
+
+def learning_rate(t: TrainConfig, steps_per_epoch: int, epochs: int, base: float | None = None,
+                  warmup: bool = True) -> Any:
+    """The rate for `epochs` epochs of `steps_per_epoch` steps: a float or a Keras schedule.
+
+    constant: `base` throughout; cosine: from `base` down to 0 over the epochs. Both start with a
+    linear warm-up from 0 over train.warmup_epochs (when `warmup`). plateau: `base`, lowered by
+    the callback from `plateau_callback`.
+
+    Raises:
+        ConfigError: warm-up asked of the plateau schedule, or as long as the whole training.
+    """
+    import keras
+
+    base = t.learning_rate if base is None else base
+    warm_epochs = t.warmup_epochs if warmup else 0
+    if t.schedule == "plateau":
+        if t.warmup_epochs:
+            raise ConfigError(f"train.warmup_epochs works with the constant and cosine schedules; "
+                              f"got {t.warmup_epochs} with schedule plateau")
+        return base
+    if t.schedule == "constant" and not warm_epochs:
+        return base
+    if warm_epochs >= epochs:
+        raise ConfigError(f"train.warmup_epochs must be fewer than the {epochs} epochs it warms up; "
+                          f"got {t.warmup_epochs}")
+    total, warm = steps_per_epoch * epochs, steps_per_epoch * warm_epochs
+    # CosineDecay with alpha=1 never decays: the constant schedule's warm-up, serialisable as is.
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warm else base, max(total - warm, 1), alpha=1.0 if t.schedule == "constant" else 0.0,
+        warmup_target=base if warm else None, warmup_steps=warm)
+
+
+def make_optimizer(t: TrainConfig, rate: Any) -> Any:
+    """The Keras optimizer named by train.optimizer, with train.weight_decay (decoupled)."""
+    import keras
+
+    decay = t.weight_decay or None
+    if t.optimizer == "adamw":
+        # AdamW insists on a number; 0 means no decay, as for the others.
+        opt = keras.optimizers.AdamW(rate, weight_decay=t.weight_decay)
+    elif t.optimizer == "sgd":
+        # Momentum 0.9: plain SGD is too slow to be a fair choice for these networks.
+        opt = keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=decay)
+    elif t.optimizer == "rmsprop":
+        opt = keras.optimizers.RMSprop(rate, weight_decay=decay)
+    else:
+        opt = keras.optimizers.Adam(rate, weight_decay=decay)
+    if t.weight_decay:
+        opt.exclude_from_weight_decay(var_names=NO_DECAY)
+    return opt
+
+
+def plateau_callback(t: TrainConfig) -> Any | None:
+    """ReduceLROnPlateau for the plateau schedule, None for the others."""
+    if t.schedule != "plateau":
+        return None
+    import keras
+
+    mode = "min" if t.monitor == "val_loss" else "max"
+    return keras.callbacks.ReduceLROnPlateau(t.monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
+                                             mode=mode, verbose=0)

@@ -1,0 +1,294 @@
+"""Optimizers, schedules, label smoothing, early stopping, best epoch, checkpoints, resume,
+reproducibility and the frozen-then-fine-tune schedule, on tiny images."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from catdog.checkpoints import CHECKPOINT_DIR, STATE_FILE, State, checkpointer, read_state, restore_best
+from catdog.cli import main
+from catdog.config import load_config
+from catdog.errors import ConfigError, RunError
+from catdog.optimizers import NO_DECAY, learning_rate, make_optimizer, plateau_callback
+from catdog.training import compile_model, phases, resume, train
+
+FAST = ["data.image_size=16", "train.batch_size=8"]
+
+
+def cfg(*overrides: str):
+    return load_config(None, [*FAST, *overrides])
+
+
+def rate_at(schedule, step: int) -> float:
+    return float(keras.ops.convert_to_numpy(schedule(step)))
+
+
+# --- schedules and optimizers ---------------------------------------------------------------
+
+def test_constant_rate_is_a_number():
+    assert learning_rate(cfg().train, 10, 5) == 0.001
+
+
+def test_cosine_decays_from_the_rate_to_zero():
+    s = learning_rate(cfg("train.schedule=cosine", "train.learning_rate=0.01").train, 10, 5)
+    assert rate_at(s, 0) == pytest.approx(0.01)
+    assert rate_at(s, 25) == pytest.approx(0.005, rel=1e-3)
+    assert rate_at(s, 50) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_cosine_warms_up_linearly_first():
+    s = learning_rate(cfg("train.schedule=cosine", "train.warmup_epochs=1", "train.learning_rate=0.01").train, 10, 5)
+    assert rate_at(s, 0) == pytest.approx(0.0)
+    assert rate_at(s, 5) == pytest.approx(0.005)
+    assert rate_at(s, 10) == pytest.approx(0.01)
+    assert rate_at(s, 30) == pytest.approx(0.005, rel=1e-3)  # half way through the 40 decay steps
+    assert rate_at(s, 50) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_constant_with_warm_up_holds_after_it():
+    s = learning_rate(cfg("train.warmup_epochs=2", "train.learning_rate=0.01").train, 10, 5)
+    assert rate_at(s, 10) == pytest.approx(0.005)
+    assert rate_at(s, 20) == pytest.approx(0.01) and rate_at(s, 49) == pytest.approx(0.01)
+
+
+def test_warm_up_longer_than_training_is_refused():
+    with pytest.raises(ConfigError, match="^train.warmup_epochs must be fewer than the 5 epochs it warms up; got 5$"):
+        learning_rate(cfg("train.schedule=cosine", "train.warmup_epochs=5").train, 10, 5)
+
+
+def test_plateau_has_no_warm_up():
+    with pytest.raises(ConfigError, match="^train.warmup_epochs works with the constant and cosine schedules; "
+                                          "got 1 with schedule plateau$"):
+        learning_rate(cfg("train.schedule=plateau", "train.warmup_epochs=1").train, 10, 5)
+
+
+def test_plateau_halves_the_rate_after_two_flat_epochs():
+    t = cfg("train.schedule=plateau", "train.monitor=val_accuracy").train
+    assert plateau_callback(cfg().train) is None
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile(make_optimizer(t, learning_rate(t, 1, 5)), "mse")
+    cb = plateau_callback(t)
+    cb.set_model(model)
+    cb.on_train_begin()
+    for epoch, acc in enumerate([0.6, 0.7, 0.7, 0.69]):
+        cb.on_epoch_end(epoch, {"val_accuracy": acc})
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0005)
+
+
+@pytest.mark.parametrize("name,cls", [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
+                                      ("sgd", keras.optimizers.SGD), ("rmsprop", keras.optimizers.RMSprop)])
+def test_optimizer_by_name_with_weight_decay(name, cls):
+    opt = make_optimizer(cfg(f"train.optimizer={name}", "train.weight_decay=0.01").train, 0.1)
+    assert type(opt) is cls and opt.weight_decay == pytest.approx(0.01)
+    # One step with zero gradients: only the decay moves anything, and only the kernel.
+    layer = keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="ones")
+    layer.build((None, 1))
+    opt.apply_gradients([(keras.ops.zeros_like(v), v) for v in layer.trainable_variables])
+    assert float(layer.kernel.numpy()[0, 0]) == pytest.approx(1 - 0.1 * 0.01)
+    assert float(layer.bias.numpy()[0]) == 1.0
+    assert "bias" in NO_DECAY
+
+
+def test_no_weight_decay_by_default():
+    assert make_optimizer(cfg().train, 0.1).weight_decay is None
+
+
+@pytest.mark.parametrize("head,cls", [("softmax", keras.losses.CategoricalCrossentropy),
+                                      ("sigmoid", keras.losses.BinaryCrossentropy)])
+def test_label_smoothing_reaches_the_loss(head, cls):
+    from catdog.models import build_model
+
+    config = cfg(f"model.head={head}", "train.label_smoothing=0.1", "train.schedule=cosine")
+    model = build_model(config, 2)
+    compile_model(model, config, steps_per_epoch=4)
+    assert isinstance(model.loss, cls) and model.loss.label_smoothing == pytest.approx(0.1)
+    assert isinstance(model.optimizer.learning_rate, float) or model.optimizer.iterations is not None
+
+
+# --- early stopping and best epoch (driven directly, no training) -----------------------------
+
+def drive(tmp_path, monitor: str, values: list[float], keep_best: bool = True, patience: int = 0):
+    """Feed `values` of `monitor` to a checkpointer epoch by epoch; each epoch's weights are its number."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    history: dict[str, list[float]] = {}
+    state = State()
+    cb = checkpointer(tmp_path, monitor, keep_best, patience, lambda: history, state, lambda: 1.0)
+    cb.set_model(model)
+    for epoch, value in enumerate(values):
+        model.set_weights([np.full(w.shape, epoch + 1.0, "float32") for w in model.get_weights()])
+        history.setdefault(monitor, []).append(value)
+        cb.on_epoch_end(epoch)
+        if model.stop_training:
+            break
+    return model, state, cb
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
+    model, state, cb = drive(tmp_path, "val_loss", [0.5, 0.4, 0.45, 0.41, 0.3], patience=2)
+    assert cb.stopped and state.epochs_done == 4 and state.best_epoch == 2
+
+
+def test_keep_best_restores_the_best_epochs_weights(tmp_path):
+    model, state, _ = drive(tmp_path, "val_accuracy", [0.6, 0.8, 0.7])
+    assert state.best_epoch == 2 and state.best_weights == "best-0002.npz"
+    restore_best(model, tmp_path, state)
+    assert np.all(model.get_weights()[0] == 2.0)
+
+
+def test_checkpoint_folder_keeps_only_the_last_epoch_and_the_best(tmp_path):
+    _, state, _ = drive(tmp_path, "val_loss", [0.5, 0.4, 0.45])
+    files = sorted(p.name for p in (tmp_path / CHECKPOINT_DIR).iterdir())
+    assert files == ["best-0002.npz", "epoch-0003.weights.h5", STATE_FILE]
+    saved = json.loads((tmp_path / CHECKPOINT_DIR / STATE_FILE).read_text())
+    assert saved["epochs_done"] == 3 and saved["history"] == {"val_loss": [0.5, 0.4, 0.45]}
+
+
+def test_without_keep_best_no_best_weights_are_written(tmp_path):
+    _, state, _ = drive(tmp_path, "val_loss", [0.5, 0.4], keep_best=False)
+    assert state.best_weights is None and state.best_epoch == 2
+
+
+# --- whole runs on tiny images ---------------------------------------------------------------
+
+def weights_of(run_dir: Path) -> list[np.ndarray]:
+    import catdog.layers  # noqa: F401
+
+    return keras.models.load_model(run_dir / "model.keras").get_weights()
+
+
+def test_same_config_and_seed_give_the_same_split_and_weights(tiny_data, tmp_path):
+    config = cfg("train.epochs=1", "model.name=cnn", "model.flip=true", "model.dropout=0.2")
+    a = train(config, tiny_data, tmp_path / "a", verbose=0)
+    b = train(config, tiny_data, tmp_path / "b", verbose=0)
+    assert (a.run_dir / "split.json").read_text() == (b.run_dir / "split.json").read_text()
+    for wa, wb in zip(weights_of(a.run_dir), weights_of(b.run_dir)):
+        np.testing.assert_array_equal(wa, wb)
+    assert a.history == b.history
+    c = train(cfg("train.epochs=1", "model.name=cnn", "model.flip=true", "model.dropout=0.2", "seed=7"),
+              tiny_data, tmp_path / "c", verbose=0)
+    assert json.loads((c.run_dir / "split.json").read_text()) != json.loads((a.run_dir / "split.json").read_text())
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_in_epoch(epoch: int, batch: int = 1):
+    """A callback that dies in the middle of `epoch` (0-based), as a killed process would."""
+    class Crasher(keras.callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            self.epoch = e
+
+        def on_train_batch_end(self, b, logs=None):
+            if self.epoch == epoch and b == batch:
+                raise Crash()
+
+    return Crasher()
+
+
+def test_interrupted_run_resumes_to_the_same_epochs_with_history(tiny_data, tmp_path, monkeypatch):
+    import catdog.optimizers
+
+    config = cfg("train.epochs=3", "train.schedule=cosine", "train.optimizer=adamw", "train.weight_decay=0.01")
+    # The crash rides in with the plateau callback slot, which the cosine schedule leaves empty.
+    monkeypatch.setattr(catdog.optimizers, "plateau_callback", lambda t: crash_in_epoch(1))
+    with pytest.raises(Crash):
+        train(config, tiny_data, tmp_path / "run", verbose=0)
+    state = read_state(tmp_path / "run")
+    assert state.epochs_done == 1 and not (tmp_path / "run" / "model.keras").exists()
+    first = state.history
+    monkeypatch.undo()
+
+    result = resume(tmp_path / "run", verbose=0)
+    assert result.epochs == 3 and len(result.history["loss"]) == 3
+    assert {k: v[:1] for k, v in result.history.items()} == first
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == result.history
+    assert not (tmp_path / "run" / CHECKPOINT_DIR).exists()
+    # The optimizer continued rather than restarted: 6 images in 8s over 3 epochs.
+    import catdog.layers  # noqa: F401
+
+    assert int(keras.models.load_model(tmp_path / "run" / "model.keras").optimizer.iterations) == 3 * 5
+    with pytest.raises(RunError, match="this run finished"):
+        resume(tmp_path / "run")
+
+
+def test_resume_errors_are_one_line(tmp_path):
+    with pytest.raises(RunError, match=f"^--resume {tmp_path / 'nope'}: run folder not found$"):
+        read_state(tmp_path / "nope")
+    with pytest.raises(RunError, match="no completed epoch to resume from"):
+        read_state(tmp_path)
+
+
+def test_resume_refuses_config_flags(tiny_data):
+    result = CliRunner().invoke(main, ["train", "--resume", str(tiny_data), "--set", "train.epochs=2"])
+    assert result.exit_code == 2 and "--resume continues a run with its own config" in result.output
+
+
+def test_kill_9_mid_epoch_then_resume_from_the_cli(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    # Batches of 2 make an epoch long enough to be killed inside it.
+    args = [sys.executable, "-c", "from catdog.cli import main; main()", "train", "--data", str(tiny_data), "--out", str(run), "--quiet",
+            "--set", "data.image_size=16", "--set", "train.batch_size=2", "--set", "train.epochs=4"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    state_file = run / CHECKPOINT_DIR / STATE_FILE
+    deadline = time.time() + 300
+    while not state_file.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = read_state(run)
+    assert 1 <= state.epochs_done < 4
+    before = {k: v[:state.epochs_done] for k, v in state.history.items()}
+
+    result = CliRunner().invoke(main, ["train", "--resume", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert f"resuming after epoch {state.epochs_done}/4" in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("best epoch ") and str(run) in last, result.output
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["loss"]) == 4 and {k: v[:state.epochs_done] for k, v in history.items()} == before
+
+
+# --- frozen, then fine-tuned ----------------------------------------------------------------
+
+def test_phases():
+    assert phases(cfg("train.epochs=5")) == [(0, 5, False)]
+    transfer = ["model.name=transfer", "model.backbone=MobileNetV2", "train.epochs=5"]
+    assert phases(cfg(*transfer)) == [(0, 5, False)]
+    assert phases(cfg(*transfer, "model.freeze_epochs=2")) == [(0, 2, True), (2, 5, False)]
+    assert phases(cfg(*transfer, "model.freeze_epochs=5")) == [(0, 5, True)]
+    with pytest.raises(ConfigError, match="^model.freeze_epochs needs model.name transfer"):
+        phases(cfg("model.freeze_epochs=1"))
+
+
+def test_frozen_then_fine_tuned(tiny_data, tmp_path, monkeypatch):
+    import catdog.training
+
+    seen = []
+    real = catdog.training.compile_model
+
+    def spy(model, config, steps, epochs=None, fine_tune=False):
+        backbone = model.get_layer("backbone")
+        seen.append((backbone.trainable, fine_tune, epochs))
+        real(model, config, steps, epochs, fine_tune)
+        # Frozen: only the head trains; fine-tuning: the backbone's kernels too.
+        assert (len(model.trainable_weights) > 2) == backbone.trainable
+
+    monkeypatch.setattr(catdog.training, "compile_model", spy)
+    config = load_config(None, ["data.image_size=32", "train.batch_size=16", "train.epochs=2", "model.name=transfer",
+                                "model.backbone=MobileNetV2", "model.freeze_epochs=1", "model.weights=none"])
+    result = train(config, tiny_data, tmp_path / "run", verbose=0)
+    assert seen == [(False, False, 1), (True, True, 1)]
+    assert result.epochs == 2
