@@ -62,7 +62,7 @@ def class_files(root: Path) -> list[tuple[Path, int]]:
     return [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir()) if f.is_file()]
 
 
-def run_article(root: Path, size: int, epochs: int) -> dict:
+def run_article(root: Path, size: int, epochs: int, batch: int) -> dict:
     import numpy as np
     from PIL import Image
 
@@ -81,17 +81,17 @@ def run_article(root: Path, size: int, epochs: int) -> dict:
     order = np.random.default_rng(SEED).permutation(len(x))
     x, y = x[order], y[order]
     model, cb = model_and_callback(size)
-    model.fit(x, y, epochs=epochs, batch_size=128, validation_split=0.3, callbacks=[cb], verbose=0)
+    model.fit(x, y, epochs=epochs, batch_size=batch, validation_split=0.3, callbacks=[cb], verbose=0)
     return {"images": len(x), "load_s": load, "epochs_s": cb.times}
 
 
-def run_keras(root: Path, size: int, epochs: int) -> dict:
+def run_keras(root: Path, size: int, epochs: int, batch: int) -> dict:
     import keras
     import tensorflow as tf
 
     start = time.perf_counter()
     train, val = keras.utils.image_dataset_from_directory(
-        root, label_mode="categorical", image_size=(size, size), batch_size=128,
+        root, label_mode="categorical", image_size=(size, size), batch_size=batch,
         validation_split=0.3, subset="both", seed=SEED)
     load = time.perf_counter() - start  # lists files only: it decodes JPEGs every epoch
     count = len(train.file_paths) + len(val.file_paths)
@@ -101,21 +101,25 @@ def run_keras(root: Path, size: int, epochs: int) -> dict:
     return {"images": count, "load_s": load, "epochs_s": cb.times}
 
 
-def run_catdog(root: Path, size: int, epochs: int) -> dict:
+def run_catdog(root: Path, size: int, epochs: int, batch: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="catdog-bench-cache-") as cache:
+        return _run_catdog(root, size, epochs, batch, cache)
+
+
+def _run_catdog(root: Path, size: int, epochs: int, batch: int, cache: str) -> dict:
     from catdog.cache import prepare
     from catdog.data import split
     from catdog.dataset import batches, discover
     from catdog.config import load_config
 
-    cache = tempfile.mkdtemp(prefix="catdog-bench-cache-")
     start = time.perf_counter()
     prepared = prepare(discover(root), (size, size), cache_root=cache)
     load = time.perf_counter() - start
     config = load_config(None, [f"data.image_size={size}", f"seed={SEED}"])
     sp = split(config, prepared)
     y_rows = prepared.row_targets(sigmoid=False)
-    train = batches(prepared.images, prepared.rows[sp.train_idx], y_rows, 128, shuffle=True, seed=SEED)
-    val = batches(prepared.images, prepared.rows[sp.val_idx], y_rows, 128)
+    train = batches(prepared.images, prepared.rows[sp.train_idx], y_rows, batch, shuffle=True, seed=SEED)
+    val = batches(prepared.images, prepared.rows[sp.val_idx], y_rows, batch)
     model, cb = model_and_callback(size)
     model.fit(train, validation_data=val, epochs=epochs, callbacks=[cb], verbose=0)
     return {"images": len(prepared.files), "load_s": load, "epochs_s": cb.times}
@@ -124,14 +128,15 @@ def run_catdog(root: Path, size: int, epochs: int) -> dict:
 WAYS = {"article": run_article, "keras": run_keras, "catdog": run_catdog}
 
 
-def child(way: str, root: str, size: int, epochs: int) -> None:
-    result = WAYS[way](Path(root), size, epochs)
+def child(way: str, root: str, size: int, epochs: int, batch: int) -> None:
+    result = WAYS[way](Path(root), size, epochs, batch)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
 
 
-def measure(way: str, root: str, size: int, epochs: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", way, root, "--size", str(size), "--epochs", str(epochs)],
+def measure(way: str, root: str, size: int, epochs: int, batch: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", way, root, "--size", str(size), "--epochs", str(epochs),
+                           "--batch", str(batch)],
                           capture_output=True, text=True)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -159,19 +164,20 @@ def main() -> None:
     ap.add_argument("extra", nargs="*")
     ap.add_argument("--size", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=128, help="batch size (the article's: 128)")
     ap.add_argument("--only", choices=sorted(WAYS), action="append")
     ap.add_argument("--child")
     ap.add_argument("--make-big", type=int)
     args = ap.parse_args()
     if args.child:
-        return child(args.child, args.root, args.size, args.epochs)
+        return child(args.child, args.root, args.size, args.epochs, args.batch)
     if args.make_big:
         return make_big(args.make_big, Path(args.root), Path(args.extra[0]))
     results = {}
     for way in args.only or ["article", "keras", "catdog"]:
         print(f"running {way} ...", file=sys.stderr, flush=True)
-        results[way] = measure(way, args.root, args.size, args.epochs)
-    print(f"\n{args.root}, {args.size}x{args.size}, article model, {args.epochs} epochs; "
+        results[way] = measure(way, args.root, args.size, args.epochs, args.batch)
+    print(f"\n{args.root}, {args.size}x{args.size}, article model, batch {args.batch}, {args.epochs} epochs; "
           f"{os.cpu_count()} cores\n")
     print("| way | images | load/prepare img/s | epoch s (after 1st) | peak RSS MB |")
     print("|---|---|---|---|---|")
