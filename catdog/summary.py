@@ -111,4 +111,5 @@ def summarize_config(config, num_classes: int = 2) -> Summary:
     """The summary of the model a config would build (nothing is trained)."""
     from catdog.models import build_model
 
-    return summarize(build_model(config, num_classes))
+    # The architecture is all a summary shows: no ImageNet download for a transfer backbone.
+    return summarize(build_model(config, num_classes, pretrained=False))

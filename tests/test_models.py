@@ -273,3 +273,16 @@ def test_not_pretrained_builds_the_architecture_without_weights(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: pytest.fail("no download expected"))
     net = build_model(transfer("MobileNetV2", "imagenet"), 2, pretrained=False)
     assert isinstance(net.get_layer("backbone"), keras.Model)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_summarises_without_network(path, monkeypatch):
+    from click.testing import CliRunner
+    from keras.src.utils import file_utils
+
+    from catdog.cli import main
+
+    monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: pytest.fail("no download expected"))
+    result = CliRunner().invoke(main, ["summary", "-c", str(path), "--set", f"data.image_size={SIZE}"])
+    assert result.exit_code == 0, result.output
+    assert "total params:" in result.output
