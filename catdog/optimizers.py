@@ -51,21 +51,25 @@ def learning_rate(t: TrainConfig, steps_per_epoch: int, epochs: int, base: float
         warmup_target=base if warm else None, warmup_steps=warm)
 
 
-def make_optimizer(t: TrainConfig, rate: Any) -> Any:
-    """The Keras optimizer named by train.optimizer, with train.weight_decay (decoupled)."""
+def make_optimizer(t: TrainConfig, rate: Any, accumulate: int = 1) -> Any:
+    """The Keras optimizer named by train.optimizer, with train.weight_decay (decoupled).
+
+    With `accumulate` > 1 it averages the gradients of that many calls into one update.
+    """
     import keras
 
     decay = t.weight_decay or None
+    common = {"gradient_accumulation_steps": accumulate if accumulate > 1 else None}
     if t.optimizer == "adamw":
         # AdamW insists on a number; 0 means no decay, as for the others.
-        opt = keras.optimizers.AdamW(rate, weight_decay=t.weight_decay)
+        opt = keras.optimizers.AdamW(rate, weight_decay=t.weight_decay, **common)
     elif t.optimizer == "sgd":
         # Momentum 0.9: plain SGD is too slow to be a fair choice for these networks.
-        opt = keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=decay)
+        opt = keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=decay, **common)
     elif t.optimizer == "rmsprop":
-        opt = keras.optimizers.RMSprop(rate, weight_decay=decay)
+        opt = keras.optimizers.RMSprop(rate, weight_decay=decay, **common)
     else:
-        opt = keras.optimizers.Adam(rate, weight_decay=decay)
+        opt = keras.optimizers.Adam(rate, weight_decay=decay, **common)
     if t.weight_decay:
         opt.exclude_from_weight_decay(var_names=NO_DECAY)
     return opt

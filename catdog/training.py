@@ -68,8 +68,27 @@ def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | Non
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
     from catdog.devices import resolve_jit_compile
 
-    model.compile(optimizer=make_optimizer(t, rate), loss=loss, metrics=["accuracy"],
+    model.compile(optimizer=make_optimizer(t, rate, t.batch_size // micro_batch(config)), loss=loss, metrics=["accuracy"],
                   jit_compile=resolve_jit_compile(t.jit_compile))
+
+
+# See train.micro_batch: 32 kept the article model's epoch fastest on a 2-core CPU.
+CPU_MICRO_BATCH = 32
+
+
+def micro_batch(config: Config) -> int:
+    """How many images one forward/backward pass computes: train.micro_batch, fitted to divide
+    train.batch_size so that every update averages whole micro-batches."""
+    t = config.train
+    size = t.micro_batch
+    if size is None:
+        from catdog.devices import gpus
+
+        size = t.batch_size if t.distribute != "none" or gpus() else CPU_MICRO_BATCH
+    size = min(size, t.batch_size)
+    while t.batch_size % size:
+        size -= 1
+    return size
 
 
 def phases(config: Config) -> list[tuple[int, int, bool]]:
@@ -173,10 +192,13 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         model = build_model(config, len(classes))
         sigmoid = config.model.head == "sigmoid"
         t = config.train
+        size = micro_batch(config)
+        if size < t.batch_size:
+            say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} (train.micro_batch)")
         train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx],
-                                          sp.train.row_targets(sigmoid), t.batch_size, shuffle=True, seed=config.seed))
-        val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid),
-                                        t.batch_size))
+                                          sp.train.row_targets(sigmoid), size, shuffle=True, seed=config.seed))
+        val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), size))
+        # Schedules count optimizer calls, which happen once per micro-batch.
         steps = len(train_batches)
         writer = history_writer(run_dir / HISTORY_FILE, state.history)
         from catdog.pictures import learning_curves_callback

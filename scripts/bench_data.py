@@ -110,6 +110,8 @@ def _run_catdog(root: Path, size: int, epochs: int, batch: int, cache: str) -> d
     from catdog.cache import prepare
     from catdog.data import split
     from catdog.dataset import batches, discover
+    from catdog.optimizers import make_optimizer
+    from catdog.training import micro_batch
     from catdog.config import load_config
 
     start = time.perf_counter()
@@ -118,9 +120,14 @@ def _run_catdog(root: Path, size: int, epochs: int, batch: int, cache: str) -> d
     config = load_config(None, [f"data.image_size={size}", f"seed={SEED}"])
     sp = split(config, prepared)
     y_rows = prepared.row_targets(sigmoid=False)
-    train = batches(prepared.images, prepared.rows[sp.train_idx], y_rows, batch, shuffle=True, seed=SEED)
-    val = batches(prepared.images, prepared.rows[sp.val_idx], y_rows, batch)
+    # catdog's own training step: batches of `batch` computed in micro-batches (train.micro_batch).
+    config = load_config(None, [f"data.image_size={size}", f"seed={SEED}", f"train.batch_size={batch}"])
+    micro = micro_batch(config)
+    train = batches(prepared.images, prepared.rows[sp.train_idx], y_rows, micro, shuffle=True, seed=SEED)
+    val = batches(prepared.images, prepared.rows[sp.val_idx], y_rows, micro)
     model, cb = model_and_callback(size)
+    model.compile(optimizer=make_optimizer(config.train, config.train.learning_rate, batch // micro),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(train, validation_data=val, epochs=epochs, callbacks=[cb], verbose=0)
     return {"images": len(prepared.files), "load_s": load, "epochs_s": cb.times}
 
