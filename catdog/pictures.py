@@ -1,9 +1,9 @@
 """The pictures each command draws: `show` for one photo, curves while training, evaluation
 pictures, and the summary's diagram. Glue between run folders and reports and catdog.plots.
 
-Drawing is optional (matplotlib is the `plots` extra): what the user asks for by name (`show`,
-`summary --diagram`) fails with a PlotError naming the fix; what other commands draw on the side
-(learning curves, evaluation pictures) is skipped when matplotlib is missing.
+Drawing needs matplotlib (a dependency of catdog, but a trimmed install may lack it): what the
+user asks for by name (`show`, `summary --diagram`) fails with a PlotError naming the fix; what
+other commands draw on the side (learning curves, evaluation pictures) is skipped without it.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
     from catdog.runs import load_run
 
     if not can_draw():
-        raise PlotError("drawing pictures needs matplotlib: pip install 'catdog[plots]'")
+        raise PlotError("drawing pictures needs matplotlib: pip install matplotlib")
     r = load_run(run)
     image = Path(image)
     pixels = load_image(image, r.config.data.image_size, r.config.data.resize)
@@ -117,7 +117,7 @@ def learning_curves_callback(run_dir: Path, monitor: str = "val_loss",
 
     drawable = can_draw()
     if not drawable and report is not None:
-        report("learning curves not drawn: pip install 'catdog[plots]' for pictures")
+        report("learning curves not drawn: pip install matplotlib for pictures")
 
     class LearningCurves(keras.callbacks.Callback):
         def __init__(self) -> None:

@@ -38,7 +38,7 @@ def _figure(width: float, height: float, constrained: bool = True) -> Figure:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise PlotError("drawing pictures needs matplotlib: pip install 'catdog[plots]'") from None
+        raise PlotError("drawing pictures needs matplotlib: pip install matplotlib") from None
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
