@@ -241,34 +241,11 @@ def demo(workdir, epochs):
     """
     import tempfile
 
-    from catdog.config import load_config
-    from catdog.demo import CLASSES, make_dataset
-    from catdog.evaluation import evaluate as run_evaluation
-    from catdog.prediction import predict as run_prediction
-    from catdog.summary import summarize
-    from catdog.training import train as run_training
+    from catdog.demo import run_demo
 
-    root = Path(workdir or tempfile.mkdtemp(prefix="catdog-demo-"))
-    click.echo(f"1/5 drawing a SYNTHETIC image set (not photos): {', '.join(CLASSES)}, 120 each, in {root / 'images'}")
-    images = make_dataset(root / "images")
-    config = load_config(None, [f"data.image_size=64", f"train.epochs={epochs}", "train.batch_size=32",
-                                f"data.cache_dir={root / 'cache'}", "data.test_split=0.2", "data.validation_split=0.2"])
-    click.echo("2/5 training the article's CNN (10 filters 5x5, 2x2 max pool, dense softmax) at 64x64")
     bar = Bar("prepare")
-    result = run_training(config, images, root / "run", report=lambda m: (bar.close(), click.echo("    " + m)),
-                          progress=bar, verbose=2)
-    click.echo("    " + result.line())
-    click.echo("3/5 evaluating on the held-out test split")
-    click.echo(run_evaluation(result.run_dir).table())
-    click.echo("4/5 predicting two newly drawn images the model has never seen")
-    fresh = make_dataset(root / "new", per_class=1, seed=1)
-    for p in run_prediction([fresh], result.run_dir):
-        click.echo(f"    {p.path.name}: {p.label} ({p.probability:.3f})")
-    click.echo("5/5 the model, layer by layer")
-    from catdog.runs import load_run
-
-    click.echo(summarize(load_run(result.run_dir).model).table())
-    click.echo(f"\ndone. Everything is in {root}; try: catdog predict --run {result.run_dir} {images / CLASSES[0]}")
+    root = workdir or tempfile.mkdtemp(prefix="catdog-demo-")
+    run_demo(root, epochs, say=lambda m: (bar.close(), click.echo(m)), progress=bar)
 
 
 @main.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -40,3 +41,45 @@ def make_dataset(root: str | Path, per_class: int = 120, size: int = 64, seed: i
         for i in range(per_class):
             draw_image(kind, rng, size).save(folder / f"{kind}_{i:03d}.jpg", quality=90)
     return root
+
+
+def run_demo(root: str | Path, epochs: int = 4, say: Callable[[str], None] = lambda _m: None,
+             progress: Callable[[int, int], None] | None = None) -> Path:
+    """The whole path on a synthetic set: draw, train, evaluate, predict, summarise, show.
+
+    Every step reports through `say`; returns the run folder.
+    """
+    from catdog.config import load_config
+    from catdog.evaluation import evaluate
+    from catdog.prediction import predict
+    from catdog.runs import load_run
+    from catdog.summary import summarize
+    from catdog.training import train
+
+    root = Path(root)
+    say(f"1/6 drawing a SYNTHETIC image set (not photos): {', '.join(CLASSES)}, 120 each, in {root / 'images'}")
+    images = make_dataset(root / "images")
+    config = load_config(None, ["data.image_size=64", f"train.epochs={epochs}", "train.batch_size=32",
+                                f"data.cache_dir={root / 'cache'}", "data.test_split=0.2", "data.validation_split=0.2"])
+    say("2/6 training the article's CNN (10 filters 5x5, 2x2 max pool, dense softmax) at 64x64")
+    result = train(config, images, root / "run", report=lambda m: say("    " + m), progress=progress, verbose=2)
+    say("    " + result.line())
+    say("3/6 evaluating on the held-out test split")
+    say(evaluate(result.run_dir).table())
+    say("4/6 predicting two newly drawn images the model has never seen")
+    fresh = make_dataset(root / "new", per_class=1, seed=1)
+    for p in predict([fresh], result.run_dir):
+        say(f"    {p.path.name}: {p.label} ({p.probability:.3f})")
+    say("5/6 the model, layer by layer")
+    say(summarize(load_run(result.run_dir).model).table())
+    say("6/6 what the network sees in one new image (catdog show)")
+    from catdog.pictures import can_draw, show
+
+    if can_draw():
+        shown = show(fresh / CLASSES[1] / f"{CLASSES[1]}_000.jpg", result.run_dir)
+        for path in shown.files:
+            say(f"    wrote {path}")
+    else:
+        say("    skipped: drawing needs matplotlib (pip install matplotlib)")
+    say(f"\ndone. Everything is in {root}; try: catdog predict --run {result.run_dir} {images / CLASSES[0]}")
+    return result.run_dir

@@ -123,3 +123,11 @@ def test_out_folder_is_never_overwritten(tiny_data, tmp_path):
     result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(out), *FAST])
     assert result.exit_code == 1 and "already exists and is not empty" in result.output
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_demo_runs_the_whole_path(tmp_path):
+    result = invoke("demo", "--workdir", tmp_path, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC" in result.output and "6/6" in result.output
+    assert (tmp_path / "run" / "model.keras").is_file()
+    assert (tmp_path / "run" / "show" / "stripes_000" / "gradcam.png").is_file()
