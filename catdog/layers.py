@@ -19,11 +19,13 @@ class L2Pooling2D(keras.layers.Layer):
         self.pool_size = pool_size
         self.strides = strides or pool_size
         self.padding = padding
-        self._avg = keras.layers.AveragePooling2D(pool_size, self.strides, padding=padding)
+        # float32 whatever the policy: in float16 squares overflow above 256 and the epsilon is 0.
+        self._avg = keras.layers.AveragePooling2D(pool_size, self.strides, padding=padding, dtype="float32")
 
     def call(self, inputs):
+        x = ops.cast(inputs, "float32")
         # A tiny epsilon keeps the gradient of sqrt finite where a window is all zeros (after ReLU).
-        return ops.sqrt(self._avg(ops.square(inputs)) + 1e-12)
+        return ops.cast(ops.sqrt(self._avg(ops.square(x)) + 1e-12), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return self._avg.compute_output_shape(input_shape)

@@ -102,3 +102,17 @@ def test_imagenet_preprocessing_saves_and_loads(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.get_layer("pre").mode == "caffe"
+
+
+def test_l2_pooling_under_float16_stays_finite():
+    import keras
+    import numpy as np
+
+    from catdog.layers import L2Pooling2D
+
+    x = np.zeros((1, 4, 4, 1), "float32")
+    x[0, :2, :2, 0] = 300.0  # squares overflow float16
+    layer = L2Pooling2D(2, dtype="mixed_float16")
+    out = keras.ops.convert_to_numpy(layer(x))
+    assert out.dtype == np.float16 and np.isfinite(out).all()
+    assert abs(float(out[0, 0, 0, 0]) - 300.0) < 0.5 and float(out[0, 1, 1, 0]) < 1e-3
