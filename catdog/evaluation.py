@@ -86,8 +86,9 @@ def scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
 
 def class_probabilities(model, images, rows: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """(N, classes) probabilities; a 1-unit sigmoid output p becomes [1 - p, p]."""
-    out = np.asarray(model.predict(batches(images, rows, None, batch_size), verbose=0), dtype="float64")
-    return np.concatenate([1 - out, out], axis=1) if out.shape[1] == 1 else out
+    from catdog.prediction import as_class_probabilities
+
+    return as_class_probabilities(model.predict(batches(images, rows, None, batch_size), verbose=0))
 
 
 def evaluate(run: str | Path | None = None, data: str | Path | None = None,

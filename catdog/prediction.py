@@ -73,6 +73,11 @@ def predict(paths: list[str | Path], run: str | Path | None = None) -> Iterator[
                              {c: float(v) for c, v in zip(r.classes, p)})
 
 
-def _probabilities(model, x: np.ndarray) -> np.ndarray:
-    out = np.asarray(model.predict_on_batch(x), dtype="float64")
+def as_class_probabilities(out) -> np.ndarray:
+    """(N, classes) probabilities from a model's output; a 1-unit sigmoid p becomes [1 - p, p]."""
+    out = np.asarray(out, dtype="float64")
     return np.concatenate([1 - out, out], axis=1) if out.shape[1] == 1 else out
+
+
+def _probabilities(model, x: np.ndarray) -> np.ndarray:
+    return as_class_probabilities(model.predict_on_batch(x))
