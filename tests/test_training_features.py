@@ -283,6 +283,8 @@ def test_frozen_then_fine_tuned(tiny_data, tmp_path, monkeypatch):
         backbone = model.get_layer("backbone")
         seen.append((backbone.trainable, fine_tune, epochs))
         real(model, config, steps, epochs, fine_tune)
+        # Eager steps: tracing a MobileNetV2 training graph twice would cost most of this test.
+        model.run_eagerly = True
         # Frozen: only the head trains; fine-tuning: the backbone's kernels too.
         assert (len(model.trainable_weights) > 2) == backbone.trainable
 
