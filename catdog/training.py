@@ -257,8 +257,3 @@ def resume(run_dir: str | Path, data: str | Path | None = None, report: Report |
     if config.train.distribute == "multi_worker":
         raise RunError(f"--resume {run_dir}: resuming multi_worker training is not supported; start it again")
     return train(config, data or state.data, run_dir, report, progress, verbose, _resume=state)
-
-
-def read_history(run_dir: Path) -> dict[str, list[float]]:
-    path = run_dir / HISTORY_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
