@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from catdog.dataset import Found, targets
 from catdog.errors import DataError, ImageError
 from catdog.images import load_image
 
-# Bumped whenever decoding changes (2: strict libjpeg-turbo decoding), so old caches are rebuilt.
-MANIFEST_VERSION = 2
+# Bumped whenever decoding changes (2: strict libjpeg-turbo decoding; 3: OpenCV resizing), so old
+# caches are rebuilt.
+MANIFEST_VERSION = 3
 Progress = Callable[[int, int], None]
 
 
@@ -216,7 +218,10 @@ def _write_manifest(path: Path, manifest: dict) -> None:
 _worker_state: dict = {}
 
 
-def _init_worker(array_path: str, size: tuple[int, int], resize: str) -> None:
+def _init_worker(array_path: str, size: tuple[int, int], resize: str, threads: int = 0) -> None:
+    if threads:
+        # One process per core already: OpenCV's own threads would only contend for them.
+        cv2.setNumThreads(threads)
     _worker_state.update(fd=os.open(array_path, os.O_WRONLY), size=size, resize=resize)
 
 
@@ -249,7 +254,7 @@ def _decode_all(todo: list[tuple[str, int]], array_path: Path, size: tuple[int, 
     else:
         # spawn, not fork: the caller may already have started TensorFlow's threads.
         ctx = multiprocessing.get_context("spawn")
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(array_path), size, resize))
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(array_path), size, resize, 1))
         results = pool.imap_unordered(_decode_one, todo, chunksize=16)
     try:
         for done, (row, reason) in enumerate(results, 1):

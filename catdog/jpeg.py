@@ -10,7 +10,6 @@ import re
 
 import numpy as np
 import simplejpeg
-from PIL import Image
 
 from catdog.errors import ImageError
 
@@ -61,13 +60,13 @@ _MIN_JPEG_REDUCTION = 1.5
 _FAST_JPEG = False
 
 
-def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> Image.Image | None:
+def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> np.ndarray | None:
     """Decode a YCbCr or grayscale JPEG to RGB, rejecting any damage to its image data.
 
     It decodes at the smallest n/8 scale that is still at least `need` (stored width, height).
 
     Returns:
-        The RGB image, or None for a JPEG whose chroma subsampling TurboJPEG cannot name (the
+        The RGB pixels (height, width, 3), or None for a JPEG whose chroma subsampling TurboJPEG cannot name (the
         caller decodes it with Pillow).
 
     Raises:
@@ -87,7 +86,7 @@ def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> Image.Image | No
         except ValueError as again:
             # The image data is what is left, so its verdict is the one to report.
             raise ImageError(_libjpeg_reason(_first_line(again))) from None
-    return Image.fromarray(pixels)
+    return pixels
 
 
 def _turbo_decode(data: bytes, need: tuple[int, int]) -> np.ndarray:
