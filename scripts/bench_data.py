@@ -9,6 +9,9 @@ folder, the same model (the article's) and the same 70/30 split:
            long-gone scipy.misc.imread and cv2.resize)
   keras    keras.utils.image_dataset_from_directory with prefetch (decodes JPEGs every epoch)
   catdog   catdog's prepare into a fresh cache, then training from that cache
+  compute  no input at all: the same fit on one constant batch repeated, plain Keras at --batch;
+           no pipeline can make an epoch faster than this (it shows whether epochs are
+           bound by the input or by the model's arithmetic)
 
 Usage:
   python scripts/bench_data.py ../shared/data/cats_and_dogs_filtered/train [--size 300] [--epochs 3]
@@ -32,15 +35,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SEED = 42
 
 
-def model_and_callback(size: int):
+def model_and_callback(size: int, precision: str = "float32"):
     import keras
 
     from catdog.config import load_config
+    from catdog.devices import dtype_policy
     from catdog.models import build_model
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "article.yaml",
                          [f"data.image_size={size}"])
-    model = build_model(config, 2)
+    with dtype_policy(precision):
+        model = build_model(config, 2)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
 
     class EpochTimes(keras.callbacks.Callback):
@@ -101,6 +106,24 @@ def run_keras(root: Path, size: int, epochs: int, batch: int) -> dict:
     return {"images": count, "load_s": load, "epochs_s": cb.times}
 
 
+def run_compute(root: Path, size: int, epochs: int, batch: int) -> dict:
+    """The floor for any input pipeline: the same fit on one constant batch, repeated."""
+    import numpy as np
+    import tensorflow as tf
+
+    count = len(class_files(root))
+    n_val = int(count * 0.3)
+    rng = np.random.default_rng(SEED)
+    x = tf.constant(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
+    y = tf.constant(np.eye(2, dtype="float32")[rng.integers(0, 2, batch)])
+    one = tf.data.Dataset.from_tensors((x, y))
+    train = one.repeat(-(-(count - n_val) // batch))
+    val = one.repeat(-(-n_val // batch))
+    model, cb = model_and_callback(size)
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=[cb], verbose=0)
+    return {"images": count, "load_s": float("nan"), "epochs_s": cb.times}
+
+
 def run_catdog(root: Path, size: int, epochs: int, batch: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="catdog-bench-cache-") as cache:
         return _run_catdog(root, size, epochs, batch, cache)
@@ -111,8 +134,9 @@ def _run_catdog(root: Path, size: int, epochs: int, batch: int, cache: str) -> d
     from catdog.data import split
     from catdog.dataset import batches, discover
     from catdog.optimizers import make_optimizer
-    from catdog.training import micro_batch
     from catdog.config import load_config
+    from catdog.devices import resolve_precision
+    from catdog.training import micro_batch
 
     start = time.perf_counter()
     prepared = prepare(discover(root), (size, size), cache_root=cache)
@@ -125,14 +149,16 @@ def _run_catdog(root: Path, size: int, epochs: int, batch: int, cache: str) -> d
     micro = micro_batch(config)
     train = batches(prepared.images, prepared.rows[sp.train_idx], y_rows, micro, shuffle=True, seed=SEED)
     val = batches(prepared.images, prepared.rows[sp.val_idx], y_rows, micro)
-    model, cb = model_and_callback(size)
+    # catdog's precision setting ("auto": float32 on a CPU, the GPU's half precision on a GPU).
+    precision = resolve_precision(os.environ.get("BENCH_CATDOG_PRECISION", config.train.precision))
+    model, cb = model_and_callback(size, precision)
     model.compile(optimizer=make_optimizer(config.train, config.train.learning_rate, batch // micro),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(train, validation_data=val, epochs=epochs, callbacks=[cb], verbose=0)
-    return {"images": len(prepared.files), "load_s": load, "epochs_s": cb.times}
+    return {"images": len(prepared.files), "load_s": load, "epochs_s": cb.times, "precision": precision}
 
 
-WAYS = {"article": run_article, "keras": run_keras, "catdog": run_catdog}
+WAYS = {"article": run_article, "keras": run_keras, "catdog": run_catdog, "compute": run_compute}
 
 
 def child(way: str, root: str, size: int, epochs: int, batch: int) -> None:
@@ -173,15 +199,19 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128, help="batch size (the article's: 128)")
     ap.add_argument("--only", choices=sorted(WAYS), action="append")
+    ap.add_argument("--catdog-precision", default="auto",
+                    help="catdog's train.precision (auto: float32 on a CPU); the article and Keras ways run "
+                         "Keras's default, float32")
     ap.add_argument("--child")
     ap.add_argument("--make-big", type=int)
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.root, args.size, args.epochs, args.batch)
+    os.environ["BENCH_CATDOG_PRECISION"] = args.catdog_precision  # read by the children
     if args.make_big:
         return make_big(args.make_big, Path(args.root), Path(args.extra[0]))
     results = {}
-    for way in args.only or ["article", "keras", "catdog"]:
+    for way in args.only or ["article", "keras", "catdog", "compute"]:
         print(f"running {way} ...", file=sys.stderr, flush=True)
         results[way] = measure(way, args.root, args.size, args.epochs, args.batch)
     print(f"\n{args.root}, {args.size}x{args.size}, article model, batch {args.batch}, {args.epochs} epochs; "
@@ -191,15 +221,20 @@ def main() -> None:
     for way, r in results.items():
         later = r["epochs_s"][1:] or r["epochs_s"]
         r["epoch_s"] = sum(later) / len(later)
-        r["rate"] = r["images"] / r["load_s"] if way != "keras" else float("nan")
-        rate = "lazy (decodes each epoch)" if way == "keras" else f"{r['rate']:.0f}"
-        print(f"| {way} | {r['images']} | {rate} | {r['epoch_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+        r["rate"] = r["images"] / r["load_s"] if way not in ("keras", "compute") else float("nan")
+        rate = {"keras": "lazy (decodes each epoch)", "compute": "none (one constant batch)"}.get(way, f"{r['rate']:.0f}")
+        name = f"{way} ({r.get('precision', 'float32')})"
+        print(f"| {name} | {r['images']} | {rate} | {r['epoch_s']:.1f} | {r['peak_rss_mb']:.0f} |")
     if {"article", "keras", "catdog"} <= set(results):
         a, k, c = results["article"], results["keras"], results["catdog"]
         print(f"\ncatdog prepare throughput / article load: {c['rate'] / a['rate']:.2f}x  (target >= 2.5)")
         print(f"catdog epoch / plain Keras epoch:        {c['epoch_s'] / k['epoch_s']:.2f}   (target <= 0.6)")
         print(f"catdog epoch / article in-memory epoch:  {c['epoch_s'] / a['epoch_s']:.2f}   (target <= 1.1)")
         print(f"catdog peak memory / article peak:       {c['peak_rss_mb'] / a['peak_rss_mb']:.2f}   (target <= 0.5)")
+    if {"keras", "compute"} <= set(results):
+        k, f = results["keras"], results["compute"]
+        print(f"no-input floor / plain Keras epoch:      {f['epoch_s'] / k['epoch_s']:.2f}   (how much of Keras's epoch "
+              f"is the model's own arithmetic)")
 
 
 if __name__ == "__main__":
