@@ -78,6 +78,9 @@ class ModelConfig:
     pool_size: int = _opt(2, min=1)
     # A 2-unit softmax (the article's) or a 1-unit sigmoid output.
     head: Literal["softmax", "sigmoid"] = "softmax"
+    # The resnet and xception stem is a strided 3x3 conv (halving the input); stem_pool adds a 3x3
+    # stride-2 max pool after it (quartering, as ResNet does), so larger photos cost little more.
+    stem_pool: bool = False
     # Conv blocks of the `cnn` and residual models; empty means the builder's own default stack.
     blocks: list[BlockConfig] = _opt([])
     # How conv features reach the head: the article flattens; deeper models average globally.

@@ -186,9 +186,16 @@ def _conv_bn(x, filters: int, kernel: int, strides: int, name: str, activation: 
 
 
 def _stem(m: ModelConfig, shape: tuple[int, int, int], width: int):
-    """Input, augmentation, scaling, then a strided 3x3 conv: halving early keeps CPU cost down."""
+    """Input, augmentation, scaling, then a strided 3x3 conv: halving early keeps CPU cost down.
+
+    With model.stem_pool a 3x3 stride-2 max pool follows, as in ResNet: the blocks then cost
+    the same for a photo twice as wide, while the stem still sees its full detail.
+    """
     inp, x = inputs(m, shape)
-    return inp, _conv_bn(x, width, 3, 2, "stem", m.activation)
+    x = _conv_bn(x, width, 3, 2, "stem", m.activation)
+    if m.stem_pool:
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    return inp, x
 
 
 @register("resnet")

@@ -105,6 +105,19 @@ def test_resnet_downsamples_by_stride_and_pool():
     assert net.get_layer("block2_unit1_proj_conv").output.shape == (None, 4, 4, 8)
 
 
+@pytest.mark.parametrize("name", ["resnet", "xception"])
+def test_stem_pool_quarters_the_input_before_the_blocks(name):
+    blocks = [{"filters": 4}, {"filters": 8}]
+    plain = build_model(cfg({"name": name, "blocks": blocks}), 2)
+    pooled = build_model(cfg({"name": name, "blocks": blocks, "stem_pool": True}), 2)
+    with pytest.raises(ValueError):
+        plain.get_layer("stem_pool")
+    # 32 -> stem conv /2 -> 16 -> 3x3 stride-2 pool -> 8; the blocks then see half the width.
+    assert pooled.get_layer("stem_pool").output.shape == (None, 8, 8, 4)
+    assert plain.count_params() == pooled.count_params()  # pooling has no weights
+    assert np.isfinite(train_one_step(pooled, pixels()))
+
+
 def test_augmentation_sits_after_the_input_and_only_trains():
     net = build_model(cfg({"name": "cnn", **AUGMENT}), 2)
     assert [layer.name for layer in net.layers[1:7]] == ["flip", "rotation", "zoom", "translation", "contrast",
