@@ -134,8 +134,9 @@ def train(config_path, overrides, data, out, quiet, resume):
 @click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
 @click.option("--data", type=click.Path(), help="Labelled folder to score (default: the run's held-out split).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--tta", is_flag=True, help="Average each photo's answer with its mirror image's (two passes).")
 @friendly
-def evaluate(run, data, as_json):
+def evaluate(run, data, as_json, tta):
     """Score a trained run: accuracy, precision/recall/F1 per class, confusion matrix, log loss.
 
     Example: catdog evaluate --data photos/validation
@@ -144,7 +145,7 @@ def evaluate(run, data, as_json):
 
     bar = Bar("prepare")
     try:
-        report = run_evaluation(run, data, progress=bar)
+        report = run_evaluation(run, data, progress=bar, tta=tta)
     finally:
         bar.close()
     if as_json:
@@ -160,8 +161,9 @@ def evaluate(run, data, as_json):
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--tta", is_flag=True, help="Average each photo's answer with its mirror image's (two passes).")
 @friendly
-def predict(paths, run, as_json):
+def predict(paths, run, as_json, tta):
     """Predict the class of images (files, or folders searched recursively).
 
     Example: catdog predict photos/new/cat1.jpg photos/more/
@@ -169,7 +171,7 @@ def predict(paths, run, as_json):
     from catdog.prediction import predict as run_prediction
 
     failures = 0
-    for p in run_prediction(list(paths), run):
+    for p in run_prediction(list(paths), run, tta=tta):
         if p.error is not None:
             failures += 1
         if as_json:

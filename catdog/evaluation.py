@@ -92,26 +92,31 @@ def class_probabilities(model, images, rows: np.ndarray, batch_size: int = 64) -
 
 
 def evaluate(run: str | Path | None = None, data: str | Path | None = None,
-             progress: Progress | None = None) -> EvalReport:
+             progress: Progress | None = None, tta: bool = False) -> EvalReport:
     """Score a run on a labelled folder, or (without `data`) on the run's own held-out photos.
 
     Without `data` the run's test split is used, or its validation split when it has no test
-    split; both were kept out of training, so no training photo is ever scored.
+    split; both were kept out of training, so no training photo is ever scored. With `tta` each
+    photo's probabilities are averaged with its mirror image's (prediction.with_mirror_averaged);
+    the report then goes to a folder of its own, named with "-tta".
     """
+    from catdog.prediction import with_mirror_averaged
+
     r = load_run(run)
+    model = with_mirror_averaged(r.model) if tta else r.model
     if data is not None:
         prepared = prepare_folder(r.config, data, classes=r.classes, progress=progress)
         idx = np.arange(len(prepared.files))
         source = str(data)
     else:
         prepared, idx, source = _held_out(r, progress)
-    probs = class_probabilities(r.model, prepared.images, prepared.rows[idx])
+    probs = class_probabilities(model, prepared.images, prepared.rows[idx])
     labels = prepared.labels[idx]
     s = scores(labels, probs, r.classes)
     report = EvalReport(r.dir, source, r.classes, s["accuracy"], s["log_loss"], s["per_class"], s["confusion"],
                         len(idx), prepared.skipped, [prepared.found.root / prepared.files[i] for i in idx],
                         labels, probs)
-    report.out_dir = r.dir / "evaluation" / ("held-out" if data is None else _slug(Path(data)))
+    report.out_dir = r.dir / "evaluation" / (("held-out" if data is None else _slug(Path(data))) + ("-tta" if tta else ""))
     report.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(report.out_dir / "report.json", report.to_dict())
     from catdog.pictures import evaluation_pictures

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Train a config on one photo folder, score it on another, print one Markdown table row.
 
-Columns: config, accuracy and log loss on the scoring folder, training minutes (model.fit wall
-time, every epoch's validation pass included; decoding the photos into the cache and scoring are
-not), total minutes (everything this script did), parameters. It uses only catdog's own API
+Columns: config, accuracy on the scoring folder, the same with flip test-time augmentation
+(`catdog evaluate --tta`: each photo's answer averaged with its mirror image's), log loss, training
+minutes (model.fit wall time, every epoch's validation pass included; decoding the photos into the
+cache and scoring are not), total minutes (everything this script did but the TTA scoring),
+parameters. It uses only catdog's own API
 (catdog.training.train, catdog.evaluation.evaluate), so what it measures is what
 `catdog train` + `catdog evaluate` give.
 
@@ -27,8 +29,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-HEADER = ("| config | accuracy | log loss | training min | total min | parameters |\n"
-          "|---|---|---|---|---|---|")
+HEADER = ("| config | accuracy | with flip TTA | log loss | training min | total min | parameters |\n"
+          "|---|---|---|---|---|---|---|")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     params = load_run(result.run_dir).model.count_params()
     total = time.perf_counter() - began
+    tta = evaluate(result.run_dir, args.test, tta=True)
     name = Path(args.config).name + "".join(f" {o}" for o in args.overrides)
-    row = (f"| {name} | {report.accuracy:.1%} | {report.log_loss:.3f} | {result.seconds / 60:.1f} | "
+    row = (f"| {name} | {report.accuracy:.1%} | {tta.accuracy:.1%} | {report.log_loss:.3f} | {result.seconds / 60:.1f} | "
            f"{total / 60:.1f} | {params:,} |")
     print(f"{result.line()}\n{report.count} images scored from {args.test}", file=sys.stderr)
     if args.header:
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "config": name, "accuracy": report.accuracy, "log_loss": report.log_loss, "images": report.count,
+            "accuracy_tta": tta.accuracy, "log_loss_tta": tta.log_loss,
             "training_minutes": result.seconds / 60, "total_minutes": total / 60, "parameters": params,
             "epochs": result.epochs, "best_epoch": result.best_epoch, "run": str(result.run_dir),
             "cpus": os.cpu_count(), "load_average": os.getloadavg(),
