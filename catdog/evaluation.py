@@ -116,7 +116,8 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None,
     report = EvalReport(r.dir, source, r.classes, s["accuracy"], s["log_loss"], s["per_class"], s["confusion"],
                         len(idx), prepared.skipped, [prepared.found.root / prepared.files[i] for i in idx],
                         labels, probs)
-    report.out_dir = r.dir / "evaluation" / (("held-out" if data is None else _slug(Path(data))) + ("-tta" if tta else ""))
+    name = "held-out" if data is None else _slug(Path(data))
+    report.out_dir = r.dir / "evaluation" / (name + "-tta" if tta else name)
     report.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(report.out_dir / "report.json", report.to_dict())
     from catdog.pictures import evaluation_pictures

@@ -66,8 +66,8 @@ def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> np.ndarray | Non
     It decodes at the smallest n/8 scale that is still at least `need` (stored width, height).
 
     Returns:
-        The RGB pixels (height, width, 3), or None for a JPEG whose chroma subsampling TurboJPEG cannot name (the
-        caller decodes it with Pillow).
+        The RGB pixels (height, width, 3), or None for a JPEG whose chroma subsampling TurboJPEG
+        cannot name (the caller decodes it with Pillow).
 
     Raises:
         ImageError: libjpeg-turbo's verdict, as one stable line.
