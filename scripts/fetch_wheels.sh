@@ -19,7 +19,10 @@ mkdir -p "$DEST"
 # Versions as tested with catdog; keras's own dependencies follow it.
 PACKAGES=(
   keras==3.15.1 namex optree absl-py rich pygments markdown-it-py mdurl h5py ml-dtypes packaging
-  typing-extensions pillow click pyyaml tqdm
+  typing-extensions pillow click pyyaml tqdm simplejpeg
+  matplotlib contourpy cycler fonttools kiwisolver pyparsing python-dateutil six
+  # 61 MB alone: with it .whl/ outgrows a 64 MiB carry limit, so fetch it only where that is no limit
+  ${WITH_OPENCV:+opencv-python-headless}
   setuptools  # builds catdog's own wheel (pyproject asks for setuptools>=68) without the network
 )
 PLATFORMS=()

@@ -42,7 +42,10 @@ echo "== 1. install (offline, from .whl/)"
 missing=()
 for pair in keras:keras namex:namex optree:optree absl:absl_py rich:rich pygments:pygments \
             markdown_it:markdown_it_py mdurl:mdurl h5py:h5py ml_dtypes:ml_dtypes packaging:packaging \
-            typing_extensions:typing_extensions PIL:pillow click:click yaml:pyyaml tqdm:tqdm; do
+            typing_extensions:typing_extensions PIL:pillow click:click yaml:pyyaml tqdm:tqdm \
+            simplejpeg:simplejpeg cv2:opencv_python_headless matplotlib:matplotlib contourpy:contourpy \
+            cycler:cycler fontTools:fonttools kiwisolver:kiwisolver pyparsing:pyparsing \
+            dateutil:python_dateutil six:six; do
   "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
