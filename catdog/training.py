@@ -32,10 +32,21 @@ class TrainResult:
     val_loss: float
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
+    # The epoch whose weights model.keras holds: best_epoch with train.keep_best, else the last.
+    kept_epoch: int = 0
+    monitor: str = "val_loss"
 
     def line(self) -> str:
-        return (f"best epoch {self.best_epoch}/{self.epochs}: val_accuracy {self.val_accuracy:.4f}, "
-                f"val_loss {self.val_loss:.4f}; {self.seconds:.1f} s; run {self.run_dir}")
+        tail = f"; {self.seconds:.1f} s; run {self.run_dir}"
+        if self.kept_epoch in (0, self.best_epoch):
+            return (f"best epoch {self.best_epoch}/{self.epochs}: val_accuracy {self.val_accuracy:.4f}, "
+                    f"val_loss {self.val_loss:.4f}" + tail)
+        # keep_best off: say which weights were saved, and where the best epoch was.
+        k = self.kept_epoch - 1
+        best = self.history[self.monitor][self.best_epoch - 1]
+        return (f"last epoch {self.kept_epoch}/{self.epochs} kept: val_accuracy {self.history['val_accuracy'][k]:.4f}, "
+                f"val_loss {self.history['val_loss'][k]:.4f} (best {self.monitor} {best:.4f} at epoch "
+                f"{self.best_epoch})" + tail)
 
 
 def load_data(config: Config, data: str | Path | None, progress: Progress | None = None) -> Split:
@@ -236,7 +247,8 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     values = history[monitor]
     best = (values.index(min(values)) if monitor == "val_loss" else values.index(max(values)))
     return TrainResult(run_dir, device, len(values), best + 1, history["val_accuracy"][best],
-                       history["val_loss"][best], seconds, history)
+                       history["val_loss"][best], seconds, history,
+                       kept_epoch=best + 1 if t.keep_best else len(values), monitor=monitor)
 
 
 def resume(run_dir: str | Path, data: str | Path | None = None, report: Report | None = None,

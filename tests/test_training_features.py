@@ -294,3 +294,14 @@ def test_frozen_then_fine_tuned(tiny_data, tmp_path, monkeypatch):
     result = train(config, tiny_data, tmp_path / "run", verbose=0)
     assert seen == [(False, False, 1), (True, True, 1)]
     assert result.epochs == 2
+
+
+def test_result_line_names_the_epoch_whose_weights_were_saved(tmp_path):
+    from catdog.training import TrainResult
+
+    history = {"val_accuracy": [0.6, 0.55], "val_loss": [0.5, 0.7]}
+    kept_last = TrainResult(tmp_path, "CPU", 2, 1, 0.6, 0.5, 3.0, history, kept_epoch=2, monitor="val_loss")
+    assert kept_last.line() == (f"last epoch 2/2 kept: val_accuracy 0.5500, val_loss 0.7000 (best val_loss 0.5000 "
+                                f"at epoch 1); 3.0 s; run {tmp_path}")
+    kept_best = TrainResult(tmp_path, "CPU", 2, 1, 0.6, 0.5, 3.0, history, kept_epoch=1, monitor="val_loss")
+    assert kept_best.line() == f"best epoch 1/2: val_accuracy 0.6000, val_loss 0.5000; 3.0 s; run {tmp_path}"
