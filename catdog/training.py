@@ -166,6 +166,10 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     """
     say = report or (lambda _msg: None)
     plan = phases(config)
+    from catdog.optimizers import learning_rate
+
+    for start, end, _frozen in plan:  # schedule errors before any data is read or folder written
+        learning_rate(config.train, 1, end - start, warmup=start == 0)
     state = _resume or State()
     from catdog import distribute
 

@@ -305,3 +305,12 @@ def test_result_line_names_the_epoch_whose_weights_were_saved(tmp_path):
                                 f"at epoch 1); 3.0 s; run {tmp_path}")
     kept_best = TrainResult(tmp_path, "CPU", 2, 1, 0.6, 0.5, 3.0, history, kept_epoch=1, monitor="val_loss")
     assert kept_best.line() == f"best epoch 1/2: val_accuracy 0.6000, val_loss 0.5000; 3.0 s; run {tmp_path}"
+
+
+def test_schedule_error_comes_before_any_run_folder(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--set", "train.epochs=1",
+                                       "--set", "train.schedule=cosine", "--set", "train.warmup_epochs=2"])
+    assert result.exit_code == 1
+    assert "train.warmup_epochs must be fewer than the 1 epochs it warms up; got 2" in result.output
+    assert not (tmp_path / "runs").exists()
