@@ -19,6 +19,21 @@ FINE_TUNE_FACTOR = 0.1
 NO_DECAY = ["bias", "gamma", "beta"]
 
 
+def check_schedule(t: TrainConfig, epochs: int, warmup: bool = True) -> None:
+    """Raise ConfigError if `learning_rate` could not make the schedule for `epochs` epochs.
+
+    Needs no data, so training calls it before reading photos or making a run folder.
+    """
+    if t.schedule == "plateau":
+        if t.warmup_epochs:
+            raise ConfigError(f"train.warmup_epochs works with the constant and cosine schedules; "
+                              f"got {t.warmup_epochs} with schedule plateau")
+        return
+    if warmup and t.warmup_epochs and t.warmup_epochs >= epochs:
+        raise ConfigError(f"train.warmup_epochs must be fewer than the {epochs} epochs it warms up; "
+                          f"got {t.warmup_epochs}")
+
+
 def learning_rate(t: TrainConfig, steps_per_epoch: int, epochs: int, base: float | None = None,
                   warmup: bool = True) -> Any:
     """The rate for `epochs` epochs of `steps_per_epoch` steps: a float or a Keras schedule.
@@ -32,18 +47,11 @@ def learning_rate(t: TrainConfig, steps_per_epoch: int, epochs: int, base: float
     """
     import keras
 
+    check_schedule(t, epochs, warmup)
     base = t.learning_rate if base is None else base
     warm_epochs = t.warmup_epochs if warmup else 0
-    if t.schedule == "plateau":
-        if t.warmup_epochs:
-            raise ConfigError(f"train.warmup_epochs works with the constant and cosine schedules; "
-                              f"got {t.warmup_epochs} with schedule plateau")
+    if t.schedule == "plateau" or (t.schedule == "constant" and not warm_epochs):
         return base
-    if t.schedule == "constant" and not warm_epochs:
-        return base
-    if warm_epochs >= epochs:
-        raise ConfigError(f"train.warmup_epochs must be fewer than the {epochs} epochs it warms up; "
-                          f"got {t.warmup_epochs}")
     total, warm = steps_per_epoch * epochs, steps_per_epoch * warm_epochs
     # CosineDecay with alpha=1 never decays: the constant schedule's warm-up, serialisable as is.
     return keras.optimizers.schedules.CosineDecay(

@@ -32,20 +32,19 @@ class TrainResult:
     val_loss: float
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
-    # The epoch whose weights model.keras holds: best_epoch with train.keep_best, else the last.
-    kept_epoch: int = 0
+    # train.keep_best: model.keras holds the best epoch's weights, else the last epoch's.
+    keep_best: bool = True
     monitor: str = "val_loss"
 
     def line(self) -> str:
         tail = f"; {self.seconds:.1f} s; run {self.run_dir}"
-        if self.kept_epoch in (0, self.best_epoch):
+        if self.keep_best or self.best_epoch == self.epochs:
             return (f"best epoch {self.best_epoch}/{self.epochs}: val_accuracy {self.val_accuracy:.4f}, "
                     f"val_loss {self.val_loss:.4f}" + tail)
-        # keep_best off: say which weights were saved, and where the best epoch was.
-        k = self.kept_epoch - 1
+        # Say which weights were saved, and where the best epoch was.
         best = self.history[self.monitor][self.best_epoch - 1]
-        return (f"last epoch {self.kept_epoch}/{self.epochs} kept: val_accuracy {self.history['val_accuracy'][k]:.4f}, "
-                f"val_loss {self.history['val_loss'][k]:.4f} (best {self.monitor} {best:.4f} at epoch "
+        return (f"last epoch {self.epochs}/{self.epochs} kept: val_accuracy {self.history['val_accuracy'][-1]:.4f}, "
+                f"val_loss {self.history['val_loss'][-1]:.4f} (best {self.monitor} {best:.4f} at epoch "
                 f"{self.best_epoch})" + tail)
 
 
@@ -166,10 +165,10 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     """
     say = report or (lambda _msg: None)
     plan = phases(config)
-    from catdog.optimizers import learning_rate
+    from catdog.optimizers import check_schedule
 
     for start, end, _frozen in plan:  # schedule errors before any data is read or folder written
-        learning_rate(config.train, 1, end - start, warmup=start == 0)
+        check_schedule(config.train, end - start, warmup=start == 0)
     state = _resume or State()
     from catdog import distribute
 
@@ -252,7 +251,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     best = (values.index(min(values)) if monitor == "val_loss" else values.index(max(values)))
     return TrainResult(run_dir, device, len(values), best + 1, history["val_accuracy"][best],
                        history["val_loss"][best], seconds, history,
-                       kept_epoch=best + 1 if t.keep_best else len(values), monitor=monitor)
+                       keep_best=t.keep_best, monitor=monitor)
 
 
 def resume(run_dir: str | Path, data: str | Path | None = None, report: Report | None = None,

@@ -150,7 +150,7 @@ def _run_catdog(root: Path, size: int, epochs: int, batch: int, cache: str) -> d
     train = batches(prepared.images, prepared.rows[sp.train_idx], y_rows, micro, shuffle=True, seed=SEED)
     val = batches(prepared.images, prepared.rows[sp.val_idx], y_rows, micro)
     # catdog's precision setting ("auto": float32 on a CPU, the GPU's half precision on a GPU).
-    precision = resolve_precision(os.environ.get("BENCH_CATDOG_PRECISION", config.train.precision))
+    precision = resolve_precision(config.train.precision)
     model, cb = model_and_callback(size, precision)
     model.compile(optimizer=make_optimizer(config.train, config.train.learning_rate, batch // micro),
                   loss="categorical_crossentropy", metrics=["accuracy"])
@@ -199,9 +199,6 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128, help="batch size (the article's: 128)")
     ap.add_argument("--only", choices=sorted(WAYS), action="append")
-    ap.add_argument("--catdog-precision", default="auto",
-                    help="catdog's train.precision (auto: float32 on a CPU); the article and Keras ways run "
-                         "Keras's default, float32")
     ap.add_argument("--rounds", type=int, default=2,
                     help="run every way this many times, interleaved, and keep each way's fastest epoch "
                          "and load (other tenants of a shared machine slow whole minutes down)")
@@ -210,7 +207,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.root, args.size, args.epochs, args.batch)
-    os.environ["BENCH_CATDOG_PRECISION"] = args.catdog_precision  # read by the children
     if args.make_big:
         return make_big(args.make_big, Path(args.root), Path(args.extra[0]))
     results: dict[str, dict] = {}

@@ -300,10 +300,10 @@ def test_result_line_names_the_epoch_whose_weights_were_saved(tmp_path):
     from catdog.training import TrainResult
 
     history = {"val_accuracy": [0.6, 0.55], "val_loss": [0.5, 0.7]}
-    kept_last = TrainResult(tmp_path, "CPU", 2, 1, 0.6, 0.5, 3.0, history, kept_epoch=2, monitor="val_loss")
+    kept_last = TrainResult(tmp_path, "CPU", 2, 1, 0.6, 0.5, 3.0, history, keep_best=False, monitor="val_loss")
     assert kept_last.line() == (f"last epoch 2/2 kept: val_accuracy 0.5500, val_loss 0.7000 (best val_loss 0.5000 "
                                 f"at epoch 1); 3.0 s; run {tmp_path}")
-    kept_best = TrainResult(tmp_path, "CPU", 2, 1, 0.6, 0.5, 3.0, history, kept_epoch=1, monitor="val_loss")
+    kept_best = TrainResult(tmp_path, "CPU", 2, 1, 0.6, 0.5, 3.0, history, keep_best=True, monitor="val_loss")
     assert kept_best.line() == f"best epoch 1/2: val_accuracy 0.6000, val_loss 0.5000; 3.0 s; run {tmp_path}"
 
 
