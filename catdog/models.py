@@ -101,18 +101,19 @@ def top(m: ModelConfig, x, num_classes: int, kind: str | None = None):
 
 
 def augmentation(m: ModelConfig) -> list[layers.Layer]:
-    """The augmentation layers the config asks for; Keras runs them only while training."""
+    """The augmentation layers the config asks for; Keras runs them only while training.
+
+    Rotation, zoom and translation (and the flip, when any of them is on) are one affine warp,
+    RandomGeometry: one resampling pass per photo, not one per transform.
+    """
+    from catdog.layers import RandomGeometry
+
     out: list[layers.Layer] = []
-    if m.flip:
+    if m.rotation or m.zoom or m.translation:
+        out.append(RandomGeometry(m.flip, m.rotation, m.zoom, m.translation, name="geometry"))
+    elif m.flip:
         # Left-right only: an upside-down cat is not a photo anyone takes.
         out.append(layers.RandomFlip("horizontal", name="flip"))
-    if m.rotation:
-        out.append(layers.RandomRotation(m.rotation, fill_mode="reflect", name="rotation"))
-    if m.zoom:
-        out.append(layers.RandomZoom(m.zoom, fill_mode="reflect", name="zoom"))
-    if m.translation:
-        out.append(layers.RandomTranslation(m.translation, m.translation, fill_mode="reflect",
-                                            name="translation"))
     if m.contrast:
         # value_range: augmentation runs on the raw 0-255 pixels, before any scaling.
         out.append(layers.RandomContrast(m.contrast, value_range=(0, 255), name="contrast"))

@@ -1,4 +1,5 @@
-"""L2Pooling2D against NumPy, ImagenetPreprocessing against keras.applications, and save/load."""
+"""L2Pooling2D against NumPy, ImagenetPreprocessing against keras.applications, RandomGeometry's
+warps against exact NumPy moves, and save/load."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from catdog.layers import ImagenetPreprocessing, L2Pooling2D
+from catdog.layers import ImagenetPreprocessing, L2Pooling2D, RandomGeometry, affine_transform_matrix
 
 
 def l2_pool_numpy(x: np.ndarray, size: int, stride: int, padding: str) -> np.ndarray:
@@ -116,3 +117,57 @@ def test_l2_pooling_under_float16_stays_finite():
     out = keras.ops.convert_to_numpy(layer(x))
     assert out.dtype == np.float16 and np.isfinite(out).all()
     assert abs(float(out[0, 0, 0, 0]) - 300.0) < 0.5 and float(out[0, 1, 1, 0]) < 1e-3
+
+
+def warp(x: np.ndarray, angle=0.0, scale_x=1.0, scale_y=1.0, shift_x=0.0, shift_y=0.0) -> np.ndarray:
+    """One fixed warp of a batch through affine_transform_matrix, as RandomGeometry applies it."""
+    n, h, w, _ = x.shape
+    params = [np.full(n, v, "float32") for v in (angle, scale_x, scale_y, shift_x, shift_y)]
+    matrix = affine_transform_matrix(*params, float(h), float(w))
+    return keras.ops.convert_to_numpy(keras.ops.image.affine_transform(x, matrix, fill_mode="reflect"))
+
+
+def pixels(n: int = 2, h: int = 6, w: int = 6) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, h, w, 3)).astype("float32")
+
+
+def test_affine_matrix_moves_pixels_exactly():
+    x = pixels()
+    np.testing.assert_allclose(warp(x), x, atol=1e-3)                      # identity
+    np.testing.assert_allclose(warp(x, scale_x=-1.0), x[:, :, ::-1], atol=1e-3)  # left-right mirror
+    np.testing.assert_allclose(warp(x, shift_x=2.0)[:, :, :4], x[:, :, 2:], atol=1e-3)  # content moves left
+    np.testing.assert_allclose(warp(x, shift_y=-1.0)[:, 1:], x[:, :5], atol=1e-3)      # and down
+    # A quarter turn about the centre of a square image is an exact rotation of the grid.
+    np.testing.assert_allclose(warp(x, angle=np.pi / 2), np.rot90(x, k=1, axes=(1, 2)), atol=1e-3)
+    # Zooming out by 2 reads every other pixel around the centre of a 5x5 image.
+    odd = pixels(h=5, w=5)
+    np.testing.assert_allclose(warp(odd, scale_x=2.0, scale_y=2.0)[:, 1:4, 1:4], odd[:, ::2, ::2], atol=1e-3)
+
+
+def test_random_geometry_only_trains_and_repeats_with_its_seed():
+    x = pixels(8, 16, 16)
+    layer = RandomGeometry(True, 0.1, 0.2, 0.1, seed=3)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), x)
+    out = keras.ops.convert_to_numpy(layer(x, training=True))
+    again = keras.ops.convert_to_numpy(RandomGeometry(True, 0.1, 0.2, 0.1, seed=3)(x, training=True))
+    np.testing.assert_array_equal(out, again)
+    assert out.shape == x.shape and out.dtype == np.float32
+    # Each photo gets its own draw.
+    assert not np.allclose(out[0], out[1])
+    assert 0 <= out.min() and out.max() <= 255
+
+
+def test_random_geometry_flip_alone_mirrors_or_keeps_each_photo():
+    x = pixels(16, 8, 8)
+    out = keras.ops.convert_to_numpy(RandomGeometry(flip=True, seed=0)(x, training=True))
+    mirrored = [np.allclose(o, xi[:, ::-1], atol=1e-3) for o, xi in zip(out, x)]
+    kept = [np.allclose(o, xi, atol=1e-3) for o, xi in zip(out, x)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+
+
+def test_random_geometry_saves_and_loads(tmp_path):
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, RandomGeometry(True, 0.05, 0.2, 0.1, name="geometry")(inp))
+    model.save(tmp_path / "m.keras")
+    layer = keras.models.load_model(tmp_path / "m.keras").get_layer("geometry")
+    assert (layer.flip, layer.rotation, layer.zoom, layer.translation) == (True, 0.05, 0.2, 0.1)

@@ -120,8 +120,10 @@ def test_stem_pool_quarters_the_input_before_the_blocks(name):
 
 def test_augmentation_sits_after_the_input_and_only_trains():
     net = build_model(cfg({"name": "cnn", **AUGMENT}), 2)
-    assert [layer.name for layer in net.layers[1:7]] == ["flip", "rotation", "zoom", "translation", "contrast",
-                                                          "rescale"]
+    # Flip, rotation, zoom and translation are one warp (catdog.layers.RandomGeometry).
+    assert [layer.name for layer in net.layers[1:4]] == ["geometry", "contrast", "rescale"]
+    flip_only = build_model(cfg({"name": "cnn", "flip": True}), 2)
+    assert [layer.name for layer in flip_only.layers[1:3]] == ["flip", "rescale"]
     x = pixels(8)
     inference = infer(net, x)
     np.testing.assert_array_equal(inference, infer(net, x))
