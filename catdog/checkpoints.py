@@ -65,7 +65,7 @@ def read_state(run_dir: str | Path) -> State:
 
 def best_index(values: list[float], monitor: str) -> int:
     """0-based position of the best value: the lowest loss or the highest accuracy (first wins ties)."""
-    return int(np.argmin(values) if monitor == "val_loss" else np.argmax(values))
+    return int(np.argmin(values) if monitor.endswith("loss") else np.argmax(values))
 
 
 def checkpointer(run_dir: Path, monitor: str, keep_best: bool, patience: int,

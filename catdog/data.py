@@ -59,7 +59,5 @@ def split(config: Config, train: Prepared, val: Prepared | None = None) -> Split
     val_frac = 0.0 if val is not None else d.validation_split
     tr, va, te = split_indices(train.labels, (val_frac, d.test_split), config.seed)
     if val is None:
-        if len(va) == 0:
-            raise DataError("data.validation_split is 0 and no data.validation_dir is set: nothing to validate on")
         return Split(train, tr, train, va, te)
     return Split(train, tr, val, np.arange(len(val.files)), te)

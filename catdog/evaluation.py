@@ -139,6 +139,9 @@ def _held_out(r: Run, progress: Progress | None) -> tuple[Prepared, np.ndarray, 
     if record is None:
         raise DataError(f"{r.dir} has no split.json; pass --data DIR to evaluate on a folder")
     which = "test" if record["test"] else "validation"
+    if not record[which]:
+        raise DataError(f"{r.dir} held out no photos (data.validation_split and data.test_split were 0); "
+                        f"pass --data DIR to evaluate on a folder")
     root = record["root"] if which == "test" else record["validation_root"]
     if not Path(root).is_dir():
         raise DataError(f"the run's {which} photos were in {root}, which no longer exists; pass --data DIR")

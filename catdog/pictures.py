@@ -106,12 +106,12 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
                       {c: float(p) for c, p in zip(r.classes, probabilities)}, out_dir, files)
 
 
-def learning_curves_callback(run_dir: Path, monitor: str = "val_loss",
+def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss",
                              report: Callable[[str], None] | None = None) -> Any:
     """A Keras callback redrawing <run_dir>/learning_curves.png after every epoch.
 
     The best epoch is marked by `monitor` (lowest val_loss or highest val_accuracy), as training
-    picks it. Without matplotlib it draws nothing and says so once through `report`.
+    picks it; with `monitor` None (training keeps the last epoch) none is. Without matplotlib it draws nothing and says so once through `report`.
     """
     import keras
 
@@ -135,8 +135,10 @@ def learning_curves_callback(run_dir: Path, monitor: str = "val_loss",
     return LearningCurves()
 
 
-def best_epoch(history: dict[str, list[float]], monitor: str = "val_loss") -> int | None:
+def best_epoch(history: dict[str, list[float]], monitor: str | None = "val_loss") -> int | None:
     """The 1-based epoch with the best `monitor` value (falling back to val_loss), or None."""
+    if monitor is None:
+        return None
     key = monitor if history.get(monitor) else "val_loss"
     values = history.get(key)
     if not values:

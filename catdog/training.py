@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from catdog.cache import Progress
-from catdog.checkpoints import State, checkpointer, finish, read_state, restore_best, restore_checkpoint
+from catdog.checkpoints import State, best_index, checkpointer, finish, read_state, restore_best, restore_checkpoint
 from catdog.config import Config, config_from_dict, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
@@ -28,8 +28,9 @@ class TrainResult:
     device: str
     epochs: int
     best_epoch: int
-    val_accuracy: float
-    val_loss: float
+    # None when no photos were held out for validation (data.validation_split 0).
+    val_accuracy: float | None
+    val_loss: float | None
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
     # train.keep_best: model.keras holds the best epoch's weights, else the last epoch's.
@@ -38,6 +39,9 @@ class TrainResult:
 
     def line(self) -> str:
         tail = f"; {self.seconds:.1f} s; run {self.run_dir}"
+        if self.val_accuracy is None:
+            return (f"last epoch {self.epochs}/{self.epochs} kept: accuracy {self.history['accuracy'][-1]:.4f}, "
+                    f"loss {self.history['loss'][-1]:.4f} on the training photos (none held out)" + tail)
         if self.keep_best or self.best_epoch == self.epochs:
             return (f"best epoch {self.best_epoch}/{self.epochs}: val_accuracy {self.val_accuracy:.4f}, "
                     f"val_loss {self.val_loss:.4f}" + tail)
@@ -46,6 +50,28 @@ class TrainResult:
         return (f"last epoch {self.epochs}/{self.epochs} kept: val_accuracy {self.history['val_accuracy'][-1]:.4f}, "
                 f"val_loss {self.history['val_loss'][-1]:.4f} (best {self.monitor} {best:.4f} at epoch "
                 f"{self.best_epoch})" + tail)
+
+
+def validated(config: Config) -> bool:
+    """Whether training holds photos out to validate on (a split or a separate folder)."""
+    return config.data.validation_split > 0 or bool(config.data.validation_dir)
+
+
+def check_validation(config: Config) -> None:
+    """Refuse settings that choose or stop by validation when no photos are held out for it.
+
+    Raises:
+        ConfigError: keep_best, early_stopping or the plateau schedule without validation photos.
+    """
+    if validated(config):
+        return
+    t = config.train
+    for key, on, off in (("train.keep_best", t.keep_best, "train.keep_best=false"),
+                         ("train.early_stopping", t.early_stopping, "train.early_stopping=0"),
+                         ("train.schedule plateau", t.schedule == "plateau", "train.schedule=cosine")):
+        if on:
+            raise ConfigError(f"{key} needs validation photos, but data.validation_split is 0 and no "
+                              f"data.validation_dir is set; hold some out or set {off}")
 
 
 def load_data(config: Config, data: str | Path | None, progress: Progress | None = None) -> Split:
@@ -167,8 +193,9 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     plan = phases(config)
     from catdog.optimizers import check_schedule
 
-    for start, end, _frozen in plan:  # schedule errors before any data is read or folder written
+    for start, end, _frozen in plan:  # config errors before any data is read or folder written
         check_schedule(config.train, end - start, warmup=start == 0)
+    check_validation(config)
     state = _resume or State()
     from catdog import distribute
 
@@ -211,17 +238,22 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
             say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} (train.micro_batch)")
         train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx],
                                           sp.train.row_targets(sigmoid), size, shuffle=True, seed=config.seed))
-        val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), size))
+        val_batches = None
+        if len(sp.val_idx):
+            val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), size))
+        # Without validation photos the numbers to watch are the training ones.
+        monitor = t.monitor if val_batches is not None else t.monitor.removeprefix("val_")
         # Schedules count optimizer calls, which happen once per micro-batch.
         steps = len(train_batches)
         writer = history_writer(run_dir / HISTORY_FILE, state.history)
         from catdog.pictures import learning_curves_callback
 
-        curves = learning_curves_callback(run_dir, t.monitor, say)
+        # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
+        curves = learning_curves_callback(run_dir, monitor if t.keep_best else None, say)
         curves.history = {k: list(v) for k, v in state.history.items()}  # the epochs before a resume
         start, before = time.perf_counter(), state.seconds
         clock = lambda: before + time.perf_counter() - start  # noqa: E731
-        keeper = checkpointer(run_dir, t.monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock)
+        keeper = checkpointer(run_dir, monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock)
         from catdog.optimizers import plateau_callback
 
         callbacks = [writer, curves, keeper] + [c for c in [plateau_callback(t)] if c is not None]
@@ -246,11 +278,10 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     finish(run_dir)
 
     history = writer.history
-    monitor = t.monitor if t.monitor in history else "val_loss"
     values = history[monitor]
-    best = (values.index(min(values)) if monitor == "val_loss" else values.index(max(values)))
-    return TrainResult(run_dir, device, len(values), best + 1, history["val_accuracy"][best],
-                       history["val_loss"][best], seconds, history,
+    best = best_index(values, monitor)
+    val = [history[k][best] if k in history else None for k in ("val_accuracy", "val_loss")]
+    return TrainResult(run_dir, device, len(values), best + 1, *val, seconds, history,
                        keep_best=t.keep_best, monitor=monitor)
 
 

@@ -104,3 +104,4 @@ def test_best_epoch_follows_the_monitor():
     assert best_epoch(history) == 2
     assert best_epoch(history, "val_accuracy") == 3
     assert best_epoch({"loss": [1.0]}) is None
+    assert best_epoch(history, None) is None  # keep_best off: the last epoch is kept, none is marked

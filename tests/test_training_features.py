@@ -314,3 +314,40 @@ def test_schedule_error_comes_before_any_run_folder(tiny_data, tmp_path, monkeyp
     assert result.exit_code == 1
     assert "train.warmup_epochs must be fewer than the 1 epochs it warms up; got 2" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+# --- training on every photo (no validation split) -------------------------------------------
+
+def test_training_on_every_photo_without_validation(tiny_data, tmp_path, monkeypatch):
+    from catdog.evaluation import evaluate
+
+    config = cfg("train.epochs=2", "data.validation_split=0", "train.keep_best=false")
+    result = train(config, tiny_data, tmp_path / "run", verbose=0)
+    split = json.loads((result.run_dir / "split.json").read_text())
+    assert len(split["train"]) == 48 and split["validation"] == [] and split["test"] == []
+    assert result.val_accuracy is None and "val_loss" not in result.history
+    assert result.epochs == 2 and result.best_epoch in (1, 2)
+    assert result.line() == (f"last epoch 2/2 kept: accuracy {result.history['accuracy'][-1]:.4f}, loss "
+                             f"{result.history['loss'][-1]:.4f} on the training photos (none held out); "
+                             f"{result.seconds:.1f} s; run {result.run_dir}")
+    assert (result.run_dir / "model.keras").is_file()
+    # Nothing was held out, so evaluation needs a folder, and says so.
+    with pytest.raises(Exception, match=r"held out no photos \(data.validation_split and data.test_split were "
+                                        r"0\); pass --data DIR to evaluate on a folder$"):
+        evaluate(result.run_dir)
+    assert evaluate(result.run_dir, tiny_data).count == 48
+
+
+@pytest.mark.parametrize("setting,key", [
+    ("train.keep_best=true", "train.keep_best"),
+    ("train.early_stopping=2", "train.early_stopping"),
+    ("train.schedule=plateau", "train.schedule plateau"),
+])
+def test_choosing_by_validation_needs_validation_photos(tiny_data, tmp_path, monkeypatch, setting, key):
+    monkeypatch.chdir(tmp_path)
+    overrides = ["data.validation_split=0", "train.keep_best=false", setting]
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), *sum([["--set", s] for s in overrides], [])])
+    assert result.exit_code == 1
+    assert (f"{key} needs validation photos, but data.validation_split is 0 and no data.validation_dir is set; "
+            f"hold some out or set ") in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
