@@ -74,6 +74,21 @@ def check_validation(config: Config) -> None:
                               f"data.validation_dir is set; hold some out or set {off}")
 
 
+def check_config(config: Config) -> list[tuple[int, int, bool]]:
+    """The checks that need more than one key, made before any data is read; returns the phases.
+
+    Raises:
+        ConfigError: the phases, the schedule or the validation settings do not fit together.
+    """
+    from catdog.optimizers import check_schedule
+
+    plan = phases(config)
+    for start, end, _frozen in plan:
+        check_schedule(config.train, end - start, warmup=start == 0)
+    check_validation(config)
+    return plan
+
+
 def load_data(config: Config, data: str | Path | None, progress: Progress | None = None) -> Split:
     """Prepare the training (and validation) folders and split them by the config."""
     train = prepare_folder(config, data_dir(config, data), progress=progress)
@@ -190,12 +205,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         CatdogError: bad data, bad config or an unusable output folder.
     """
     say = report or (lambda _msg: None)
-    plan = phases(config)
-    from catdog.optimizers import check_schedule
-
-    for start, end, _frozen in plan:  # config errors before any data is read or folder written
-        check_schedule(config.train, end - start, warmup=start == 0)
-    check_validation(config)
+    plan = check_config(config)  # config errors before any data is read or folder written
     state = _resume or State()
     from catdog import distribute
 

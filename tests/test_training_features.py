@@ -351,3 +351,10 @@ def test_choosing_by_validation_needs_validation_photos(tiny_data, tmp_path, mon
     assert (f"{key} needs validation photos, but data.validation_split is 0 and no data.validation_dir is set; "
             f"hold some out or set ") in result.output
     assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_config_passes_the_checks_made_before_training(path):
+    from catdog.training import check_config
+
+    assert check_config(load_config(path))
