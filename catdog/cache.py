@@ -132,7 +132,14 @@ def prepare(found: Found, size: tuple[int, int], resize: str = "squash", cache_r
 
     Only files that are new or changed (size or mtime) since the last prepare are decoded.
     Nothing in the data folder is written, moved or deleted.
+
+    Raises:
+        DataError: the cache folder cannot be made, or this is a decoding worker importing an
+            unguarded script (which would otherwise wait for its parent's cache lock for ever).
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise DataError("catdog.cache.prepare ran while a decoding worker was importing your script; put "
+                        "the script's calls under if __name__ == \"__main__\": (workers are spawned)")
     cdir = cache_dir_for(found.root, size, resize, cache_root)
     try:
         cdir.mkdir(parents=True, exist_ok=True)

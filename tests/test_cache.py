@@ -91,3 +91,18 @@ def test_kill_9_mid_prepare_then_rerun_completes(tmp_path):
     idx = np.arange(300)
     expected = np.stack([load_image(tmp_path / "d" / f, (32, 32)) for f in p.files])
     assert (p.take(idx) == expected).all()
+
+
+def test_prepare_in_a_worker_importing_an_unguarded_script_says_so(tiny_data, tmp_path, monkeypatch):
+    # A spawned worker imports the caller's script; an unguarded prepare there used to wait for the
+    # parent's cache lock for ever.
+    import multiprocessing
+
+    import pytest
+
+    from catdog.errors import DataError
+
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    with pytest.raises(DataError, match=r'put the script\'s calls under if __name__ == "__main__":'):
+        prepare(discover(tiny_data), (8, 8), cache_root=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
