@@ -18,6 +18,8 @@ import hashlib
 import json
 import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -259,20 +261,23 @@ def _decode_all(todo: list[tuple[str, int]], array_path: Path, size: tuple[int, 
         results = map(_decode_one, todo)
         pool = None
     else:
-        # spawn, not fork: the caller may already have started TensorFlow's threads.
-        ctx = multiprocessing.get_context("spawn")
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(array_path), size, resize, 1))
-        results = pool.imap_unordered(_decode_one, todo, chunksize=16)
+        # spawn, not fork: the caller may already have started TensorFlow's threads. An executor,
+        # not a Pool: a worker that dies makes it raise rather than start another for ever.
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(str(array_path), size, resize, 1))
+        results = pool.map(_decode_one, todo, chunksize=16)
     try:
         for done, (row, reason) in enumerate(results, 1):
             if reason is not None:
                 reasons[row] = reason
             if progress:
                 progress(done, total)
+    except BrokenProcessPool:
+        raise DataError("a decoding worker process stopped; if catdog is called from a script, put the "
+                        "script's calls under if __name__ == \"__main__\": (workers are spawned)") from None
     finally:
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.shutdown(cancel_futures=True)
         else:
             os.close(_worker_state.pop("fd"))
     # Rows must be on disk before a manifest names them.

@@ -93,16 +93,20 @@ def test_kill_9_mid_prepare_then_rerun_completes(tmp_path):
     assert (p.take(idx) == expected).all()
 
 
-def test_prepare_in_a_worker_importing_an_unguarded_script_says_so(tiny_data, tmp_path, monkeypatch):
-    # A spawned worker imports the caller's script; an unguarded prepare there used to wait for the
-    # parent's cache lock for ever.
-    import multiprocessing
+def test_unguarded_script_stops_with_one_error_instead_of_waiting(tmp_path):
+    # Spawned decoding workers import the caller's script; an unguarded prepare in it used to wait
+    # for the parent's cache lock for ever.
+    import subprocess
+    import sys
 
-    import pytest
-
-    from catdog.errors import DataError
-
-    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
-    with pytest.raises(DataError, match=r'put the script\'s calls under if __name__ == "__main__":'):
-        prepare(discover(tiny_data), (8, 8), cache_root=tmp_path / "cache")
-    assert not (tmp_path / "cache").exists()
+    write_images(tmp_path / "d" / "a", 40, seed=1)
+    write_images(tmp_path / "d" / "b", 40, seed=2)
+    script = tmp_path / "unguarded.py"
+    script.write_text("from catdog.cache import prepare\nfrom catdog.dataset import discover\n"
+                      f"prepare(discover({str(tmp_path / 'd')!r}), (8, 8), cache_root={str(tmp_path / 'c')!r}, workers=2)\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert ("DataError: a decoding worker process stopped; if catdog is called from a script, put the script's "
+            "calls under if __name__ == \"__main__\": (workers are spawned)") in run.stderr
+    # The worker says why it stopped.
+    assert "catdog.cache.prepare ran while a decoding worker was importing your script" in run.stderr
