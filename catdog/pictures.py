@@ -111,7 +111,8 @@ def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss",
     """A Keras callback redrawing <run_dir>/learning_curves.png after every epoch.
 
     The best epoch is marked by `monitor` (lowest val_loss or highest val_accuracy), as training
-    picks it; with `monitor` None (training keeps the last epoch) none is. Without matplotlib it draws nothing and says so once through `report`.
+    picks it; with `monitor` None (training keeps the last epoch) none is. Without matplotlib it
+    draws nothing and says so once through `report`.
     """
     import keras
 
