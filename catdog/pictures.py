@@ -144,8 +144,9 @@ def best_epoch(history: dict[str, list[float]], monitor: str | None = "val_loss"
     values = history.get(key)
     if not values:
         return None
-    pick = np.argmax if key.endswith("accuracy") else np.argmin
-    return int(pick(values)) + 1
+    from catdog.checkpoints import best_index
+
+    return best_index(values, key) + 1
 
 
 def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize: str = "squash") -> list[Path]:
