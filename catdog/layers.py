@@ -116,6 +116,9 @@ class RandomGeometry(keras.layers.Layer):
         self.fill_mode = fill_mode
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # TensorFlow's XLA has no kernel for the warp (ImageProjectiveTransformV3): with this off,
+        # Keras trains without XLA there instead of failing to compile. JAX's XLA compiles it.
+        self.supports_jit = keras.backend.backend() != "tensorflow"
 
     def _uniform(self, n, bound: float):
         return keras.random.uniform((n,), -bound, bound, seed=self.seed_generator)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -119,8 +120,11 @@ def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | Non
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
     from catdog.devices import resolve_jit_compile
 
-    model.compile(optimizer=make_optimizer(t, rate, t.batch_size // micro_batch(config)), loss=loss, metrics=["accuracy"],
-                  jit_compile=resolve_jit_compile(t.jit_compile))
+    with warnings.catch_warnings():
+        # Keras's "Model doesn't support jit_compile=True" names no layer; train() says which.
+        warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
+        model.compile(optimizer=make_optimizer(t, rate, t.batch_size // micro_batch(config)), loss=loss,
+                      metrics=["accuracy"], jit_compile=resolve_jit_compile(t.jit_compile))
 
 
 # See train.micro_batch: 32 kept the article model's epoch fastest on a 2-core CPU.
@@ -158,6 +162,17 @@ def phases(config: Config) -> list[tuple[int, int, bool]]:
     if 0 < m.freeze_epochs < epochs:
         return [(0, m.freeze_epochs, True), (m.freeze_epochs, epochs, False)]
     return [(0, epochs, m.freeze_epochs > 0)]
+
+
+def _unjittable(model) -> str | None:
+    """The name of the first layer (nested models included) that XLA cannot compile, if any."""
+    for layer in model.layers:
+        if not getattr(layer, "supports_jit", True):
+            return layer.name
+        inner = _unjittable(layer) if hasattr(layer, "layers") else None
+        if inner:
+            return inner
+    return None
 
 
 def _set_phase(model, config: Config, steps_per_epoch: int, phase: tuple[int, int, bool]) -> None:
@@ -233,7 +248,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         write_json(run_dir / SPLIT_FILE, record)
         (run_dir / SKIPPED_FILE).write_text("".join(f"{f}: {r}\n" for f, r in sp.train.skipped))
 
-    from catdog.devices import training_device
+    from catdog.devices import backend as keras_backend, training_device
     from catdog.models import build_model
 
     device = training_device()
@@ -243,6 +258,10 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         model = build_model(config, len(classes))
         sigmoid = config.model.head == "sigmoid"
         t = config.train
+        unjittable = _unjittable(model)
+        if t.jit_compile == "on" and unjittable:
+            say(f"train.jit_compile=on, but XLA on the {keras_backend()} backend cannot compile layer {unjittable!r}; "
+                f"training without XLA")
         size = micro_batch(config)
         if size < t.batch_size:
             say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} (train.micro_batch)")

@@ -182,6 +182,17 @@ def test_same_config_and_seed_give_the_same_split_and_weights(tiny_data, tmp_pat
     assert json.loads((c.run_dir / "split.json").read_text()) != json.loads((a.run_dir / "split.json").read_text())
 
 
+def test_jit_compile_on_trains_without_xla_when_a_layer_cannot_compile(tiny_data, tmp_path):
+    # TensorFlow's XLA has no kernel for RandomGeometry's warp: it used to fail with a traceback.
+    said: list[str] = []
+    config = cfg("train.epochs=1", "model.name=cnn", "model.rotation=0.1", "train.jit_compile=on")
+    result = train(config, tiny_data, tmp_path / "run", report=said.append, verbose=0)
+    assert result.epochs == 1
+    if keras.backend.backend() == "tensorflow":
+        assert any("train.jit_compile=on, but XLA on the tensorflow backend cannot compile layer 'geometry'" in m
+                   for m in said), said
+
+
 class Crash(Exception):
     pass
 
