@@ -121,6 +121,9 @@ class TrainConfig:
     schedule: Literal["constant", "cosine", "plateau"] = "constant"
     warmup_epochs: int = _opt(0, min=0)
     label_smoothing: float = _opt(0.0, min=0.0, max=0.5)
+    # The probability that a training batch is cut-mixed: a box of another photo pasted into
+    # each photo, its target mixed by area (CutMix). 0 is off.
+    cutmix: float = _opt(0.0, min=0.0, max=1.0)
     weight_decay: float = _opt(0.0, min=0.0)
     # Stop after this many epochs without improvement of `monitor`; 0 never stops early.
     early_stopping: int = _opt(0, min=0)

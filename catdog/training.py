@@ -266,7 +266,8 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         if size < t.batch_size:
             say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} (train.micro_batch)")
         train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx],
-                                          sp.train.row_targets(sigmoid), size, shuffle=True, seed=config.seed))
+                                          sp.train.row_targets(sigmoid), size, shuffle=True, seed=config.seed,
+                                          mix=t.cutmix))
         val_batches = None
         if len(sp.val_idx):
             val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), size))
