@@ -133,7 +133,8 @@ class TrainConfig:
     # "auto": mixed_bfloat16 on GPUs of compute capability >= 8, mixed_float16 on 7.x, float32 on
     # older GPUs and CPUs (half precision only pays on tensor cores). Outputs stay float32.
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
-    # XLA. "auto" is Keras's choice: on for JAX and for TensorFlow on a GPU, off on TensorFlow's CPU.
+    # XLA. "auto" is Keras's choice: on for JAX and for TensorFlow on a GPU, off on TensorFlow's CPU,
+    # and off wherever a layer cannot compile (TensorFlow's XLA has no kernel for RandomGeometry).
     jit_compile: Literal["auto", "on", "off"] = "auto"
     # none: one device; mirrored: every local GPU; multi_worker: several machines (TF_CONFIG).
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"

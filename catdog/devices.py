@@ -240,6 +240,8 @@ def info(config: Any = None) -> Info:
         from catdog.config import Config
 
         config = Config()
+    from catdog.models import warps
+
     name = backend()
     configure_gpus()  # Listing JAX's GPUs starts its client: without this it would take 75% of each card.
     module = sys.modules.get(name) or __import__(name)
@@ -252,6 +254,9 @@ def info(config: Any = None) -> Info:
         backend_version=getattr(module, "__version__", "?"),
         devices=devices,
         precision=resolve_precision(config.train.precision, devices),
-        jit_compile=jit_enabled(config.train.jit_compile, devices),
+        # TensorFlow's XLA cannot compile the warp (or a distributed step, under "auto"): Keras turns it off.
+        jit_compile=jit_enabled(config.train.jit_compile, devices) and not (
+            name == "tensorflow" and (warps(config.model) or (
+                config.train.jit_compile == "auto" and config.train.distribute != "none"))),
         distribute=config.train.distribute,
     )

@@ -100,6 +100,11 @@ def top(m: ModelConfig, x, num_classes: int, kind: str | None = None):
     return head(m, x, num_classes)
 
 
+def warps(m: ModelConfig) -> bool:
+    """Whether the config's augmentation includes RandomGeometry's warp (rotation, zoom or translation)."""
+    return bool(m.rotation or m.zoom or m.translation)
+
+
 def augmentation(m: ModelConfig) -> list[layers.Layer]:
     """The augmentation layers the config asks for; Keras runs them only while training.
 
@@ -109,7 +114,7 @@ def augmentation(m: ModelConfig) -> list[layers.Layer]:
     from catdog.layers import RandomGeometry
 
     out: list[layers.Layer] = []
-    if m.rotation or m.zoom or m.translation:
+    if warps(m):
         out.append(RandomGeometry(m.flip, m.rotation, m.zoom, m.translation, name="geometry"))
     elif m.flip:
         # Left-right only: an upside-down cat is not a photo anyone takes.

@@ -78,6 +78,12 @@ def test_info_names_versions_backend_devices_and_settings():
     assert training_device().startswith("CPU (")
 
 
+def test_info_reports_xla_off_where_tensorflow_cannot_compile():
+    assert info(load_config(None, ["train.jit_compile=on", "model.flip=true"])).jit_compile is True
+    # The warp (RandomGeometry) has no XLA kernel in TensorFlow: training runs without XLA.
+    assert info(load_config(None, ["train.jit_compile=on", "model.zoom=0.1"])).jit_compile is False
+
+
 def test_info_command_human_and_json():
     result = CliRunner().invoke(main, ["info"])
     assert result.exit_code == 0 and "keras" in result.output and "precision          float32" in result.output
