@@ -167,12 +167,20 @@ def resolve_jit_compile(setting: str) -> JitCompile:
     return {"on": True, "off": False}.get(setting, "auto")
 
 
-def jit_enabled(setting: str, devices: list[Device] | None = None) -> bool:
-    """Whether XLA compilation will be on for `train.jit_compile`, as `catdog info` reports it."""
+def jit_enabled(setting: str, devices: list[Device] | None = None, warps: bool = False,
+                distributed: bool = False) -> bool:
+    """Whether XLA compilation will be on for `train.jit_compile`, as `catdog info` reports it.
+
+    `warps`: the model has RandomGeometry, which TensorFlow's XLA cannot compile; `distributed`:
+    train.distribute is on, where Keras's "auto" leaves TensorFlow's XLA off. Keras turns XLA
+    off in both cases on TensorFlow.
+    """
     resolved = resolve_jit_compile(setting)
+    name = backend()
+    if name == "tensorflow" and (warps or (distributed and resolved == "auto")):
+        return False
     if resolved != "auto":
         return bool(resolved)
-    name = backend()
     if name == "jax":
         return True
     if name == "tensorflow":
@@ -254,9 +262,7 @@ def info(config: Any = None) -> Info:
         backend_version=getattr(module, "__version__", "?"),
         devices=devices,
         precision=resolve_precision(config.train.precision, devices),
-        # TensorFlow's XLA cannot compile the warp (or a distributed step, under "auto"): Keras turns it off.
-        jit_compile=jit_enabled(config.train.jit_compile, devices) and not (
-            name == "tensorflow" and (warps(config.model) or (
-                config.train.jit_compile == "auto" and config.train.distribute != "none"))),
+        jit_compile=jit_enabled(config.train.jit_compile, devices, warps(config.model),
+                                config.train.distribute != "none"),
         distribute=config.train.distribute,
     )

@@ -258,8 +258,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         model = build_model(config, len(classes))
         sigmoid = config.model.head == "sigmoid"
         t = config.train
-        unjittable = _unjittable(model)
-        if t.jit_compile == "on" and unjittable:
+        if t.jit_compile == "on" and (unjittable := _unjittable(model)):
             say(f"train.jit_compile=on, but XLA on the {keras_backend()} backend cannot compile layer {unjittable!r}; "
                 f"training without XLA")
         size = micro_batch(config)

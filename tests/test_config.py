@@ -36,6 +36,7 @@ def test_overrides_are_yaml_scalars():
     ("data.image_size=abc", "data.image_size must be an int or [height, width] of integers >= 8; got 'abc' (defaults)"),
     ("model.padding=full", "model.padding must be one of 'valid', 'same'; got 'full' (defaults)"),
     ("data.validation_split=1.5", "data.validation_split must be a number in [0.0, 0.9]; got 1.5 (defaults)"),
+    ("train.cutmix=2", "train.cutmix must be a number in [0.0, 1.0]; got 2.0 (defaults)"),
     ("model.blocks=[{filterz: 3}]", "unknown config key model.blocks[0].filterz (defaults); did you mean model.blocks[0].filters?"),
     ("train=3", "train must be a mapping; got 3 (defaults)"),
 ])
