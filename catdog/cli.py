@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -13,8 +14,16 @@ import click
 from catdog import __version__
 from catdog.errors import CatdogError
 
-# TensorFlow's C++ start-up chatter buries catdog's own output; warnings and errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter buries catdog's own output; its warnings and errors still show.
+# CATDOG_BACKEND_LOGS=1 shows everything the backend says, for bug reports.
+if os.environ.get("CATDOG_BACKEND_LOGS") != "1":
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+
+
+def warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a library's Python warning as one line on stderr, without its source line."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    click.echo(f"warning: {text}", err=True)
 
 
 def friendly(fn):
@@ -31,8 +40,20 @@ def friendly(fn):
 def config_options(fn):
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                       help="Override a config value, e.g. --set train.epochs=1 (repeatable).")(fn)
-    return click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-                        help="YAML config file (default: the built-in defaults, the article's settings).")(fn)
+    return click.option("-c", "--config", "config_path", metavar="NAME|FILE",
+                        help="A built-in config (article, small, large, transfer: see `catdog config list`) "
+                             "or a YAML file (default: the article's settings).")(fn)
+
+
+def chosen_run(run: str | None) -> str:
+    """The run folder a command works on; without --run, the latest, named on stderr."""
+    if run is not None:
+        return run
+    from catdog.runs import resolve_run
+
+    latest = str(resolve_run(None))
+    click.echo(f"using the latest run, {latest} (pick another with --run)", err=True)
+    return latest
 
 
 def load(config_path: str | None, overrides: tuple[str, ...]):
@@ -42,17 +63,21 @@ def load(config_path: str | None, overrides: tuple[str, ...]):
 
 
 class Bar:
-    """A tqdm bar fed by the library's (done, total) progress callback."""
+    """A tqdm bar fed by the library's (done, total) progress callback.
 
-    def __init__(self, desc: str) -> None:
-        self.desc, self.bar = desc, None
+    Drawn only on a terminal: a log file gets the library's plain lines, not carriage returns.
+    """
+
+    def __init__(self, desc: str, unit: str = "img") -> None:
+        self.desc, self.unit, self.bar = desc, unit, None
 
     def __call__(self, done: int, total: int) -> None:
         from tqdm import tqdm
 
-        if self.bar is None or self.bar.total != total:
+        if self.bar is None or self.bar.total != total or done < self.bar.n:
             self.close()
-            self.bar = tqdm(total=total, desc=self.desc, unit="img", file=sys.stderr, leave=False)
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr, leave=False,
+                            disable=None)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -68,6 +93,8 @@ def main() -> None:
 
     Start with `catdog demo` (no data needed), then `catdog train --data DIR`.
     """
+    if os.environ.get("CATDOG_BACKEND_LOGS") != "1":
+        warnings.showwarning = warning_line
 
 
 @main.command()
@@ -77,7 +104,7 @@ def main() -> None:
 def prepare(config_path, overrides, data):
     """Decode and resize a photo folder into catdog's cache, listing every skipped file.
 
-    Example: catdog prepare -c configs/article.yaml --data photos/train
+    Example: catdog prepare -c article --data photos/train
     """
     from catdog.data import data_dir, prepare_folder
 
@@ -106,27 +133,31 @@ def print_prepared(p) -> None:
 @config_options
 @click.option("--data", type=click.Path(), help="Folder of class sub-folders (default: data.dir).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder to create (default: runs/<time>-<model>).")
-@click.option("--quiet", is_flag=True, help="No per-epoch progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bars (the one line per epoch still prints).")
 @click.option("--resume", type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Continue an interrupted run from its last completed epoch, with its own config.")
 @friendly
 def train(config_path, overrides, data, out, quiet, resume):
     """Train the configured model and write a run folder (model, classes, config, history).
 
-    Example: catdog train -c configs/article.yaml --data photos/train --set train.epochs=1
+    Prints one line per epoch (a progress bar of batches too, on a terminal).
+
+    Example: catdog train -c article --data photos/train --set train.epochs=1
     """
     from catdog.training import resume as resume_training
     from catdog.training import train as run_training
 
-    bar = Bar("prepare")
-    say = lambda m: (bar.close(), click.echo(m))  # noqa: E731
+    bar, batches = Bar("prepare"), Bar("batches", unit="batch")
+    say = lambda m: (bar.close(), batches.close(), click.echo(m))  # noqa: E731
+    feed = None if quiet else batches
     if resume is not None:
         if config_path or overrides or out:
             raise click.UsageError("--resume continues a run with its own config and folder; drop -c, --set and --out")
-        result = resume_training(resume, data, report=say, progress=bar, verbose=0 if quiet else 1)
+        result = resume_training(resume, data, report=say, progress=bar, batch_progress=feed)
     else:
         config = load(config_path, overrides)
-        result = run_training(config, data, out, report=say, progress=bar, verbose=0 if quiet else 1)
+        result = run_training(config, data, out, report=say, progress=bar, batch_progress=feed)
+    batches.close()
     click.echo(result.line())
 
 
@@ -143,6 +174,7 @@ def evaluate(run, data, as_json, tta):
     """
     from catdog.evaluation import evaluate as run_evaluation
 
+    run = chosen_run(run)
     bar = Bar("prepare")
     try:
         report = run_evaluation(run, data, progress=bar, tta=tta)
@@ -170,6 +202,7 @@ def predict(paths, run, as_json, tta):
     """
     from catdog.prediction import predict as run_prediction
 
+    run = chosen_run(run)
     failures = 0
     for p in run_prediction(list(paths), run, tta=tta):
         if p.error is not None:
@@ -192,19 +225,18 @@ def predict(paths, run, as_json, tta):
 def show(image, run, out):
     """Draw what the network sees in one photo: input, filters, every feature map, Grad-CAM.
 
-    Example: catdog show --run runs/20250101-120000-article photos/cat.jpg
+    Example: catdog show photos/cat.jpg
     """
     from catdog.pictures import show as draw
 
-    result = draw(image, run, out)
+    result = draw(image, chosen_run(run), out)
     click.echo(f"{result.image}: {result.label} ({result.probability:.3f})")
     for path in result.files:
         click.echo(f"  wrote {path}")
 
 
 @main.command()
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
+@config_options
 @click.option("--run", type=click.Path(), help="Summarise a trained run's model instead of a config.")
 @click.option("--classes", type=click.IntRange(min=2), default=2, show_default=True, help="Output classes (with -c).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -213,7 +245,7 @@ def show(image, run, out):
 def summary(config_path, overrides, run, classes, as_json, diagram):
     """Every layer's output shape and parameter count, with the output-size formula worked out.
 
-    Example: catdog summary -c configs/article.yaml
+    Example: catdog summary -c article
     """
     from catdog.summary import summarize, summarize_config
 
@@ -308,3 +340,51 @@ def info(config_path, overrides, as_json):
 
     report = gather(load(config_path, overrides))
     click.echo(json.dumps(report.to_dict()) if as_json else report.table())
+
+
+@main.group("config")
+def config_group() -> None:
+    """The built-in configs: list them, print one to edit, or print what -c/--set resolve to.
+
+    Example: catdog config show large > my.yaml
+    """
+
+
+@config_group.command("list")
+def config_list():
+    """List the built-in configs, each with what it is for.
+
+    Example: catdog config list
+    """
+    from catdog.config import builtin_configs, describe
+
+    configs = builtin_configs()
+    width = max(map(len, configs))
+    for name, f in configs.items():
+        click.echo(f"{name:<{width}}  {describe(f.read_text())}")
+
+
+@config_group.command("show")
+@click.argument("name")
+@friendly
+def config_show(name):
+    """Print a built-in config (or a config file) as written, comments included, to copy and edit.
+
+    Example: catdog config show large > my.yaml && catdog train -c my.yaml --data photos
+    """
+    from catdog.config import config_source
+
+    click.echo(config_source(name)[0], nl=False)
+
+
+@config_group.command("resolve")
+@config_options
+@friendly
+def config_resolve(config_path, overrides):
+    """Print the complete config that -c and --set resolve to: every key, defaults included.
+
+    Example: catdog config resolve -c small --set train.epochs=2
+    """
+    from catdog.config import config_yaml
+
+    click.echo(config_yaml(load(config_path, overrides)), nl=False)

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import yaml
 
 from catdog.errors import ConfigError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 def _opt(default: Any = None, *, min: float | None = None, max: float | None = None,
@@ -164,32 +168,75 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def builtin_configs() -> dict[str, Traversable]:
+    """The configs shipped inside the package, by name (`article`, `large`, ...)."""
+    folder = importlib.resources.files("catdog.configs")
+    return {f.name.removesuffix(".yaml"): f for f in sorted(folder.iterdir(), key=lambda f: f.name)
+            if f.name.endswith(".yaml")}
+
+
+def describe(text: str) -> str:
+    """What a config is for: its leading comment, up to the first colon or full stop."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    words = " ".join(lines)
+    for stop in (": ", ". "):
+        words = words.split(stop)[0]
+    return words.rstrip(".")
+
+
+def config_source(name_or_path: str | Path) -> tuple[str, str]:
+    """The YAML text of a config file, or of a built-in config named without a folder, and its label.
+
+    A file that exists wins over a built-in config of the same name.
+
+    Raises:
+        ConfigError: neither a file nor a built-in name.
+    """
+    p = Path(name_or_path)
+    if p.is_file():
+        return p.read_text(), str(p)
+    builtin = builtin_configs()
+    name = str(name_or_path).removesuffix(".yaml")
+    if name in builtin and p.name == str(name_or_path):
+        return builtin[name].read_text(), f"built-in config {name}"
+    raise ConfigError(f"config file not found: {p} (expected a YAML file or a built-in config name: "
+                      f"{', '.join(builtin)})")
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Load a config file (or the defaults when `path` is None) and apply `KEY=VALUE` overrides.
+    """Load a config file or built-in config (the defaults when `path` is None) and apply `KEY=VALUE` overrides.
+
+    Errors in the file name the file; errors in an override name `--set`.
 
     Raises:
         ConfigError: the file is missing or not YAML, or a key, type or value is wrong.
     """
-    source = str(path) if path is not None else "defaults"
+    source = "defaults"
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p} (expected a YAML file, e.g. configs/article.yaml)")
+        text, source = config_source(path)
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{p}: not valid YAML{where}") from None
+            raise ConfigError(f"{source}: not valid YAML{where}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of sections (data, model, train); got {type(loaded).__name__}")
+            raise ConfigError(f"{source}: expected a mapping of sections (data, model, train); got {type(loaded).__name__}")
         raw = loaded
+    config = config_from_dict(raw, source)
+    if not overrides:
+        return config
+    # The file is valid on its own, so whatever fails now came from an override.
     for item in overrides:
-        _apply_override(raw, item, source)
-    return config_from_dict(raw, source)
+        _apply_override(raw, item)
+    return config_from_dict(raw, "--set")
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
@@ -197,7 +244,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     return _build(Config, raw, "", source)
 
 
-def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
+def _apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -213,7 +260,7 @@ def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {part} is not a section ({source})")
+            raise ConfigError(f"--set {key}: {part} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -228,6 +275,9 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
             full = f"{prefix}{key}"
             known = [f"{prefix}{name}" for name in fields]
             close = difflib.get_close_matches(full, known, n=1, cutoff=0.6)
+            if not close and not prefix:
+                # `epochs` for `train.epochs`: the right key in another section.
+                close = [k for k in _leaf_keys(Config) if k.rpartition(".")[2] == key]
             hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
             raise ConfigError(f"unknown config key {full} ({source}){hint}")
     values = {}
@@ -235,6 +285,17 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
         if name in raw:
             values[name] = _check(hints[name], raw[name], f"{prefix}{name}", source, f.metadata)
     return cls(**values)
+
+
+def _leaf_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a config dataclass, e.g. train.epochs."""
+    keys = []
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys += _leaf_keys(tp, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
 
 
 def _type_name(tp: Any) -> str:
@@ -322,6 +383,11 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
     return value
 
 
+def config_yaml(config: Config) -> str:
+    """The config as YAML, sections in the dataclasses' order, short lists on one line."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+
+
 def save_config(config: Config, path: Path) -> None:
     """Write the resolved config as YAML (what a run was trained with)."""
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    path.write_text(config_yaml(config))

@@ -45,6 +45,7 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not is_system_file(p))
     by_class: dict[str, list[str]] = {}
     if subdirs:
+        _refuse_split_folders(root, subdirs)
         layout = "class folders"
         for d in subdirs:
             names = []
@@ -87,6 +88,20 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
         files += by_class[name]
         labels += [classes.index(name)] * len(by_class[name])
     return Found(root, files, labels, list(classes), layout, ignored)
+
+
+# Folder names that mean a split of a dataset, not a class of photos.
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
+
+
+def _refuse_split_folders(root: Path, subdirs: list[Path]) -> None:
+    """Refuse a folder of splits (train/, validation/, each holding class folders) taken as classes."""
+    for d in subdirs:
+        inner = sorted(p.name for p in d.iterdir() if p.is_dir() and not is_system_file(p))
+        if d.name.lower() in SPLIT_NAMES and len(inner) >= 2:
+            raise DataError(f"{root} holds split folders ({', '.join(p.name for p in subdirs)}), not classes: "
+                            f"{d.name}/ holds the class folders {', '.join(inner)}; pass --data {d} "
+                            f"(and --set data.validation_dir=... for a validation folder)")
 
 
 def split_indices(labels: np.ndarray, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -62,7 +62,7 @@ def run_demo(root: str | Path, epochs: int = 4, say: Callable[[str], None] = lam
     config = load_config(None, ["data.image_size=64", f"train.epochs={epochs}", "train.batch_size=32",
                                 f"data.cache_dir={root / 'cache'}", "data.test_split=0.2", "data.validation_split=0.2"])
     say("2/6 training the article's CNN (10 filters 5x5, 2x2 max pool, dense softmax) at 64x64")
-    result = train(config, images, root / "run", report=lambda m: say("    " + m), progress=progress, verbose=2)
+    result = train(config, images, root / "run", report=lambda m: say("    " + m), progress=progress)
     say("    " + result.line())
     say("3/6 evaluating on the held-out test split")
     say(evaluate(result.run_dir).table())

@@ -29,9 +29,15 @@ def check_schedule(t: TrainConfig, epochs: int, warmup: bool = True) -> None:
             raise ConfigError(f"train.warmup_epochs works with the constant and cosine schedules; "
                               f"got {t.warmup_epochs} with schedule plateau")
         return
-    if warmup and t.warmup_epochs and t.warmup_epochs >= epochs:
-        raise ConfigError(f"train.warmup_epochs must be fewer than the {epochs} epochs it warms up; "
-                          f"got {t.warmup_epochs}")
+
+
+def warmup_epochs(t: TrainConfig, epochs: int) -> int:
+    """train.warmup_epochs, clamped to leave at least one epoch at the full rate.
+
+    A shortened run of a long config (`--set train.epochs=2`) should just train, so a warm-up as
+    long as training shrinks to fit rather than failing; `train` says when it does.
+    """
+    return min(t.warmup_epochs, epochs - 1)
 
 
 def learning_rate(t: TrainConfig, steps_per_epoch: int, epochs: int, base: float | None = None,
@@ -43,13 +49,13 @@ def learning_rate(t: TrainConfig, steps_per_epoch: int, epochs: int, base: float
     the callback from `plateau_callback`.
 
     Raises:
-        ConfigError: warm-up asked of the plateau schedule, or as long as the whole training.
+        ConfigError: warm-up asked of the plateau schedule.
     """
     import keras
 
     check_schedule(t, epochs, warmup)
     base = t.learning_rate if base is None else base
-    warm_epochs = t.warmup_epochs if warmup else 0
+    warm_epochs = warmup_epochs(t, epochs) if warmup else 0
     if t.schedule == "plateau" or (t.schedule == "constant" and not warm_epochs):
         return base
     total, warm = steps_per_epoch * epochs, steps_per_epoch * warm_epochs

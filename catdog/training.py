@@ -15,6 +15,7 @@ from catdog.config import Config, config_from_dict, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
 from catdog.errors import ConfigError, RunError
+from catdog.optimizers import warmup_epochs
 from catdog.runs import (CLASSES_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, SKIPPED_FILE, SPLIT_FILE,
                          claim_out_dir, new_run_dir, write_json)
 
@@ -203,24 +204,50 @@ def history_writer(path: Path, history: dict[str, list[float]] | None = None):
     return HistoryWriter()
 
 
+def epoch_reporter(say: Report, epochs: int, batches: int, accumulate: int, progress: Progress | None):
+    """A Keras callback that reports one plain line per epoch and feeds `progress` (done, total) batches.
+
+    Keras's own progress bar counts optimizer calls, which are micro-batches here, and writes
+    terminal control codes into log files; this counts the batches of train.batch_size a user set.
+    """
+    import keras
+
+    class EpochReport(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if progress is not None:
+                progress(min(-(-(batch + 1) // accumulate), batches), batches)
+
+        def on_epoch_end(self, epoch, logs=None):
+            numbers = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+            say(f"epoch {epoch + 1}/{epochs}: {batches} batches in {time.perf_counter() - self.start:.1f} s  {numbers}")
+
+    return EpochReport()
+
+
 def train(config: Config, data: str | Path | None = None, out: str | Path | None = None,
-          report: Report | None = None, progress: Progress | None = None, verbose: int | str = "auto",
-          _resume: State | None = None) -> TrainResult:
+          report: Report | None = None, progress: Progress | None = None,
+          batch_progress: Progress | None = None, _resume: State | None = None) -> TrainResult:
     """Train the configured model on a photo folder and write a run directory.
 
     Args:
         config: the resolved config.
         data: the training folder (default `data.dir`).
         out: the run folder to create (default a new folder under runs/).
-        report: receives one-line status messages (device, split sizes, ...).
+        report: receives one-line status messages (device, split sizes, one line per epoch, ...).
         progress: receives (done, total) while images are being prepared.
-        verbose: Keras's fit verbosity (1: a progress bar per epoch, 0: silent).
+        batch_progress: receives (done, total) batches during each epoch.
 
     Raises:
         CatdogError: bad data, bad config or an unusable output folder.
     """
     say = report or (lambda _msg: None)
     plan = check_config(config)  # config errors before any data is read or folder written
+    if (warm := warmup_epochs(config.train, plan[0][1])) < config.train.warmup_epochs and config.train.schedule != "plateau":
+        say(f"train.warmup_epochs={config.train.warmup_epochs} is not shorter than the {plan[0][1]} epochs it warms up; "
+            f"warming up over {warm} instead")
     state = _resume or State()
     from catdog import distribute
 
@@ -285,7 +312,9 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         keeper = checkpointer(run_dir, monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock)
         from catdog.optimizers import plateau_callback
 
-        callbacks = [writer, curves, keeper] + [c for c in [plateau_callback(t)] if c is not None]
+        accumulate = t.batch_size // size
+        epoch_lines = epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress)
+        callbacks = [writer, curves, keeper, epoch_lines] + [c for c in [plateau_callback(t)] if c is not None]
         compiled = None
         if state.checkpoint is not None:
             say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
@@ -299,7 +328,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
                 _set_phase(model, config, steps, phase)
                 compiled = keeper.phase = i
             model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
-                      epochs=phase[1], callbacks=callbacks, verbose=verbose)
+                      epochs=phase[1], callbacks=callbacks, verbose=0)
         seconds = clock()
         if t.keep_best:
             restore_best(model, run_dir, state)
@@ -315,7 +344,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
 
 
 def resume(run_dir: str | Path, data: str | Path | None = None, report: Report | None = None,
-           progress: Progress | None = None, verbose: int | str = "auto") -> TrainResult:
+           progress: Progress | None = None, batch_progress: Progress | None = None) -> TrainResult:
     """Continue an interrupted run from its last completed epoch up to its configured epochs.
 
     The run's own config is used; the history of the finished epochs is kept.
@@ -331,4 +360,4 @@ def resume(run_dir: str | Path, data: str | Path | None = None, report: Report |
     config = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}, str(run_dir / CONFIG_FILE))
     if config.train.distribute == "multi_worker":
         raise RunError(f"--resume {run_dir}: resuming multi_worker training is not supported; start it again")
-    return train(config, data or state.data, run_dir, report, progress, verbose, _resume=state)
+    return train(config, data or state.data, run_dir, report, progress, batch_progress, _resume=state)

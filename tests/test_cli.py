@@ -23,12 +23,85 @@ def test_every_command_has_help_with_an_example():
         result = invoke(name, "--help")
         assert result.exit_code == 0, name
         assert "Example: catdog " + name in result.output, name
+        for sub in getattr(command, "commands", {}):
+            result = invoke(name, sub, "--help")
+            assert result.exit_code == 0 and f"Example: catdog {name} {sub}" in result.output, (name, sub)
+
+
+def test_help_names_no_path_only_a_checkout_has():
+    for name, command in main.commands.items():
+        for sub in [None, *getattr(command, "commands", {})]:
+            text = invoke(*[a for a in (name, sub) if a], "--help").output
+            assert "configs/" not in text and "../" not in text and "/tmp/" not in text, (name, sub)
+
+
+def test_config_list_show_and_resolve(tmp_path):
+    listed = invoke("config", "list").output.splitlines()
+    assert [line.split()[0] for line in listed] == ["article", "large", "small", "transfer"]
+    assert listed[0].split(None, 1)[1].startswith('The model and training of "Architecture of Convolutional')
+    shown = invoke("config", "show", "large").output
+    assert shown.startswith("# ") and "name: resnet" in shown  # the file as written, comments kept
+    copy = tmp_path / "my.yaml"
+    copy.write_text(shown)
+    resolved = invoke("config", "resolve", "-c", copy, "--set", "train.epochs=2").output
+    assert "epochs: 2" in resolved and "image_size: [160, 160]" in resolved and "micro_batch: null" in resolved
+    missing = invoke("config", "show", "nope")
+    assert missing.exit_code == 1
+    assert missing.stderr == ("Error: config file not found: nope (expected a YAML file or a built-in config name: "
+                              "article, large, small, transfer)\n")
+
+
+def test_set_errors_name_set_and_suggest_the_section():
+    result = invoke("summary", "-c", "small", "--set", "epochs=1")
+    assert result.exit_code == 1
+    assert result.stderr == "Error: unknown config key epochs (--set); did you mean train.epochs?\n"
+    result = invoke("summary", "-c", "small", "--set", "train.epochs=0")
+    assert result.stderr == "Error: train.epochs must be an integer >= 1; got 0 (--set)\n"
+
+
+def test_split_folders_are_not_taken_for_classes(tiny_data, tmp_path):
+    photos = tmp_path / "splits"
+    photos.mkdir()
+    tiny_data.rename(photos / "train")
+    (photos / "validation" / "cats").mkdir(parents=True)
+    (photos / "new").mkdir()
+    result = invoke("prepare", "--data", photos)
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {photos} holds split folders (new, train, validation), not classes: train/ holds "
+                             f"the class folders cats, dogs; pass --data {photos / 'train'} (and --set "
+                             f"data.validation_dir=... for a validation folder)\n")
+
+
+def test_log_file_output_is_plain_lines_with_batches(tiny_data, tmp_path):
+    # CliRunner's stdout is not a terminal, as in `catdog train > log.txt`.
+    result = invoke("train", "--data", tiny_data, "--out", tmp_path / "run", "--set", "data.image_size=16",
+                    "--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "train.micro_batch=4")
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.output and "\x1b" not in result.output and "\b" not in result.output
+    # 34 training photos in batches of 16: 3 batches (9 micro-batches of 4).
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all(re.match(r"epoch \d/2: 3 batches in \d+\.\d s  accuracy 0\.\d{4}  loss \d\.\d{4}  "
+                        r"val_accuracy [01]\.\d{4}  val_loss \d\.\d{4}$", line) for line in epochs), epochs
+    quiet = invoke("train", "--data", tiny_data, "--out", tmp_path / "quiet", "--quiet", "--set", "data.image_size=16",
+                   "--set", "train.epochs=1")
+    assert sum(line.startswith("epoch 1/1: ") for line in quiet.stdout.splitlines()) == 1
+
+
+def test_commands_without_run_say_which_run_they_used(run_dir, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    latest = run_dir.rename(tmp_path / "runs" / "20250101-000000-article")
+    result = invoke("predict", "--json", tiny_data / "cats" / "img_000.jpg")
+    assert result.exit_code == 0
+    assert result.stderr == f"using the latest run, {latest.relative_to(tmp_path)} (pick another with --run)\n"
+    assert json.loads(result.stdout)["label"] in ("cats", "dogs")
 
 
 @pytest.fixture
 def run_dir(tiny_data, tmp_path):
     out = tmp_path / "run"
-    result = invoke("train", "-c", "configs/article.yaml", "--data", tiny_data, "--out", out, "--quiet",
+    result = invoke("train", "-c", "article", "--data", tiny_data, "--out", out, "--quiet",
                     *FAST, "--set", "data.test_split=0.25")
     assert result.exit_code == 0, result.output
     assert re.search(r"training on CPU", result.output)
@@ -37,7 +110,7 @@ def run_dir(tiny_data, tmp_path):
 
 
 def test_end_to_end(tiny_data, run_dir, tmp_path):
-    prep = invoke("prepare", "-c", "configs/article.yaml", "--data", tiny_data, "--set", "data.image_size=16")
+    prep = invoke("prepare", "-c", "article", "--data", tiny_data, "--set", "data.image_size=16")
     assert prep.exit_code == 0 and "cats: 24" in prep.output and "dogs: 24" in prep.output
     assert "0 decoded now" in prep.output  # train already prepared it
 

@@ -24,21 +24,33 @@ def test_every_shipped_config_loads():
         assert isinstance(load_config(path), Config)
 
 
+def test_built_in_configs_load_by_name_from_the_package():
+    for name in ("article", "small", "large", "transfer"):
+        assert load_config(name) == load_config(ROOT / "configs" / f"{name}.yaml")
+    assert load_config("small.yaml") == load_config("small")
+
+
+def test_a_file_wins_over_a_built_in_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small").write_text("train: {epochs: 3}\n")
+    assert load_config("small").train.epochs == 3
+
+
 def test_overrides_are_yaml_scalars():
     c = load_config(None, ["train.epochs=1", "data.image_size=64", "data.image_size=[32, 48]", "train.learning_rate=1e-4"])
     assert c.train.epochs == 1 and c.data.image_size == (32, 48) and c.train.learning_rate == 1e-4
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.epochz=1", "unknown config key train.epochz (defaults); did you mean train.epochs?"),
-    ("train.epochs=-3", "train.epochs must be an integer >= 1; got -3 (defaults)"),
-    ("train.epochs=two", "train.epochs must be an integer >= 1; got 'two' (defaults)"),
-    ("data.image_size=abc", "data.image_size must be an int or [height, width] of integers >= 8; got 'abc' (defaults)"),
-    ("model.padding=full", "model.padding must be one of 'valid', 'same'; got 'full' (defaults)"),
-    ("data.validation_split=1.5", "data.validation_split must be a number in [0.0, 0.9]; got 1.5 (defaults)"),
-    ("train.cutmix=2", "train.cutmix must be a number in [0.0, 1.0]; got 2.0 (defaults)"),
-    ("model.blocks=[{filterz: 3}]", "unknown config key model.blocks[0].filterz (defaults); did you mean model.blocks[0].filters?"),
-    ("train=3", "train must be a mapping; got 3 (defaults)"),
+    ("train.epochz=1", "unknown config key train.epochz (--set); did you mean train.epochs?"),
+    ("train.epochs=-3", "train.epochs must be an integer >= 1; got -3 (--set)"),
+    ("train.epochs=two", "train.epochs must be an integer >= 1; got 'two' (--set)"),
+    ("data.image_size=abc", "data.image_size must be an int or [height, width] of integers >= 8; got 'abc' (--set)"),
+    ("model.padding=full", "model.padding must be one of 'valid', 'same'; got 'full' (--set)"),
+    ("data.validation_split=1.5", "data.validation_split must be a number in [0.0, 0.9]; got 1.5 (--set)"),
+    ("train.cutmix=2", "train.cutmix must be a number in [0.0, 1.0]; got 2.0 (--set)"),
+    ("model.blocks=[{filterz: 3}]", "unknown config key model.blocks[0].filterz (--set); did you mean model.blocks[0].filters?"),
+    ("train=3", "train must be a mapping; got 3 (--set)"),
 ])
 def test_bad_values_name_key_value_and_source(override, message):
     with pytest.raises(ConfigError) as exc:

@@ -62,9 +62,11 @@ def test_constant_with_warm_up_holds_after_it():
     assert rate_at(s, 20) == pytest.approx(0.01) and rate_at(s, 49) == pytest.approx(0.01)
 
 
-def test_warm_up_longer_than_training_is_refused():
-    with pytest.raises(ConfigError, match="^train.warmup_epochs must be fewer than the 5 epochs it warms up; got 5$"):
-        learning_rate(cfg("train.schedule=cosine", "train.warmup_epochs=5").train, 10, 5)
+def test_warm_up_as_long_as_training_shrinks_to_leave_one_full_epoch():
+    s = learning_rate(cfg("train.schedule=cosine", "train.warmup_epochs=5", "train.learning_rate=0.01").train, 10, 5)
+    assert rate_at(s, 20) == pytest.approx(0.005)  # half way through a 4-epoch warm-up
+    assert rate_at(s, 40) == pytest.approx(0.01)
+    assert rate_at(s, 45) == pytest.approx(0.005, rel=1e-3)
 
 
 def test_plateau_has_no_warm_up():
@@ -172,14 +174,14 @@ def test_same_config_and_seed_give_the_same_split_and_weights(tiny_data, tmp_pat
     # Rotation brings in RandomGeometry, cutmix the batch mixing: both must repeat with the seed too.
     config = cfg("train.epochs=1", "model.name=cnn", "model.flip=true", "model.rotation=0.1", "model.dropout=0.2",
                  "train.cutmix=0.5")
-    a = train(config, tiny_data, tmp_path / "a", verbose=0)
-    b = train(config, tiny_data, tmp_path / "b", verbose=0)
+    a = train(config, tiny_data, tmp_path / "a")
+    b = train(config, tiny_data, tmp_path / "b")
     assert (a.run_dir / "split.json").read_text() == (b.run_dir / "split.json").read_text()
     for wa, wb in zip(weights_of(a.run_dir), weights_of(b.run_dir)):
         np.testing.assert_array_equal(wa, wb)
     assert a.history == b.history
     c = train(cfg("train.epochs=1", "model.name=cnn", "model.flip=true", "model.dropout=0.2", "seed=7"),
-              tiny_data, tmp_path / "c", verbose=0)
+              tiny_data, tmp_path / "c")
     assert json.loads((c.run_dir / "split.json").read_text()) != json.loads((a.run_dir / "split.json").read_text())
 
 
@@ -187,7 +189,7 @@ def test_jit_compile_on_trains_without_xla_when_a_layer_cannot_compile(tiny_data
     # TensorFlow's XLA has no kernel for RandomGeometry's warp: it used to fail with a traceback.
     said: list[str] = []
     config = cfg("train.epochs=1", "model.name=cnn", "model.rotation=0.1", "train.jit_compile=on")
-    result = train(config, tiny_data, tmp_path / "run", report=said.append, verbose=0)
+    result = train(config, tiny_data, tmp_path / "run", report=said.append)
     assert result.epochs == 1
     if keras.backend.backend() == "tensorflow":
         assert any("train.jit_compile=on, but XLA on the tensorflow backend cannot compile layer 'geometry'" in m
@@ -218,13 +220,13 @@ def test_interrupted_run_resumes_to_the_same_epochs_with_history(tiny_data, tmp_
     # The crash rides in with the plateau callback slot, which the cosine schedule leaves empty.
     monkeypatch.setattr(catdog.optimizers, "plateau_callback", lambda t: crash_in_epoch(1))
     with pytest.raises(Crash):
-        train(config, tiny_data, tmp_path / "run", verbose=0)
+        train(config, tiny_data, tmp_path / "run")
     state = read_state(tmp_path / "run")
     assert state.epochs_done == 1 and not (tmp_path / "run" / "model.keras").exists()
     first = state.history
     monkeypatch.undo()
 
-    result = resume(tmp_path / "run", verbose=0)
+    result = resume(tmp_path / "run")
     assert result.epochs == 3 and len(result.history["loss"]) == 3
     assert {k: v[:1] for k, v in result.history.items()} == first
     assert json.loads((tmp_path / "run" / "history.json").read_text()) == result.history
@@ -304,7 +306,7 @@ def test_frozen_then_fine_tuned(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(catdog.training, "compile_model", spy)
     config = load_config(None, ["data.image_size=32", "train.batch_size=16", "train.epochs=2", "model.name=transfer",
                                 "model.backbone=MobileNetV2", "model.freeze_epochs=1", "model.weights=none"])
-    result = train(config, tiny_data, tmp_path / "run", verbose=0)
+    result = train(config, tiny_data, tmp_path / "run")
     assert seen == [(False, False, 1), (True, True, 1)]
     assert result.epochs == 2
 
@@ -323,10 +325,18 @@ def test_result_line_names_the_epoch_whose_weights_were_saved(tmp_path):
 def test_schedule_error_comes_before_any_run_folder(tiny_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--set", "train.epochs=1",
-                                       "--set", "train.schedule=cosine", "--set", "train.warmup_epochs=2"])
+                                       "--set", "train.schedule=plateau", "--set", "train.warmup_epochs=2"])
     assert result.exit_code == 1
-    assert "train.warmup_epochs must be fewer than the 1 epochs it warms up; got 2" in result.output
+    assert "train.warmup_epochs works with the constant and cosine schedules; got 2 with schedule plateau" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_shortened_run_clamps_its_warm_up_and_says_so(tiny_data, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--quiet",
+                                       "--set", "data.image_size=16", "--set", "train.epochs=1",
+                                       "--set", "train.schedule=cosine", "--set", "train.warmup_epochs=2"])
+    assert result.exit_code == 0, result.output
+    assert "train.warmup_epochs=2 is not shorter than the 1 epochs it warms up; warming up over 0 instead" in result.output
 
 
 # --- training on every photo (no validation split) -------------------------------------------
@@ -335,7 +345,7 @@ def test_training_on_every_photo_without_validation(tiny_data, tmp_path, monkeyp
     from catdog.evaluation import evaluate
 
     config = cfg("train.epochs=2", "data.validation_split=0", "train.keep_best=false")
-    result = train(config, tiny_data, tmp_path / "run", verbose=0)
+    result = train(config, tiny_data, tmp_path / "run")
     split = json.loads((result.run_dir / "split.json").read_text())
     assert len(split["train"]) == 48 and split["validation"] == [] and split["test"] == []
     assert result.val_accuracy is None and "val_loss" not in result.history
