@@ -10,7 +10,7 @@
 `train.batch_size` is the GLOBAL batch: each step splits it over all replicas, so a config
 gives the same optimisation on one device or many. The learning rate is therefore never scaled
 behind the user's back; raising batch_size to fill more GPUs calls for raising learning_rate by
-the same factor (the linear scaling rule), which is the user's choice (see README).
+the same factor (the linear scaling rule), which is the user's choice (see docs/gpus.md).
 """
 
 from __future__ import annotations

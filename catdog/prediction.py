@@ -85,7 +85,7 @@ def with_mirror_averaged(model):
     """A model whose output for a photo is the mean of `model`'s for it and its left-right mirror.
 
     Test-time augmentation: a mirrored cat is still a cat, and the two answers' errors are partly
-    independent, so their mean is a little more accurate (the table in README.md, Accuracy). It
+    independent, so their mean is a little more accurate (docs/accuracy.md). It
     costs a second forward pass. Wraps `model` for predicting only; it is not saved.
     """
     import keras

@@ -13,9 +13,9 @@ Validation during training comes from the training folder (the config's data.val
 never from the scoring folder, so choosing the best epoch cannot peek at the scores.
 
 Usage:
-  python scripts/bench_accuracy.py -c configs/small.yaml \\
-      --train ../shared/data/cats_and_dogs_filtered/train \\
-      --test ../shared/data/cats_and_dogs_filtered/validation [--header] [--set KEY=VALUE ...]
+  python scripts/bench_accuracy.py -c small \\
+      --train data/cats_and_dogs_filtered/train \\
+      --test data/cats_and_dogs_filtered/validation [--header] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ HEADER = ("| config | accuracy | with flip TTA | log loss | training min | total
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-c", "--config", required=True, help="YAML config, e.g. configs/small.yaml")
+    parser.add_argument("-c", "--config", required=True, help="YAML config, e.g. small, or a YAML file")
     parser.add_argument("--train", required=True, help="folder of class sub-folders to train on")
     parser.add_argument("--test", required=True, help="folder of class sub-folders to score")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training-step time with catdog's one-warp augmentation against Keras's augmentation layers.
 
-Three versions of the same network (a config's model, default configs/small.yaml), trained on
+Three versions of the same network (a config's model, default small), trained on
 the same random batch, in one process, timed in interleaved rounds (the machine's speed drifts
 from minute to minute, so each way gets the same minutes):
 
@@ -15,7 +15,7 @@ It prints the median milliseconds per training step of each, and the augmentatio
 (way minus none) as a ratio of Keras's.
 
 Usage:
-  python scripts/bench_augment.py [-c configs/small.yaml] [--batch 32] [--steps 10] [--rounds 3]
+  python scripts/bench_augment.py [-c small] [--batch 32] [--steps 10] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-c", "--config", default="configs/small.yaml")
+    parser.add_argument("-c", "--config", default="small")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per way per round")
     parser.add_argument("--rounds", type=int, default=3)

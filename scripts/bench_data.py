@@ -14,9 +14,9 @@ folder, the same model (the article's) and the same 70/30 split:
            bound by the input or by the model's arithmetic)
 
 Usage:
-  python scripts/bench_data.py ../shared/data/cats_and_dogs_filtered/train [--size 300] [--epochs 3]
+  python scripts/bench_data.py data/cats_and_dogs_filtered/train [--size 300] [--epochs 3]
   python scripts/bench_data.py DIR --only catdog     # e.g. the 25,000-photo scale check
-  python scripts/bench_data.py --make-big 25000 ../shared/data/cats_and_dogs_filtered/train /tmp/big
+  python scripts/bench_data.py --make-big 25000 data/cats_and_dogs_filtered/train data/big
 """
 
 from __future__ import annotations
