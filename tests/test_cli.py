@@ -229,3 +229,22 @@ def test_demo_runs_the_whole_path(tmp_path):
     assert "SYNTHETIC" in result.output and "6/6" in result.output
     assert (tmp_path / "run" / "model.keras").is_file()
     assert (tmp_path / "run" / "show" / "stripes_000" / "gradcam.png").is_file()
+
+
+def test_library_warnings_are_one_line(capsys):
+    from catdog.cli import warning_line
+
+    warning_line(UserWarning("`input_shape` is undefined or non-square.\nWeights for (224, 224) will be loaded."),
+                 UserWarning, "/site-packages/keras/src/applications/mobilenet_v2.py", 123)
+    assert capsys.readouterr().err == "warning: `input_shape` is undefined or non-square.\n"
+
+
+def test_a_command_that_loads_a_model_prints_only_catdogs_lines(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("TF_", "CATDOG_BACKEND"))}
+    done = subprocess.run([sys.executable, "-c", "from catdog.cli import main; main()", "summary", "-c", "small"],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "stem_conv" in done.stdout
+    assert done.stderr == ""
