@@ -149,10 +149,39 @@ def best_epoch(history: dict[str, list[float]], monitor: str | None = "val_loss"
     return best_index(values, key) + 1
 
 
+# Longer file names are shortened in the middle so a title stays within its tile.
+NAME_CHARS = 30
+
+
+def shown_name(name: str, limit: int = NAME_CHARS) -> str:
+    """A file name as a picture can show it: undecodable bytes as \\xNN, long names cut in the middle."""
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    if len(name) > limit:
+        keep = limit - 1
+        name = name[:keep - keep // 2] + "…" + name[len(name) - keep // 2:]
+    return name
+
+
+def mistakes(report: EvalReport) -> list[tuple[Path, str]]:
+    """The wrongly classified photos, most confident first, each with its tile title:
+    the file name, then "true: cat / pred: dog (0.97)"."""
+    if not len(report.probabilities):
+        return []
+    predicted = report.probabilities.argmax(axis=1)
+    confidence = report.probabilities[np.arange(len(predicted)), predicted]
+    wrong = np.flatnonzero(predicted != report.labels)
+    return [(Path(report.files[i]),
+             f"{shown_name(Path(report.files[i]).name)}\ntrue: {report.classes[report.labels[i]]} / "
+             f"pred: {report.classes[predicted[i]]} ({confidence[i]:.2f})")
+            for i in wrong[np.argsort(-confidence[wrong], kind="stable")]]
+
+
 def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize: str = "squash") -> list[Path]:
     """Write confusion_matrix.png and top_mistakes.png next to the report; [] without matplotlib.
 
-    The mistakes are the most confidently wrong photos, shown at the model's input size.
+    The mistakes are the most confidently wrong photos, shown at the model's input size and
+    titled with their file names (photos.csv beside the report has the full paths).
     """
     if not can_draw() or report.out_dir is None:
         return []
@@ -162,19 +191,14 @@ def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize:
 
     files = [plots.confusion_matrix(np.asarray(report.confusion), report.classes, report.out_dir / CONFUSION_FILE)]
     images, titles = [], []
-    if len(report.probabilities):
-        predicted = report.probabilities.argmax(axis=1)
-        confidence = report.probabilities[np.arange(len(predicted)), predicted]
-        wrong = np.flatnonzero(predicted != report.labels)
-        for i in wrong[np.argsort(-confidence[wrong], kind="stable")]:
-            if len(images) == TOP_MISTAKES:
-                break
-            try:
-                images.append(load_image(report.files[i], image_size, resize))
-            except ImageError:
-                continue  # the photo changed or vanished since it was scored
-            titles.append(f"true: {report.classes[report.labels[i]]} / pred: {report.classes[predicted[i]]} "
-                          f"({confidence[i]:.2f})")
+    for file, title in mistakes(report):
+        if len(images) == TOP_MISTAKES:
+            break
+        try:
+            images.append(load_image(file, image_size, resize))
+        except ImageError:
+            continue  # the photo changed or vanished since it was scored
+        titles.append(title)
     files.append(plots.top_mistakes(images, titles, report.out_dir / MISTAKES_FILE))
     return files
 

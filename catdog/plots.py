@@ -127,7 +127,8 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str |
 
 
 def top_mistakes(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path) -> Path:
-    """The most confidently wrong photos in a grid, each titled "true: cat / pred: dog (0.97)".
+    """The most confidently wrong photos in a grid, each titled with its file name above
+    "true: cat / pred: dog (0.97)".
 
     At most 4 columns of 2.6 x 2.9 inch tiles; no images gives a one-line "no mistakes" picture.
     """
