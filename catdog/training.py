@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -293,7 +294,9 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         # Only the chief worker writes the run folder; other workers save into a scratch folder.
         run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(config.model.name)) if dist.chief
                    else dist.scratch_dir())
-        save_config(config, run_dir / CONFIG_FILE)
+        # The run records the folder it trained on: `--data` (absolute, as split.json) over data.dir.
+        used = config if data is None else config.replace(data=dataclasses.replace(config.data, dir=record["root"]))
+        save_config(used, run_dir / CONFIG_FILE)
         write_json(run_dir / CLASSES_FILE, classes)
         write_json(run_dir / SPLIT_FILE, record)
         (run_dir / SKIPPED_FILE).write_text("".join(f"{f}: {r}\n" for f, r in sp.train.skipped))
