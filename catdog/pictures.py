@@ -110,9 +110,9 @@ def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss",
                              report: Callable[[str], None] | None = None) -> Any:
     """A Keras callback redrawing <run_dir>/learning_curves.png after every epoch.
 
-    The best epoch is marked by `monitor` (lowest val_loss or highest val_accuracy), as training
-    picks it; with `monitor` None (training keeps the last epoch) none is. Without matplotlib it
-    draws nothing and says so once through `report`.
+    The epoch whose weights training keeps is marked: the best by `monitor` (lowest val_loss or
+    highest val_accuracy), or with `monitor` None (train.keep_best off) the last one. Without
+    matplotlib it draws nothing and says so once through `report`.
     """
     import keras
 
@@ -131,7 +131,9 @@ def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss",
             if drawable:
                 from catdog import plots
 
-                plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, best_epoch(self.history, monitor))
+                kept = best_epoch(self.history, monitor) if monitor else len(next(iter(self.history.values()), []))
+                plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, kept or None,
+                                      kept_last=monitor is None)
 
     return LearningCurves()
 

@@ -63,13 +63,15 @@ def _tile(ax: Any, title: str | None = None, fontsize: float = 9) -> None:
         ax.set_title(title, fontsize=fontsize)
 
 
-def learning_curves(history: dict[str, list[float]], path: str | Path, best_epoch: int | None = None) -> Path:
-    """Loss and accuracy per epoch, training and validation, the best epoch marked.
+def learning_curves(history: dict[str, list[float]], path: str | Path, best_epoch: int | None = None,
+                    kept_last: bool = False) -> Path:
+    """Loss and accuracy per epoch, training and validation, the kept epoch marked.
 
     Args:
         history: Keras' History.history: "loss", "accuracy", "val_loss", "val_accuracy" (any
             may be missing).
         best_epoch: 1-based epoch whose weights were kept, or None. Written at 1100x420 pixels.
+        kept_last: the kept epoch is the last one (train.keep_best off), not the best.
     """
     fig = _figure(11, 4.2)
     panels = [("loss", "Loss (lower is better)"), ("accuracy", "Accuracy (higher is better)")]
@@ -80,9 +82,9 @@ def learning_curves(history: dict[str, list[float]], path: str | Path, best_epoc
             if values:
                 epochs = np.arange(1, len(values) + 1)
                 ax.plot(epochs, values, style, marker="o", markersize=4, label=label)
-        if best_epoch is not None:
+        if best_epoch is not None and ax.lines:  # an empty panel says "no ... recorded" instead
             ax.axvline(best_epoch, color="tab:green", linestyle=":", linewidth=2,
-                       label=f"best epoch ({best_epoch})")
+                       label=f"{'last' if kept_last else 'best'} epoch ({best_epoch}), kept")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
