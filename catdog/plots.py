@@ -197,6 +197,21 @@ def activation_title(maps: LayerMaps) -> str:
     return f"{maps.name}: {maps.layer_type} {maps.detail} → {shape}".replace("  ", " ")
 
 
+def maps_description(maps: LayerMaps) -> str:
+    """What the maps are, for the subtitle: after which activation, or before what."""
+    if maps.kind == "pool":
+        return "each filter's map after pooling"
+    if maps.kind != "conv":
+        return "each channel"
+    if maps.activation == "linear":
+        # E.g. a ResNet convolution: batch norm and the activation are layers of their own after it.
+        before = f", before {' and '.join(maps.after)}" if maps.after else " (no activation)"
+        return f"each filter's raw response{before}: values can be negative"
+    if maps.activation:
+        return f"each filter's response after the {maps.activation} activation"
+    return "each filter's response"
+
+
 def activation_grid(layer_maps: LayerMaps, path: str | Path) -> Path:
     """One layer's activation maps, one tile per filter, each tile scaled to its own range.
 
@@ -217,13 +232,17 @@ def activation_grid(layer_maps: LayerMaps, path: str | Path) -> Path:
         _tile(ax, f"filter {i}: " + (f"max {high:.3g}" if high > low else "silent" if high == 0 else "flat"))
     for ax in axes[shown:]:
         ax.set_axis_off()
-    what = {"conv": "each filter's response after the activation",
-            "pool": "each filter's map after pooling"}.get(layer_maps.kind, "each channel")
+    what = maps_description(layer_maps)
     more = f"; showing {shown} of {count}" if shown < count else ""
-    fig.suptitle(f"{activation_title(layer_maps)}\n({what}{more})")
+    # About 10 pixels a character at the title's size: wrap what would run past the figure's edges.
+    import textwrap
+
+    width = int(fig.get_figwidth() * DPI / 10)
+    fig.suptitle(f"{activation_title(layer_maps)}\n" + textwrap.fill(f"({what}{more})", width))
     bar = fig.colorbar(image, ax=axes.tolist(), shrink=0.8, ticks=image.norm.inverse([0, 1]))
     bar.ax.set_yticklabels(["lowest", "highest"])
-    bar.set_label("activation, relative to each map's own range")
+    raw = layer_maps.kind == "conv" and layer_maps.activation == "linear"
+    bar.set_label(f"{'response' if raw else 'activation'}, relative to each map's own range")
     return _save(fig, path)
 
 
