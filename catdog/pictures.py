@@ -216,7 +216,7 @@ def summary_diagram(summary: Summary, path: str | Path) -> Path:
     path = Path(path)
     if path.exists():
         raise PlotError(f"--diagram {path} already exists; pick another path")
-    rows = [{"name": r.name, "type": r.type, "output_shape": r.output_shape, "params": r.params}
+    rows = [{"name": r.name, "type": r.type, "output_shape": r.output_shape, "params": r.params, "inputs": r.inputs}
             for r in summary.rows]
     title = f"{summary.name}: {len(rows)} layers, {summary.total:,} parameters"
     return plots.model_diagram(rows, path, title=title)

@@ -99,6 +99,15 @@ def test_summary_diagram(tmp_path):
     assert again.exit_code == 1 and "already exists; pick another path" in again.output
 
 
+def test_summary_diagram_of_a_resnet_draws_its_projection_as_a_branch(tmp_path):
+    path = tmp_path / "resnet.png"
+    result = invoke("summary", "--set", "model.name=resnet", "--set", "data.image_size=32",
+                    "--set", "model.blocks=[{filters: 8}, {filters: 16}]", "--diagram", path)
+    assert result.exit_code == 0, result.output
+    # One column for the main path, one for block2's projection; 23 levels (25 layers, 2 beside).
+    assert png_size(path) == (1170, round(100 * (0.9 + 0.85 * 23 + 0.2)))
+
+
 def test_best_epoch_follows_the_monitor():
     history = {"val_loss": [0.7, 0.5, 0.6], "val_accuracy": [0.5, 0.6, 0.8]}
     assert best_epoch(history) == 2
