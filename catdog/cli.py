@@ -168,7 +168,8 @@ def train(config_path, overrides, data, out, quiet, resume):
 @click.option("--tta", is_flag=True, help="Average each photo's answer with its mirror image's (two passes).")
 @friendly
 def evaluate(run, data, as_json, tta):
-    """Score a trained run: accuracy, precision/recall/F1 per class, confusion matrix, log loss.
+    """Score a trained run: accuracy, balanced accuracy, macro-F1, precision/recall/F1 per class,
+    confusion matrix, log loss; one CSV row per photo (photos.csv beside report.json).
 
     Example: catdog evaluate --data photos/validation
     """
@@ -185,6 +186,7 @@ def evaluate(run, data, as_json, tta):
     else:
         click.echo(report.table())
         click.echo(f"\nreport: {report.out_dir / 'report.json'}")
+        click.echo(f"per-photo results: {report.out_dir / 'photos.csv'}")
         for picture in report.pictures:
             click.echo(f"picture: {picture}")
 

@@ -13,7 +13,7 @@ import importlib.resources
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import yaml
 
@@ -134,6 +134,11 @@ class TrainConfig:
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     # Keep the weights of the best epoch by `monitor` rather than the last.
     keep_best: bool = True
+    # Weigh each class's photos in the loss, for uneven folders: null (off), "balanced" (class c
+    # weighs n / (classes x n_c) over the training photos, as in scikit-learn and Keras's
+    # imbalanced-data example) or {class name: weight} (unlisted classes weigh 1). Keras's own
+    # model.fit(class_weight=...) applies it.
+    class_weight: Union[Literal["balanced"], dict[str, float], None] = _opt(None, min=0.0, min_exclusive=True)
     # "auto": mixed_bfloat16 on GPUs of compute capability >= 8, mixed_float16 on 7.x, float32 on
     # older GPUs and CPUs (half precision only pays on tensor cores). Outputs stay float32.
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
@@ -301,13 +306,16 @@ def _leaf_keys(cls: type, prefix: str = "") -> list[str]:
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+        choices = typing.get_args(tp)
+        return repr(choices[0]) if len(choices) == 1 else "one of " + ", ".join(repr(a) for a in choices)
     if origin is typing.Union:
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None)) + " or null"
     if tp == tuple[int, int]:
         return "an int or [height, width]"
     if origin is list:
         return "a list"
+    if origin is dict:
+        return "a mapping {name: " + _type_name(typing.get_args(tp)[1]).removeprefix("a ") + "}"
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     return names.get(tp, getattr(tp, "__name__", str(tp)))
 
@@ -329,11 +337,16 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
     if origin is typing.Union:
         if value is None:
             return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
-        try:
-            return _check(inner, value, key, source, meta)
-        except ConfigError:
-            fail()
+        arms = [a for a in typing.get_args(tp) if a is not type(None)]
+        mapping = [a for a in arms if typing.get_origin(a) is dict]
+        if mapping and isinstance(value, dict):
+            return _check(mapping[0], value, key, source, meta)  # its own error names the entry
+        for arm in arms:
+            try:
+                return _check(arm, value, key, source, meta)
+            except ConfigError:
+                pass
+        fail(_type_name(tp) if mapping else None)  # a mapping's range is its values', said above
     if origin is Literal:
         choices = typing.get_args(tp)
         # YAML 1.1 reads a bare on/off as true/false; take them as the words everyone typed.
@@ -349,6 +362,11 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
             fail()
         (item_type,) = typing.get_args(tp)
         return [_check(item_type, v, f"{key}[{i}]", source, {}) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail()
+        item_type = typing.get_args(tp)[1]
+        return {str(k): _check(item_type, v, f"{key}.{k}", source, meta) for k, v in value.items()}
     if tp == tuple[int, int]:
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value, value]

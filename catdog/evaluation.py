@@ -1,7 +1,9 @@
-"""Scoring a trained run: accuracy, per-class precision/recall/F1, confusion matrix, log loss."""
+"""Scoring a trained run: accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1,
+confusion matrix, log loss, and one CSV row per photo."""
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from catdog.runs import Run, load_run, write_json
 
 # Kaggle's "Dogs vs. Cats Redux" log loss clips probabilities so one confident mistake stays finite.
 LOG_LOSS_EPS = 1e-15
+REPORT_FILE = "report.json"
+PHOTOS_FILE = "photos.csv"
 
 
 @dataclass
@@ -25,6 +29,10 @@ class EvalReport:
     source: str
     classes: list[str]
     accuracy: float
+    # The mean recall of the classes present, and the mean F1: on uneven folders a model that
+    # always answers the larger class scores a high accuracy but not these.
+    balanced_accuracy: float
+    macro_f1: float
     log_loss: float
     per_class: dict[str, dict[str, float]]
     confusion: list[list[int]]
@@ -34,7 +42,7 @@ class EvalReport:
     files: list[Path] = field(default_factory=list, repr=False)
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
-    # Where report.json (and the pictures of this evaluation) are written, inside the run folder.
+    # Where report.json, photos.csv (and the pictures of this evaluation) are written, inside the run folder.
     out_dir: Path | None = None
     # confusion_matrix.png and top_mistakes.png beside report.json (none without matplotlib).
     pictures: list[Path] = field(default_factory=list)
@@ -42,7 +50,9 @@ class EvalReport:
     def to_dict(self) -> dict:
         return {
             "run": str(self.run_dir), "report_dir": str(self.out_dir), "source": self.source, "images": self.count,
-            "accuracy": self.accuracy, "log_loss": self.log_loss, "classes": self.classes,
+            "accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1,
+            "log_loss": self.log_loss, "classes": self.classes,
+            "photos_csv": str(self.out_dir / PHOTOS_FILE) if self.out_dir is not None else None,
             "per_class": self.per_class, "confusion_matrix": self.confusion,
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
         }
@@ -51,7 +61,8 @@ class EvalReport:
         """The report as aligned text for the terminal."""
         width = max(9, *(len(c) for c in self.classes))
         lines = [f"{self.count} images from {self.source}",
-                 f"accuracy  {self.accuracy:.4f}", f"log loss  {self.log_loss:.4f}", "",
+                 f"accuracy           {self.accuracy:.4f}", f"balanced accuracy  {self.balanced_accuracy:.4f}",
+                 f"macro F1           {self.macro_f1:.4f}", f"log loss           {self.log_loss:.4f}", "",
                  f"{'class':<{width}}  precision  recall     f1  support"]
         for name in self.classes:
             m = self.per_class[name]
@@ -66,7 +77,11 @@ class EvalReport:
 
 
 def scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, log loss, per-class precision/recall/F1 and the confusion matrix."""
+    """Accuracy, balanced accuracy, macro-F1, log loss, per-class precision/recall/F1 and the confusion matrix.
+
+    As scikit-learn computes them: balanced accuracy averages the recall of the classes that have
+    photos; macro-F1 averages the F1 of the classes that have photos or predictions.
+    """
     n = len(classes)
     pred = probs.argmax(axis=1)
     confusion = np.zeros((n, n), dtype=int)
@@ -80,8 +95,29 @@ def scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
         per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
                            "support": int(confusion[i].sum())}
     p_true = np.clip(probs[np.arange(len(labels)), labels], LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
-    return {"accuracy": float((pred == labels).mean()), "log_loss": float(-np.log(p_true).mean()),
+    present = confusion.sum(axis=1) > 0
+    seen = present | (confusion.sum(axis=0) > 0)
+    recall = [m["recall"] for m, p in zip(per_class.values(), present) if p]
+    f1 = [m["f1"] for m, p in zip(per_class.values(), seen) if p]
+    return {"accuracy": float((pred == labels).mean()), "balanced_accuracy": float(np.mean(recall)),
+            "macro_f1": float(np.mean(f1)), "log_loss": float(-np.log(p_true).mean()),
             "per_class": per_class, "confusion": confusion.tolist()}
+
+
+def write_photos_csv(report: EvalReport, path: Path) -> Path:
+    """One row per scored photo: path, true_label, predicted_label, probability (of the prediction).
+
+    The csv module quotes names with commas, quotes or line breaks; a name that is not valid
+    UTF-8 is written back as its original bytes (surrogateescape), so every path in the file
+    opens the photo it names.
+    """
+    predicted = report.probabilities.argmax(axis=1)
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        out = csv.writer(f)
+        out.writerow(["path", "true_label", "predicted_label", "probability"])
+        for file, label, pred, probs in zip(report.files, report.labels, predicted, report.probabilities):
+            out.writerow([str(Path(file).absolute()), report.classes[label], report.classes[pred], f"{probs[pred]:.6f}"])
+    return path
 
 
 def class_probabilities(model, images, rows: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -113,13 +149,15 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None,
     probs = class_probabilities(model, prepared.images, prepared.rows[idx])
     labels = prepared.labels[idx]
     s = scores(labels, probs, r.classes)
-    report = EvalReport(r.dir, source, r.classes, s["accuracy"], s["log_loss"], s["per_class"], s["confusion"],
+    report = EvalReport(r.dir, source, r.classes, s["accuracy"], s["balanced_accuracy"], s["macro_f1"],
+                        s["log_loss"], s["per_class"], s["confusion"],
                         len(idx), prepared.skipped, [prepared.found.root / prepared.files[i] for i in idx],
                         labels, probs)
     name = "held-out" if data is None else _slug(Path(data))
     report.out_dir = r.dir / "evaluation" / (name + "-tta" if tta else name)
     report.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(report.out_dir / "report.json", report.to_dict())
+    write_photos_csv(report, report.out_dir / PHOTOS_FILE)
+    write_json(report.out_dir / REPORT_FILE, report.to_dict())
     from catdog.pictures import evaluation_pictures
 
     report.pictures = evaluation_pictures(report, r.config.data.image_size, r.config.data.resize)

@@ -37,6 +37,10 @@ class LayerMaps:
     detail: str  # window and filters, e.g. "5x5 x10" or "2x2"
     shape: tuple[int, int, int]  # (height, width, channels)
     maps: np.ndarray  # float32 (height, width, channels)
+    # The layer's own activation ("relu"; "linear" when it has none, as a convolution before batch
+    # norm) and what the network does next to these maps (e.g. "batch norm", "the relu activation").
+    activation: str = ""
+    after: tuple[str, ...] = ()
 
 
 class GradCam(NamedTuple):
@@ -100,6 +104,41 @@ def _graph_calls(model: keras.Model) -> dict[int, tuple[Any, Any]]:
             if len(found) == 1 and found[0][0] is not None and found[0][1] is not None}
 
 
+def _consumers(model: keras.Model) -> dict[str, list[str]]:
+    """Layer name -> the layers of `model` that take its output."""
+    from catdog.summary import inbound_layers
+
+    consumers: dict[str, list[str]] = {}
+    for layer_name, sources in inbound_layers(model).items():
+        for source in sources:
+            consumers.setdefault(source, []).append(layer_name)
+    return consumers
+
+
+def _next_steps(model: keras.Model, name: str, consumers: dict[str, list[str]]) -> tuple[str, ...]:
+    """What follows layer `name` in `model` up to its activation: ("batch norm", "the relu
+    activation"), ("batch norm", "the sum with the shortcut"), or () where the graph branches."""
+    steps: list[str] = []
+    while len(consumers.get(name, [])) == 1:
+        name = consumers[name][0]
+        layer = model.get_layer(name)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            steps.append("batch norm")
+            continue
+        if isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
+            steps.append(f"the {_activation(layer) or 'relu'} activation")
+        elif isinstance(layer, keras.layers.Add):
+            steps.append("the sum with the shortcut")
+        break
+    return tuple(steps)
+
+
+def _activation(layer: keras.layers.Layer) -> str:
+    """The name of a layer's own activation function ("linear" for none), "" if it has no such setting."""
+    function = getattr(layer, "activation", None)
+    return getattr(function, "__name__", "") if function is not None else ""
+
+
 def _inputs(model: keras.Model) -> Any:
     # A bare tensor for a one-input model: Keras warns when a list meets a single named input.
     return model.inputs[0] if len(model.inputs) == 1 else list(model.inputs)
@@ -144,14 +183,17 @@ def _maps_in(model: keras.Model, batch: np.ndarray) -> list[LayerMaps]:
     if not isinstance(values, (list, tuple)):
         values = [values]
     result: list[LayerMaps] = []
+    consumers = _consumers(model)
     for (what, layer, _), value in zip(wanted, values):
         array = np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
         if what == "nested":
             result.extend(_maps_in(layer, array))
         elif array.ndim == 4:
             maps = array[0]
+            own = _activation(layer)
             result.append(LayerMaps(layer.name, _kind(layer) or "", type(layer).__name__,
-                                    _detail(layer), tuple(maps.shape), maps))
+                                    _detail(layer), tuple(maps.shape), maps, own,
+                                    _next_steps(model, layer.name, consumers) if own == "linear" else ()))
     return result
 
 

@@ -110,9 +110,9 @@ def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss",
                              report: Callable[[str], None] | None = None) -> Any:
     """A Keras callback redrawing <run_dir>/learning_curves.png after every epoch.
 
-    The best epoch is marked by `monitor` (lowest val_loss or highest val_accuracy), as training
-    picks it; with `monitor` None (training keeps the last epoch) none is. Without matplotlib it
-    draws nothing and says so once through `report`.
+    The epoch whose weights training keeps is marked: the best by `monitor` (lowest val_loss or
+    highest val_accuracy), or with `monitor` None (train.keep_best off) the last one. Without
+    matplotlib it draws nothing and says so once through `report`.
     """
     import keras
 
@@ -131,7 +131,9 @@ def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss",
             if drawable:
                 from catdog import plots
 
-                plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, best_epoch(self.history, monitor))
+                kept = best_epoch(self.history, monitor) if monitor else len(next(iter(self.history.values()), []))
+                plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, kept or None,
+                                      kept_last=monitor is None)
 
     return LearningCurves()
 
@@ -149,10 +151,39 @@ def best_epoch(history: dict[str, list[float]], monitor: str | None = "val_loss"
     return best_index(values, key) + 1
 
 
+# Longer file names are shortened in the middle so a title stays within its tile.
+NAME_CHARS = 30
+
+
+def shown_name(name: str, limit: int = NAME_CHARS) -> str:
+    """A file name as a picture can show it: undecodable bytes as \\xNN, long names cut in the middle."""
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    if len(name) > limit:
+        keep = limit - 1
+        name = name[:keep - keep // 2] + "…" + name[len(name) - keep // 2:]
+    return name
+
+
+def mistakes(report: EvalReport) -> list[tuple[Path, str]]:
+    """The wrongly classified photos, most confident first, each with its tile title:
+    the file name, then "true: cat / pred: dog (0.97)"."""
+    if not len(report.probabilities):
+        return []
+    predicted = report.probabilities.argmax(axis=1)
+    confidence = report.probabilities[np.arange(len(predicted)), predicted]
+    wrong = np.flatnonzero(predicted != report.labels)
+    return [(Path(report.files[i]),
+             f"{shown_name(Path(report.files[i]).name)}\ntrue: {report.classes[report.labels[i]]} / "
+             f"pred: {report.classes[predicted[i]]} ({confidence[i]:.2f})")
+            for i in wrong[np.argsort(-confidence[wrong], kind="stable")]]
+
+
 def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize: str = "squash") -> list[Path]:
     """Write confusion_matrix.png and top_mistakes.png next to the report; [] without matplotlib.
 
-    The mistakes are the most confidently wrong photos, shown at the model's input size.
+    The mistakes are the most confidently wrong photos, shown at the model's input size and
+    titled with their file names (photos.csv beside the report has the full paths).
     """
     if not can_draw() or report.out_dir is None:
         return []
@@ -162,19 +193,14 @@ def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize:
 
     files = [plots.confusion_matrix(np.asarray(report.confusion), report.classes, report.out_dir / CONFUSION_FILE)]
     images, titles = [], []
-    if len(report.probabilities):
-        predicted = report.probabilities.argmax(axis=1)
-        confidence = report.probabilities[np.arange(len(predicted)), predicted]
-        wrong = np.flatnonzero(predicted != report.labels)
-        for i in wrong[np.argsort(-confidence[wrong], kind="stable")]:
-            if len(images) == TOP_MISTAKES:
-                break
-            try:
-                images.append(load_image(report.files[i], image_size, resize))
-            except ImageError:
-                continue  # the photo changed or vanished since it was scored
-            titles.append(f"true: {report.classes[report.labels[i]]} / pred: {report.classes[predicted[i]]} "
-                          f"({confidence[i]:.2f})")
+    for file, title in mistakes(report):
+        if len(images) == TOP_MISTAKES:
+            break
+        try:
+            images.append(load_image(file, image_size, resize))
+        except ImageError:
+            continue  # the photo changed or vanished since it was scored
+        titles.append(title)
     files.append(plots.top_mistakes(images, titles, report.out_dir / MISTAKES_FILE))
     return files
 
@@ -190,7 +216,7 @@ def summary_diagram(summary: Summary, path: str | Path) -> Path:
     path = Path(path)
     if path.exists():
         raise PlotError(f"--diagram {path} already exists; pick another path")
-    rows = [{"name": r.name, "type": r.type, "output_shape": r.output_shape, "params": r.params}
+    rows = [{"name": r.name, "type": r.type, "output_shape": r.output_shape, "params": r.params, "inputs": r.inputs}
             for r in summary.rows]
     title = f"{summary.name}: {len(rows)} layers, {summary.total:,} parameters"
     return plots.model_diagram(rows, path, title=title)

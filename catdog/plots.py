@@ -63,13 +63,15 @@ def _tile(ax: Any, title: str | None = None, fontsize: float = 9) -> None:
         ax.set_title(title, fontsize=fontsize)
 
 
-def learning_curves(history: dict[str, list[float]], path: str | Path, best_epoch: int | None = None) -> Path:
-    """Loss and accuracy per epoch, training and validation, the best epoch marked.
+def learning_curves(history: dict[str, list[float]], path: str | Path, best_epoch: int | None = None,
+                    kept_last: bool = False) -> Path:
+    """Loss and accuracy per epoch, training and validation, the kept epoch marked.
 
     Args:
         history: Keras' History.history: "loss", "accuracy", "val_loss", "val_accuracy" (any
             may be missing).
         best_epoch: 1-based epoch whose weights were kept, or None. Written at 1100x420 pixels.
+        kept_last: the kept epoch is the last one (train.keep_best off), not the best.
     """
     fig = _figure(11, 4.2)
     panels = [("loss", "Loss (lower is better)"), ("accuracy", "Accuracy (higher is better)")]
@@ -80,9 +82,9 @@ def learning_curves(history: dict[str, list[float]], path: str | Path, best_epoc
             if values:
                 epochs = np.arange(1, len(values) + 1)
                 ax.plot(epochs, values, style, marker="o", markersize=4, label=label)
-        if best_epoch is not None:
+        if best_epoch is not None and ax.lines:  # an empty panel says "no ... recorded" instead
             ax.axvline(best_epoch, color="tab:green", linestyle=":", linewidth=2,
-                       label=f"best epoch ({best_epoch})")
+                       label=f"{'last' if kept_last else 'best'} epoch ({best_epoch}), kept")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
@@ -127,7 +129,8 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str |
 
 
 def top_mistakes(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path) -> Path:
-    """The most confidently wrong photos in a grid, each titled "true: cat / pred: dog (0.97)".
+    """The most confidently wrong photos in a grid, each titled with its file name above
+    "true: cat / pred: dog (0.97)".
 
     At most 4 columns of 2.6 x 2.9 inch tiles; no images gives a one-line "no mistakes" picture.
     """
@@ -194,6 +197,21 @@ def activation_title(maps: LayerMaps) -> str:
     return f"{maps.name}: {maps.layer_type} {maps.detail} → {shape}".replace("  ", " ")
 
 
+def maps_description(maps: LayerMaps) -> str:
+    """What the maps are, for the subtitle: after which activation, or before what."""
+    if maps.kind == "pool":
+        return "each filter's map after pooling"
+    if maps.kind != "conv":
+        return "each channel"
+    if maps.activation == "linear":
+        # E.g. a ResNet convolution: batch norm and the activation are layers of their own after it.
+        before = f", before {' and '.join(maps.after)}" if maps.after else " (no activation)"
+        return f"each filter's raw response{before}: values can be negative"
+    if maps.activation:
+        return f"each filter's response after the {maps.activation} activation"
+    return "each filter's response"
+
+
 def activation_grid(layer_maps: LayerMaps, path: str | Path) -> Path:
     """One layer's activation maps, one tile per filter, each tile scaled to its own range.
 
@@ -214,13 +232,17 @@ def activation_grid(layer_maps: LayerMaps, path: str | Path) -> Path:
         _tile(ax, f"filter {i}: " + (f"max {high:.3g}" if high > low else "silent" if high == 0 else "flat"))
     for ax in axes[shown:]:
         ax.set_axis_off()
-    what = {"conv": "each filter's response after the activation",
-            "pool": "each filter's map after pooling"}.get(layer_maps.kind, "each channel")
+    what = maps_description(layer_maps)
     more = f"; showing {shown} of {count}" if shown < count else ""
-    fig.suptitle(f"{activation_title(layer_maps)}\n({what}{more})")
+    # About 10 pixels a character at the title's size: wrap what would run past the figure's edges.
+    import textwrap
+
+    width = int(fig.get_figwidth() * DPI / 10)
+    fig.suptitle(f"{activation_title(layer_maps)}\n" + textwrap.fill(f"({what}{more})", width))
     bar = fig.colorbar(image, ax=axes.tolist(), shrink=0.8, ticks=image.norm.inverse([0, 1]))
     bar.ax.set_yticklabels(["lowest", "highest"])
-    bar.set_label("activation, relative to each map's own range")
+    raw = layer_maps.kind == "conv" and layer_maps.activation == "linear"
+    bar.set_label(f"{'response' if raw else 'activation'}, relative to each map's own range")
     return _save(fig, path)
 
 
@@ -268,41 +290,122 @@ def _box_colour(layer_type: str) -> str:
     return "#f3f3f3"
 
 
+def diagram_layout(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, tuple[int, int]], list[tuple[str, str]]]:
+    """Where each layer's box goes: {name: (level, column)}, and the edges (from, to) between boxes.
+
+    A layer's "inputs" (names of the layers feeding it) make the graph; a row without the key
+    takes the row before it. The longest path from the input runs down column 0; every other
+    layer (a ResNet's projection, say) sits in a column to the right, at the level of the
+    longest path that reaches it, so a branch stands beside the layers it runs parallel to.
+    """
+    names = [str(r["name"]) for r in rows]
+    known = set(names)
+    inputs: dict[str, list[str]] = {}
+    for i, r in enumerate(rows):
+        given = r.get("inputs") if "inputs" in r else names[i - 1:i]
+        inputs[names[i]] = [n for n in (given or []) if n in known and n != names[i]]
+    depth: dict[str, int] = {}
+    for name in names:  # Keras lists a model's layers in an order where inputs come first
+        depth[name] = 1 + max((depth.get(n, 0) for n in inputs[name]), default=-1)
+    main: set[str] = set()
+    node: str | None = max(reversed(names), key=lambda n: depth[n]) if names else None
+    while node is not None:
+        main.add(node)
+        node = max(inputs[node], key=lambda n: depth[n], default=None)
+    place: dict[str, tuple[int, int]] = {}
+    taken: set[tuple[int, int]] = set()
+    for name in names:
+        column = 0
+        if name not in main:
+            column = 1
+            while (depth[name], column) in taken:
+                column += 1
+        place[name] = (depth[name], column)
+        taken.add(place[name])
+    edges = [(source, name) for name in names for source in inputs[name]]
+    return place, edges
+
+
 def model_diagram(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
-    """Layers as boxes top to bottom (name, type, output shape, parameters), arrows between.
+    """Layers as boxes (name, type, output shape, parameters) with arrows along the data flow.
 
     Args:
-        rows: one dict per layer with keys name, type, output_shape (str) and params (int).
-            More than MAX_DIAGRAM_ROWS layers are shown as the first and last halves.
-    Written 7 inches wide and 0.85 inch per box.
+        rows: one dict per layer with keys name, type, output_shape (str), params (int) and,
+            optionally, inputs (the names of the layers feeding it; default: the row before).
+            The main path runs top to bottom; branches stand in columns to its right; a skip
+            connection is an arrow around the left of the boxes it skips (see diagram_layout).
+            More than MAX_DIAGRAM_ROWS levels are shown as the first and last halves.
+    Written 7 inches wide plus 4.7 per branch column, and 0.85 inch per level.
     """
     rows = list(rows)
     total = sum(int(r.get("params", 0)) for r in rows)
     heading = title or f"{len(rows)} layers, {total:,} parameters"
-    if len(rows) > MAX_DIAGRAM_ROWS:
-        half = MAX_DIAGRAM_ROWS // 2
-        gap = {"name": f"… {len(rows) - 2 * half} more layers …", "type": "", "output_shape": "", "params": None}
-        rows = rows[:half] + [gap] + rows[-half:]
-    step, box_h, width, top = 0.85, 0.62, 7.0, 0.9
-    height = top + step * len(rows) + 0.2
+    place, edges = diagram_layout(rows)
+    levels = 1 + max((level for level, _ in place.values()), default=-1)
+    columns = 1 + max((column for _, column in place.values()), default=0)
+    half = MAX_DIAGRAM_ROWS // 2
+    elided = levels > MAX_DIAGRAM_ROWS
+
+    def shown_at(level: int) -> int | None:
+        if not elided or level < half:
+            return level
+        return level - (levels - 2 * half) + 1 if level >= levels - half else None
+
+    step, box_h, top = 0.85, 0.62, 0.9
+    shown_levels = 2 * half + 1 if elided else levels
+    width, height = 7.0 + 4.7 * (columns - 1), top + step * shown_levels + 0.2
     fig = _figure(width, height, constrained=False)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)  # y grows downwards, in inches
     ax.set_axis_off()
-    ax.text(width / 2, 0.4, heading,
-            ha="center", va="center", fontsize=13, weight="bold")
-    for i, row in enumerate(rows):
-        y = top + i * step
-        ax.add_patch(_rounded_box(0.5, y, width - 1.0, box_h, _box_colour(str(row.get("type", "")))))
-        kind = f"  ({row['type']})" if row.get("type") else ""
-        ax.text(0.7, y + 0.2, f"{row['name']}{kind}", va="center", fontsize=10, weight="bold")
-        if row.get("params") is not None:
-            ax.text(0.7, y + 0.45, f"output {row.get('output_shape', '')}", va="center", fontsize=9)
-            ax.text(width - 0.7, y + 0.45, f"{int(row['params']):,} params", va="center", ha="right", fontsize=9)
-        if i + 1 < len(rows):
-            ax.annotate("", xy=(width / 2, y + step), xytext=(width / 2, y + box_h),
-                        arrowprops={"arrowstyle": "-|>", "color": "#555555"})
+    ax.text(width / 2, 0.4, heading, ha="center", va="center", fontsize=13, weight="bold")
+
+    def box(column: int) -> tuple[float, float]:  # (left, width) of a column's boxes
+        return (0.5, 6.0) if column == 0 else (6.9 + 4.7 * (column - 1), 4.3)
+
+    boxes: dict[str, tuple[float, float, float]] = {}  # name -> left, top, width
+    for r in rows:
+        level, column = place[str(r["name"])]
+        row = shown_at(level)
+        if row is None:
+            continue
+        x, w = box(column)
+        y = top + row * step
+        boxes[str(r["name"])] = (x, y, w)
+        ax.add_patch(_rounded_box(x, y, w, box_h, _box_colour(str(r.get("type", "")))))
+        kind = f"  ({r['type']})" if r.get("type") else ""
+        ax.text(x + 0.2, y + 0.2, f"{r['name']}{kind}", va="center", fontsize=10, weight="bold")
+        ax.text(x + 0.2, y + 0.45, f"output {r.get('output_shape', '')}", va="center", fontsize=9)
+        ax.text(x + w - 0.2, y + 0.45, f"{int(r.get('params', 0)):,} params", va="center", ha="right", fontsize=9)
+    if elided:
+        y = top + half * step
+        ax.add_patch(_rounded_box(0.5, y, 6.0, box_h, _box_colour("")))
+        ax.text(0.7, y + 0.2, f"… {levels - 2 * half} more levels of layers …", va="center", fontsize=10, weight="bold")
+        before = [n for n, (level, column) in place.items() if column == 0 and level in (half - 1, levels - half)]
+        boxes["…"] = (0.5, y, 6.0)
+        edges = edges + [(before[0], "…"), ("…", before[-1])] if len(before) == 2 else edges
+    arrow = {"arrowstyle": "-|>", "color": "#555555", "shrinkA": 0, "shrinkB": 0}
+    for source, target in edges:
+        if source not in boxes or target not in boxes:
+            continue
+        (x0, y0, w0), (x1, y1, w1) = boxes[source], boxes[target]
+        if abs(x0 - x1) < 1e-9 and abs(y1 - y0 - step) < 1e-9:  # the next box down
+            ax.annotate("", xy=(x1 + w1 / 2, y1), xytext=(x0 + w0 / 2, y0 + box_h), arrowprops=arrow)
+        elif abs(x0 - x1) < 1e-9:  # a skip connection, around the left of the boxes it skips
+            side = x0 - 0.28
+            ax.plot([x0, side, side], [y0 + box_h / 2, y0 + box_h / 2, y1 + box_h / 2], color="#555555", lw=1)
+            ax.annotate("", xy=(x1, y1 + box_h / 2), xytext=(side, y1 + box_h / 2), arrowprops=arrow)
+        # Lines into a branch leave low and run left of those out of it, which arrive high, so a
+        # box that joins one branch and feeds the next shows two separate paths.
+        elif x1 > x0:  # into a branch: from the right side across, then down into its top
+            x, y = x1 + 0.35 * w1, y0 + 0.75 * box_h
+            ax.plot([x0 + w0, x], [y, y], color="#555555", lw=1)
+            ax.annotate("", xy=(x, y1), xytext=(x, y), arrowprops=arrow)
+        else:  # out of a branch: down, then across into the right side of the box it joins
+            x, y = x0 + 0.65 * w0, y1 + 0.25 * box_h
+            ax.plot([x, x], [y0 + box_h, y], color="#555555", lw=1)
+            ax.annotate("", xy=(x1 + w1, y), xytext=(x, y), arrowprops=arrow)
     return _save(fig, path)
 
 

@@ -10,9 +10,17 @@ from dataclasses import dataclass, field
 class LayerRow:
     name: str
     type: str
-    output_shape: str
+    output_shape: str  # for display, e.g. "296×296×10"
     params: int
     formula: str = ""
+    # The output shape without the batch axis, e.g. [296, 296, 10] (None where it varies).
+    shape: list[int | None] = field(default_factory=list)
+    # The layers whose outputs this layer takes in: more than one where branches join (Add).
+    inputs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "type": self.type, "output_shape": self.shape, "params": self.params,
+                "formula": self.formula, "inputs": self.inputs}
 
 
 @dataclass
@@ -28,7 +36,7 @@ class Summary:
     comparison: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"model": self.name, "layers": [vars(r) for r in self.rows], "total_params": self.total,
+        return {"model": self.name, "layers": [r.to_dict() for r in self.rows], "total_params": self.total,
                 "trainable_params": self.trainable, "non_trainable_params": self.non_trainable,
                 "comparison": self.comparison}
 
@@ -79,10 +87,38 @@ def _window(layer) -> tuple[int, int, str] | None:
     return int(first(size)), int(first(strides)), cfg.get("padding", "valid")
 
 
+def _tensor_sources(value, found: list[str]) -> list[str]:
+    """The layer names in the keras_history of every serialised tensor inside `value`."""
+    if isinstance(value, dict):
+        history = value.get("config", {}).get("keras_history") if value.get("class_name") == "__keras_tensor__" else None
+        if history:
+            found.append(history[0])
+        else:
+            for v in value.values():
+                _tensor_sources(v, found)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _tensor_sources(v, found)
+    return found
+
+
+def inbound_layers(model) -> dict[str, list[str]]:
+    """Layer name -> the names of the layers feeding it, read from the model's config: the graph
+    as Keras serialises it (public API; layer nodes themselves are private). {} when the config
+    holds no graph (a Sequential model): each layer then takes the one before it."""
+    layers = model.get_config().get("layers", [])
+    if not all(isinstance(layer, dict) and "inbound_nodes" in layer for layer in layers):
+        return {}
+    return {layer["name"]: list(dict.fromkeys(_tensor_sources(layer["inbound_nodes"], [])))
+            for layer in layers}
+
+
 def summarize(model) -> Summary:
     """Rows of name, type, output shape, parameter count and, for conv/pool layers, the size formula."""
     rows: list[LayerRow] = []
     comparison: list[str] = []
+    inbound = inbound_layers(model)
+    previous: list[str] = []
     for layer in model.layers:
         out_shape = tuple(layer.output.shape)
         formula = ""
@@ -101,7 +137,9 @@ def summarize(model) -> Summary:
                     f"one fully connected layer doing the same would need {n_in:,}×{n_out:,} + {n_out:,} = "
                     f"{dense:,} parameters ({dense / max(conv, 1):,.0f}× as many).",
                 ]
-        rows.append(LayerRow(layer.name, type(layer).__name__, _shape(out_shape), _count(layer.weights), formula))
+        rows.append(LayerRow(layer.name, type(layer).__name__, _shape(out_shape), _count(layer.weights), formula,
+                             list(out_shape[1:]), inbound.get(layer.name, previous) if inbound else previous))
+        previous = [layer.name]
     trainable = _count(model.trainable_weights)
     non_trainable = _count(model.non_trainable_weights)
     return Summary(model.name, rows, trainable + non_trainable, trainable, non_trainable, comparison)

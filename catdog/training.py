@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from catdog.cache import Progress
 from catdog.checkpoints import State, best_index, checkpointer, finish, read_state, restore_best, restore_checkpoint
@@ -89,6 +92,47 @@ def check_config(config: Config) -> list[tuple[int, int, bool]]:
         check_schedule(config.train, end - start, warmup=start == 0)
     check_validation(config)
     return plan
+
+
+# Classes whose training photos differ by more than this factor get a warning: a model can score
+# well on accuracy by favouring the larger class.
+UNEVEN_RATIO = 1.5
+
+
+def class_weights(config: Config, classes: list[str], counts: list[int], root: str | Path = "") -> dict[int, float] | None:
+    """train.class_weight as Keras's class_weight ({class index: weight}), or None when off.
+
+    "balanced" weighs class c by n / (classes x n_c) over the training photos, so every class
+    contributes the same total weight to the loss.
+
+    Raises:
+        ConfigError: the mapping names a class that is not among the classes found.
+    """
+    wanted = config.train.class_weight
+    if wanted is None:
+        return None
+    if wanted == "balanced":
+        total = sum(counts)
+        return {i: total / (len(classes) * n) for i, n in enumerate(counts) if n}
+    unknown = [name for name in wanted if name not in classes]
+    if unknown:
+        where = f" in {root}" if root else ""
+        raise ConfigError(f"train.class_weight names {', '.join(map(repr, unknown))}, not a class of the photos; "
+                          f"the classes found{where} are {', '.join(classes)}")
+    return {i: float(wanted.get(name, 1.0)) for i, name in enumerate(classes)}
+
+
+def uneven_warning(classes: list[str], counts: list[int], weighted: bool) -> str | None:
+    """One line when the largest class has more than UNEVEN_RATIO times the photos of the smallest."""
+    small, large = min(counts), max(counts)
+    if small * UNEVEN_RATIO >= large:
+        return None
+    ratio = f"{large / small:.1f}x" if small else "one class has none"
+    counted = ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+    advice = ("train.class_weight evens out their weight in the loss" if weighted else
+              "set train.class_weight=balanced to weigh them evenly")
+    return (f"warning: the training photos are uneven ({counted}; {ratio}): {advice}, and judge the run by "
+            f"balanced accuracy and macro-F1 (catdog evaluate)")
 
 
 def load_data(config: Config, data: str | Path | None, progress: Progress | None = None) -> Split:
@@ -257,6 +301,13 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     classes = sp.train.classes
     say(f"data: {len(sp.train_idx)} train, {len(sp.val_idx)} validation, {len(sp.test_idx)} test images; "
         f"classes {', '.join(classes)}; {len(sp.train.skipped)} skipped")
+    counts = [int(n) for n in np.bincount(sp.train.labels[sp.train_idx], minlength=len(classes))]
+    weights = class_weights(config, classes, counts, sp.train.found.root)
+    if (warning := uneven_warning(classes, counts, weights is not None)) is not None:
+        say(warning)
+    if weights is not None:
+        say("class weights: " + ", ".join(f"{c} {weights.get(i, 1.0):.3g}" for i, c in enumerate(classes))
+            + " (train.class_weight)")
 
     record = sp.record()
     state.data = record["root"]
@@ -270,7 +321,9 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         # Only the chief worker writes the run folder; other workers save into a scratch folder.
         run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(config.model.name)) if dist.chief
                    else dist.scratch_dir())
-        save_config(config, run_dir / CONFIG_FILE)
+        # The run records the folder it trained on: `--data` (absolute, as split.json) over data.dir.
+        used = config if data is None else config.replace(data=dataclasses.replace(config.data, dir=record["root"]))
+        save_config(used, run_dir / CONFIG_FILE)
         write_json(run_dir / CLASSES_FILE, classes)
         write_json(run_dir / SPLIT_FILE, record)
         (run_dir / SKIPPED_FILE).write_text("".join(f"{f}: {r}\n" for f, r in sp.train.skipped))
@@ -327,8 +380,12 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
             if compiled != i:
                 _set_phase(model, config, steps, phase)
                 compiled = keeper.phase = i
+            # Keras turns class_weight into per-photo sample weights inside each (micro-)batch; the
+            # loss divides by the photos in the batch, not by their weights, so the accumulated
+            # micro-batches still make the whole batch's update. A cut-mixed target counts as the
+            # class that fills most of the photo.
             model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
-                      epochs=phase[1], callbacks=callbacks, verbose=0)
+                      epochs=phase[1], callbacks=callbacks, verbose=0, class_weight=weights)
         seconds = clock()
         if t.keep_best:
             restore_best(model, run_dir, state)

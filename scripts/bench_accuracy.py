@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     try:
         config = load_config(args.config, args.overrides)
-        result = train(config, args.train, args.out, report=lambda m: print(m, file=sys.stderr), verbose=2)
+        result = train(config, args.train, args.out, report=lambda m: print(m, file=sys.stderr))
         report = evaluate(result.run_dir, args.test)
     except CatdogError as exc:
         print(f"error: {exc}", file=sys.stderr)

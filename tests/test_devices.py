@@ -101,7 +101,7 @@ def test_mixed_bfloat16_computes_in_bfloat16_and_outputs_float32(tiny_data, tmp_
 
     messages: list[str] = []
     result = train(load_config(None, FAST + ["train.precision=mixed_bfloat16"]), tiny_data, tmp_path / "run",
-                   report=messages.append, verbose=0)
+                   report=messages.append)
     assert any("precision mixed_bfloat16" in m for m in messages)
     assert np.isfinite(result.val_loss)
     assert keras.config.dtype_policy().name == "float32"  # training left the global policy alone
@@ -119,7 +119,7 @@ def test_default_precision_on_cpu_is_float32(tiny_data, tmp_path):
     from catdog.runs import load_run
     from catdog.training import train
 
-    result = train(load_config(None, FAST), tiny_data, tmp_path / "run", verbose=0)
+    result = train(load_config(None, FAST), tiny_data, tmp_path / "run")
     assert load_run(result.run_dir).model.get_layer("conv").compute_dtype == "float32"
 
 

@@ -181,3 +181,23 @@ def test_grad_cam_under_jax_matches_tensorflow(tmp_path):
             assert heatmap.shape == (20, 28) and not np.isnan(heatmap).any()
             np.testing.assert_allclose(probabilities, expected.probabilities, atol=1e-5)
             np.testing.assert_allclose(heatmap, expected.heatmap, atol=1e-3)
+
+
+def test_maps_say_whether_they_come_after_the_activation_or_before_batch_norm():
+    from catdog.plots import maps_description
+
+    described = {m.name: maps_description(m) for m in feature_maps(article(), photo())}
+    assert described == {"conv": "each filter's response after the relu activation",
+                         "pool": "each filter's map after pooling"}
+    resnet = build_model(load_config(None, ["model.name=resnet", "data.image_size=32",
+                                            "model.blocks=[{filters: 8}, {filters: 16}]"]), 2)
+    maps = {m.name: m for m in feature_maps(resnet, photo())}
+    assert maps_description(maps["block1_unit1_a_conv"]) == (
+        "each filter's raw response, before batch norm and the relu activation: values can be negative")
+    assert maps_description(maps["block2_unit1_b_conv"]) == (
+        "each filter's raw response, before batch norm and the sum with the shortcut: values can be negative")
+    assert maps_description(maps["block2_unit1_proj_conv"]) == maps_description(maps["block2_unit1_b_conv"])
+    assert maps["block1_unit1_a_conv"].maps.min() < 0  # what the subtitle warns of
+    # A sub-model's convolutions (relu of their own) say so too.
+    inner = {m.name: maps_description(m) for m in feature_maps(residual_with_backbone(), photo(16, 16))}
+    assert inner["b_conv2"] == "each filter's response after the relu activation"

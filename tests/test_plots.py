@@ -135,3 +135,39 @@ def test_importing_plots_does_not_import_matplotlib():
     code = "import sys, catdog.plots, catdog.cli; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def residual_rows() -> list[dict]:
+    """A stem, a residual unit with a 1x1 projection on its shortcut, and one without."""
+    spec = [("image", []), ("conv", ["image"]),
+            ("a", ["conv"]), ("proj", ["conv"]), ("a2", ["a"]), ("proj_bn", ["proj"]), ("b", ["a2"]),
+            ("add", ["proj_bn", "b"]),
+            ("c", ["add"]), ("d", ["c"]), ("add2", ["add", "d"]), ("output", ["add2"])]
+    return [{"name": n, "type": "Conv2D", "output_shape": "8×8×4", "params": 1, "inputs": i} for n, i in spec]
+
+
+def test_diagram_layout_puts_a_projection_beside_the_main_path_and_keeps_skips():
+    place, edges = plots.diagram_layout(residual_rows())
+    # The longer way through the unit (a, a2, b) is the main path; the projection stands beside it.
+    assert place == {"image": (0, 0), "conv": (1, 0), "a": (2, 0), "proj": (2, 1), "a2": (3, 0), "proj_bn": (3, 1),
+                     "b": (4, 0), "add": (5, 0), "c": (6, 0), "d": (7, 0), "add2": (8, 0), "output": (9, 0)}
+    assert ("conv", "proj") in edges and ("proj_bn", "add") in edges and ("b", "add") in edges
+    assert ("add", "add2") in edges  # the identity shortcut: from level 5 to level 8 in column 0
+
+
+def test_diagram_layout_of_rows_without_inputs_is_a_chain():
+    place, edges = plots.diagram_layout(rows(4))
+    assert place == {f"layer_{i}": (i, 0) for i in range(4)}
+    assert edges == [("layer_0", "layer_1"), ("layer_1", "layer_2"), ("layer_2", "layer_3")]
+
+
+def test_model_diagram_with_a_branch_is_one_column_wider(tmp_path):
+    # 10 levels; the projection's column adds 4.7 inches.
+    assert_size(plots.model_diagram(residual_rows(), tmp_path / "d.png"), 7 + 4.7, 0.9 + 0.85 * 10 + 0.2)
+
+
+def test_model_diagram_elides_the_middle_levels_of_a_deep_branched_model(tmp_path):
+    deep = residual_rows()[:-1] + [{"name": f"l{i}", "type": "Dense", "output_shape": "4", "params": 1,
+                                    "inputs": ["add2" if i == 0 else f"l{i - 1}"]} for i in range(100)]
+    shown = plots.MAX_DIAGRAM_ROWS + 1
+    assert_size(plots.model_diagram(deep, tmp_path / "d.png"), 7 + 4.7, 0.9 + 0.85 * shown + 0.2)

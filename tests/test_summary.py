@@ -29,3 +29,32 @@ def test_sigmoid_head_and_same_padding():
     same = summarize_config(load_config(ARTICLE, ["model.padding=same", "model.strides=2"]))
     conv = next(r for r in same.rows if r.name == "conv")
     assert conv.output_shape == "150×150×10" and conv.formula == "⌊(300-5+2·1.5)/2⌋+1 = 150"
+
+
+def test_summary_json_gives_shapes_as_lists_and_each_layer_s_inputs():
+    import json
+
+    from click.testing import CliRunner
+
+    from catdog.cli import main
+
+    result = CliRunner().invoke(main, ["summary", "-c", str(ARTICLE), "--json"])
+    assert result.exit_code == 0, result.output
+    layers = {layer["name"]: layer for layer in json.loads(result.stdout)["layers"]}
+    assert layers["image"]["output_shape"] == [300, 300, 3] and layers["image"]["inputs"] == []
+    assert layers["conv"]["output_shape"] == [296, 296, 10] and layers["conv"]["inputs"] == ["rescale"]
+    assert layers["flatten"]["output_shape"] == [219_040]
+    assert layers["output"] == {"name": "output", "type": "Dense", "output_shape": [2], "params": 438_082,
+                                "formula": "", "inputs": ["flatten"]}
+
+
+def test_a_resnet_s_rows_name_the_skip_connection_and_the_projection():
+    s = summarize_config(load_config(None, ["model.name=resnet", "data.image_size=32",
+                                            "model.blocks=[{filters: 8}, {filters: 16}]"]))
+    inputs = {r.name: r.inputs for r in s.rows}
+    # Same width: the unit's input goes straight to the sum.
+    assert inputs["block1_unit1_add"] == ["stem_act", "block1_unit1_b_bn"]
+    # Wider: a 1x1 projection on the shortcut, fed from the same input as the main path.
+    assert inputs["block2_unit1_proj_conv"] == ["block1_pool"] == inputs["block2_unit1_a_conv"]
+    assert inputs["block2_unit1_add"] == ["block2_unit1_proj_bn", "block2_unit1_b_bn"]
+    assert {r.name: r.shape for r in s.rows}["block2_unit1_add"] == [8, 8, 16]

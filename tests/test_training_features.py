@@ -354,6 +354,11 @@ def test_training_on_every_photo_without_validation(tiny_data, tmp_path, monkeyp
                              f"{result.history['loss'][-1]:.4f} on the training photos (none held out); "
                              f"{result.seconds:.1f} s; run {result.run_dir}")
     assert (result.run_dir / "model.keras").is_file()
+    # The run's config records the folder given as `data` (config data.dir was null), absolute.
+    import yaml
+
+    assert cfg().data.dir is None
+    assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["data"]["dir"] == str(tiny_data.resolve())
     # Nothing was held out, so evaluation needs a folder, and says so.
     with pytest.raises(Exception, match=r"held out no photos \(data.validation_split and data.test_split were "
                                         r"0\); pass --data DIR to evaluate on a folder$"):
