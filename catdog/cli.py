@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -17,15 +18,56 @@ from catdog.errors import CatdogError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def debugging() -> bool:
+    """Whether `--debug` or CATDOG_DEBUG=1 asked for full tracebacks (for bug reports)."""
+    ctx = click.get_current_context(silent=True)
+    flag = bool(ctx and (ctx.find_root().params or {}).get("debug"))
+    return flag or os.environ.get("CATDOG_DEBUG", "") not in ("", "0")
+
+
 def friendly(fn):
-    """Turn CatdogError (and only that) into one line on stderr and exit code 1."""
+    """Turn every expected failure into one line on stderr and exit code 1 (see `one_line`).
+
+    Expected: catdog's own errors, OS errors (a path that cannot be read or written, a full disk)
+    and running out of memory. Anything else is a bug and shows its traceback. With --debug (or
+    CATDOG_DEBUG=1) nothing is caught, so the traceback of an expected failure shows too.
+    """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except CatdogError as exc:
-            raise click.ClickException(str(exc)) from None
+        except (CatdogError, OSError, MemoryError) as exc:
+            if debugging():
+                raise
+            raise click.ClickException(one_line(exc)) from None
     return wrapper
+
+
+def one_line(exc: BaseException) -> str:
+    """An expected failure as one line: the path an OS error concerns, never a multi-line dump."""
+    from catdog.errors import shown
+
+    if isinstance(exc, CatdogError):
+        text = str(exc)
+    elif isinstance(exc, MemoryError):
+        text = "out of memory; lower data.image_size, train.batch_size or train.micro_batch"
+    elif isinstance(exc, OSError):
+        what = exc.strerror or type(exc).__name__
+        where = [shown(f) for f in (exc.filename, exc.filename2) if f is not None]
+        text = f"{' -> '.join(where)}: {what}" if where else f"{what} (errno {exc.errno})" if exc.errno else str(exc)
+        if exc.errno == errno.ENOSPC:
+            text += "; free some space or point data.cache_dir / --out elsewhere"
+    else:
+        text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return shown(" ".join(lines) if len(lines) <= 3 else lines[0], limit=500)
+
+
+def dumps(data) -> str:
+    """One line of JSON; NaN and infinity (not JSON) become null."""
+    from catdog.runs import finite
+
+    return json.dumps(finite(data), allow_nan=False)
 
 
 def config_options(fn):
@@ -63,7 +105,8 @@ class Bar:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="catdog")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of a failure (also CATDOG_DEBUG=1), for bug reports.")
+def main(debug) -> None:
     """Train a convolutional network on a folder of photos, see what it learns, predict new photos.
 
     Start with `catdog demo` (no data needed), then `catdog train --data DIR`.
@@ -149,7 +192,7 @@ def evaluate(run, data, as_json, tta):
     finally:
         bar.close()
     if as_json:
-        click.echo(json.dumps(report.to_dict()))
+        click.echo(dumps(report.to_dict()))
     else:
         click.echo(report.table())
         click.echo(f"\nreport: {report.out_dir / 'report.json'}")
@@ -175,7 +218,7 @@ def predict(paths, run, as_json, tta):
         if p.error is not None:
             failures += 1
         if as_json:
-            click.echo(json.dumps(p.to_dict()))
+            click.echo(dumps(p.to_dict()))
         elif p.error is not None:
             click.echo(f"{p.path}: error: {p.error}", err=True)
         else:
@@ -225,7 +268,7 @@ def summary(config_path, overrides, run, classes, as_json, diagram):
         s = summarize(load_run(run).model)
     else:
         s = summarize_config(load(config_path, overrides), classes)
-    click.echo(json.dumps(s.to_dict()) if as_json else s.table())
+    click.echo(dumps(s.to_dict()) if as_json else s.table())
     if diagram is not None:
         from catdog.pictures import summary_diagram
 
@@ -307,4 +350,4 @@ def info(config_path, overrides, as_json):
     from catdog.devices import info as gather
 
     report = gather(load(config_path, overrides))
-    click.echo(json.dumps(report.to_dict()) if as_json else report.table())
+    click.echo(dumps(report.to_dict()) if as_json else report.table())

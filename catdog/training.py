@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from catdog.cache import Progress
-from catdog.checkpoints import State, best_index, checkpointer, finish, read_state, restore_best, restore_checkpoint
+from catdog.checkpoints import CHECKPOINT_DIR, STATE_FILE, State, best_index, checkpointer, finish, read_state, restore_best, restore_checkpoint
 from catdog.config import Config, config_from_dict, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
-from catdog.errors import ConfigError, RunError
+from catdog.errors import CatdogError, ConfigError, RunError, TrainingError, shown
 from catdog.runs import (CLASSES_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, SKIPPED_FILE, SPLIT_FILE,
-                         claim_out_dir, new_run_dir, write_json)
+                         claim_out_dir, new_run_dir, read_run_config, write_json)
 
 Report = Callable[[str], None]
 
@@ -87,6 +90,9 @@ def check_config(config: Config) -> list[tuple[int, int, bool]]:
     for start, end, _frozen in plan:
         check_schedule(config.train, end - start, warmup=start == 0)
     check_validation(config)
+    from catdog.models import check_model
+
+    check_model(config)
     return plan
 
 
@@ -100,12 +106,13 @@ def load_data(config: Config, data: str | Path | None, progress: Progress | None
 
 
 def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | None = None,
-                  fine_tune: bool = False) -> None:
+                  fine_tune: bool = False, accumulate: int | None = None) -> None:
     """Attach the optimizer, learning-rate schedule, loss and metrics the config asks for.
 
     Args:
         epochs: how many epochs the schedule spans (default train.epochs).
         fine_tune: the phase that trains an unfrozen backbone: a tenth of the rate, no warm-up.
+        accumulate: micro-batches averaged into one update (default `accumulation(config, steps_per_epoch)`).
     """
     import keras
 
@@ -123,7 +130,9 @@ def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | Non
     with warnings.catch_warnings():
         # Keras's "Model doesn't support jit_compile=True" names no layer; train() says which.
         warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
-        model.compile(optimizer=make_optimizer(t, rate, t.batch_size // micro_batch(config)), loss=loss,
+        if accumulate is None:
+            accumulate = accumulation(config, steps_per_epoch)
+        model.compile(optimizer=make_optimizer(t, rate, accumulate), loss=loss,
                       metrics=["accuracy"], jit_compile=resolve_jit_compile(t.jit_compile))
 
 
@@ -144,6 +153,13 @@ def micro_batch(config: Config) -> int:
     while t.batch_size % size:
         size -= 1
     return size
+
+
+def accumulation(config: Config, steps_per_epoch: int) -> int:
+    """Micro-batches averaged into one update: train.batch_size / micro-batch, but never more than
+    an epoch has. Keras applies the update only when that many gradients have been summed, so an
+    epoch of fewer micro-batches would otherwise end without changing a single weight."""
+    return max(1, min(config.train.batch_size // micro_batch(config), steps_per_epoch))
 
 
 def phases(config: Config) -> list[tuple[int, int, bool]]:
@@ -183,10 +199,30 @@ def _set_phase(model, config: Config, steps_per_epoch: int, phase: tuple[int, in
     compile_model(model, config, steps_per_epoch, end - start, fine_tune=start > 0)
 
 
-def history_writer(path: Path, history: dict[str, list[float]] | None = None):
+def finite_guard():
+    """A Keras callback that stops training with a TrainingError as soon as a loss or metric is
+    not finite: NaN weights would otherwise be checkpointed and saved as the "best" model."""
+    import math
+
+    import keras
+
+    class FiniteGuard(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
+            if bad:
+                key, value = next(iter(bad.items()))
+                raise TrainingError(f"training diverged: {key} became {float(value)} in epoch {epoch + 1}; "
+                                    f"lower train.learning_rate")
+
+    return FiniteGuard()
+
+
+def history_writer(path: Path | None, history: dict[str, list[float]] | None = None):
     """A Keras callback writing history.json after every epoch, so a crash keeps what was learned.
 
-    `history` holds the epochs before a resume; new epochs are appended to it.
+    `history` holds the epochs before a resume; new epochs are appended to it. With `path` None it
+    only collects (training lets the checkpointer write the file after the epoch's checkpoint, so
+    history.json never records an epoch that --resume would not continue from).
     """
     import keras
 
@@ -198,7 +234,8 @@ def history_writer(path: Path, history: dict[str, list[float]] | None = None):
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
                 self.history.setdefault(key, []).append(float(value))
-            write_json(path, self.history)
+            if path is not None:
+                write_json(path, self.history)
 
     return HistoryWriter()
 
@@ -243,10 +280,31 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         # Only the chief worker writes the run folder; other workers save into a scratch folder.
         run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(config.model.name)) if dist.chief
                    else dist.scratch_dir())
-        save_config(config, run_dir / CONFIG_FILE)
-        write_json(run_dir / CLASSES_FILE, classes)
-        write_json(run_dir / SPLIT_FILE, record)
-        (run_dir / SKIPPED_FILE).write_text("".join(f"{f}: {r}\n" for f, r in sp.train.skipped))
+        try:
+            save_config(config, run_dir / CONFIG_FILE)
+            write_json(run_dir / CLASSES_FILE, classes)
+            write_json(run_dir / SPLIT_FILE, record)
+            write_skip_list(run_dir / SKIPPED_FILE, sp.train.skipped)
+            return _fit(config, sp, run_dir, plan, state, dist, say, verbose)
+        except BaseException:
+            # A run that failed (or was interrupted) before its first epoch was checkpointed can
+            # be neither resumed nor reused with --out: take the half-made folder away.
+            if not (run_dir / CHECKPOINT_DIR / STATE_FILE).is_file():
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    return _fit(config, sp, run_dir, plan, state, dist, say, verbose)
+
+
+def write_skip_list(path: Path, skipped: list[tuple[str, str]]) -> None:
+    """The skip list, one "name: reason" line per file; names print escaped (see `shown`), so a
+    name with a newline or bytes that are not UTF-8 stays on one line and the file stays UTF-8."""
+    path.write_text("".join(f"{shown(f, 10_000)}: {r}\n" for f, r in skipped), encoding="utf-8")
+
+
+def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say: Report,
+         verbose: int | str) -> TrainResult:
+    """Build, train and save the model into a run folder whose config, classes and split are written."""
+    classes = sp.train.classes
 
     from catdog.devices import backend as keras_backend, training_device
     from catdog.models import build_model
@@ -264,9 +322,10 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         size = micro_batch(config)
         if size < t.batch_size:
             say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} (train.micro_batch)")
+        # A resumed run shuffles its next epoch as the uninterrupted run would have.
         train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx],
                                           sp.train.row_targets(sigmoid), size, shuffle=True, seed=config.seed,
-                                          mix=t.cutmix))
+                                          mix=t.cutmix, first_epoch=state.epochs_done))
         val_batches = None
         if len(sp.val_idx):
             val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), size))
@@ -274,7 +333,9 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         monitor = t.monitor if val_batches is not None else t.monitor.removeprefix("val_")
         # Schedules count optimizer calls, which happen once per micro-batch.
         steps = len(train_batches)
-        writer = history_writer(run_dir / HISTORY_FILE, state.history)
+        if size < t.batch_size and accumulation(config, steps) < t.batch_size // size:
+            say(f"an epoch has only {steps} micro-batches: each update averages all {steps} of them")
+        writer = history_writer(None, state.history)
         from catdog.pictures import learning_curves_callback
 
         # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
@@ -282,16 +343,20 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         curves.history = {k: list(v) for k, v in state.history.items()}  # the epochs before a resume
         start, before = time.perf_counter(), state.seconds
         clock = lambda: before + time.perf_counter() - start  # noqa: E731
-        keeper = checkpointer(run_dir, monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock)
+        keeper = checkpointer(run_dir, monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock,
+                              history_file=run_dir / HISTORY_FILE)
         from catdog.optimizers import plateau_callback
 
-        callbacks = [writer, curves, keeper] + [c for c in [plateau_callback(t)] if c is not None]
-        compiled = None
+        callbacks = [finite_guard(), writer, curves, keeper] + [c for c in [plateau_callback(t)] if c is not None]
+        compiled, state_start = None, state.epochs_done
         if state.checkpoint is not None:
             say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
             _set_phase(model, config, steps, plan[state.phase])
             restore_checkpoint(model, run_dir, state)
             compiled = state.phase
+        # A run that ends with every trainable weight as it started learned nothing: refuse it.
+        watched = list(model.trainable_weights)
+        initial = [np.array(v) for v in watched]
         for i, phase in enumerate(plan):
             if state.epochs_done >= phase[1] or keeper.stopped:
                 continue
@@ -300,6 +365,11 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
                 compiled = keeper.phase = i
             model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
                       epochs=phase[1], callbacks=callbacks, verbose=verbose)
+        if state.epochs_done > state_start and all(np.array_equal(a, np.array(v)) for a, v in zip(initial, watched)):
+            finish(run_dir)  # nothing worth resuming: the failed run's folder is removed (see train)
+            raise TrainingError(f"training changed no weight in {state.epochs_done - state_start} epochs ({steps} steps); "
+                                f"check train.learning_rate and train.batch_size against the "
+                                f"{len(sp.train_idx)} training photos")
         seconds = clock()
         if t.keep_best:
             restore_best(model, run_dir, state)
@@ -324,11 +394,12 @@ def resume(run_dir: str | Path, data: str | Path | None = None, report: Report |
         RunError: the folder is not an interrupted run, its photos changed, or it trained on
             several workers.
     """
-    import yaml
-
     run_dir = Path(run_dir)
-    state = read_state(run_dir)
-    config = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}, str(run_dir / CONFIG_FILE))
+    state = read_state(run_dir)  # checks the checkpoint and best-weights files, before any training
+    config = read_run_config(run_dir)
+    if not (run_dir / SPLIT_FILE).is_file():
+        raise RunError(f"--resume {shown(run_dir)}: {SPLIT_FILE} is missing; restore it from a copy of the run "
+                       f"or start again with catdog train")
     if config.train.distribute == "multi_worker":
         raise RunError(f"--resume {run_dir}: resuming multi_worker training is not supported; start it again")
     return train(config, data or state.data, run_dir, report, progress, verbose, _resume=state)
