@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from catdog import __version__
-from catdog.errors import CatdogError
+from catdog.errors import CatdogError, shown
 
 # TensorFlow's C++ start-up chatter buries catdog's own output; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,8 +45,6 @@ def friendly(fn):
 
 def one_line(exc: BaseException) -> str:
     """An expected failure as one line: the path an OS error concerns, never a multi-line dump."""
-    from catdog.errors import shown
-
     if isinstance(exc, CatdogError):
         text = str(exc)
     elif isinstance(exc, MemoryError):
@@ -134,14 +132,14 @@ def prepare(config_path, overrides, data):
 
 
 def print_prepared(p) -> None:
-    click.echo(f"{p.found.root}: {len(p.files)} images ({p.found.layout}); "
+    click.echo(f"{shown(p.found.root)}: {len(p.files)} images ({p.found.layout}); "
                f"{p.decoded} decoded now, {len(p.files) + len(p.skipped) - p.decoded - len(p.found.ignored)} from cache")
     for name, n in p.class_counts().items():
-        click.echo(f"  {name}: {n}")
+        click.echo(f"  {shown(name)}: {n}")
     if p.skipped:
         click.echo(f"skipped {len(p.skipped)} files (list in {p.cache_dir / 'skipped.txt'}):")
         for f, reason in p.skipped:
-            click.echo(f"  {f}: {reason}")
+            click.echo(f"  {shown(f)}: {reason}")
     click.echo(f"cache: {p.cache_dir}")
 
 
@@ -220,9 +218,9 @@ def predict(paths, run, as_json, tta):
         if as_json:
             click.echo(dumps(p.to_dict()))
         elif p.error is not None:
-            click.echo(f"{p.path}: error: {p.error}", err=True)
+            click.echo(f"{shown(p.path)}: error: {p.error}", err=True)
         else:
-            click.echo(f"{p.path}: {p.label} ({p.probability:.3f})")
+            click.echo(f"{shown(p.path)}: {shown(p.label)} ({p.probability:.3f})")
     if failures:
         raise click.exceptions.Exit(1)
 
@@ -240,7 +238,7 @@ def show(image, run, out):
     from catdog.pictures import show as draw
 
     result = draw(image, run, out)
-    click.echo(f"{result.image}: {result.label} ({result.probability:.3f})")
+    click.echo(f"{shown(result.image)}: {shown(result.label)} ({result.probability:.3f})")
     for path in result.files:
         click.echo(f"  wrote {path}")
 

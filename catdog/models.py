@@ -62,12 +62,13 @@ def build_model(config: Config, num_classes: int, pretrained: bool = True) -> ke
     return builder(m, (height, width, 3), num_classes)
 
 
-def check_model(config: Config) -> None:
+def check_model(config: Config, fetch: bool = False) -> None:
     """Check the model settings that can be checked without data, before any photo is prepared.
 
-    Builds the network for two classes without pretrained weights (cheap for every model here),
-    and for a transfer model makes sure its weights can be had: a local file exists, ImageNet
-    weights download now (Keras keeps them for the real build).
+    Builds the network for two classes without pretrained weights (cheap for every model here);
+    a transfer model's local weights file is loaded into its backbone, and with `fetch` its
+    ImageNet weights are downloaded now (Keras keeps them for the real build), so an unreachable
+    server is found before the photos are prepared.
 
     Raises:
         ConfigError: an unknown name or activation, settings that do not fit, weights missing.
@@ -83,7 +84,8 @@ def check_model(config: Config) -> None:
     if m.name == "transfer":
         from catdog.backbones import backbone
 
-        backbone(m.backbone, m.weights, (*config.data.image_size, 3))
+        weights = m.weights if fetch or m.weights.lower() != "imagenet" else "none"
+        backbone(m.backbone, weights, (*config.data.image_size, 3))
     else:
         try:
             build_model(config, 2, pretrained=False)

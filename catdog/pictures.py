@@ -157,10 +157,12 @@ def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize:
     if not can_draw() or report.out_dir is None:
         return []
     from catdog import plots
-    from catdog.errors import ImageError
+    from catdog.errors import ImageError, shown
     from catdog.images import load_image
 
-    files = [plots.confusion_matrix(np.asarray(report.confusion), report.classes, report.out_dir / CONFUSION_FILE)]
+    # Class folder names may hold bytes that are not UTF-8, which no font can draw: escape them.
+    names = [shown(c, 40) for c in report.classes]
+    files = [plots.confusion_matrix(np.asarray(report.confusion), names, report.out_dir / CONFUSION_FILE)]
     images, titles = [], []
     if len(report.probabilities):
         predicted = report.probabilities.argmax(axis=1)
@@ -173,7 +175,7 @@ def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize:
                 images.append(load_image(report.files[i], image_size, resize))
             except ImageError:
                 continue  # the photo changed or vanished since it was scored
-            titles.append(f"true: {report.classes[report.labels[i]]} / pred: {report.classes[predicted[i]]} "
+            titles.append(f"true: {names[report.labels[i]]} / pred: {names[predicted[i]]} "
                           f"({confidence[i]:.2f})")
     files.append(plots.top_mistakes(images, titles, report.out_dir / MISTAKES_FILE))
     return files

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from catdog.cache import Progress
+from catdog.cache import Progress, write_skip_list
 from catdog.checkpoints import CHECKPOINT_DIR, STATE_FILE, State, best_index, checkpointer, finish, read_state, restore_best, restore_checkpoint
 from catdog.config import Config, config_from_dict, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
@@ -242,7 +242,7 @@ def history_writer(path: Path | None, history: dict[str, list[float]] | None = N
 
 def train(config: Config, data: str | Path | None = None, out: str | Path | None = None,
           report: Report | None = None, progress: Progress | None = None, verbose: int | str = "auto",
-          _resume: State | None = None) -> TrainResult:
+          callbacks: list | None = None, _resume: State | None = None) -> TrainResult:
     """Train the configured model on a photo folder and write a run directory.
 
     Args:
@@ -252,12 +252,17 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         report: receives one-line status messages (device, split sizes, ...).
         progress: receives (done, total) while images are being prepared.
         verbose: Keras's fit verbosity (1: a progress bar per epoch, 0: silent).
+        callbacks: more Keras callbacks, called after each epoch is checkpointed.
 
     Raises:
         CatdogError: bad data, bad config or an unusable output folder.
     """
     say = report or (lambda _msg: None)
     plan = check_config(config)  # config errors before any data is read or folder written
+    if config.model.name == "transfer" and config.model.weights.lower() == "imagenet":
+        from catdog.models import check_model
+
+        check_model(config, fetch=True)  # the download fails now, not after preparing the photos
     state = _resume or State()
     from catdog import distribute
 
@@ -285,24 +290,18 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
             write_json(run_dir / CLASSES_FILE, classes)
             write_json(run_dir / SPLIT_FILE, record)
             write_skip_list(run_dir / SKIPPED_FILE, sp.train.skipped)
-            return _fit(config, sp, run_dir, plan, state, dist, say, verbose)
+            return _fit(config, sp, run_dir, plan, state, dist, say, verbose, callbacks or [])
         except BaseException:
             # A run that failed (or was interrupted) before its first epoch was checkpointed can
             # be neither resumed nor reused with --out: take the half-made folder away.
             if not (run_dir / CHECKPOINT_DIR / STATE_FILE).is_file():
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-    return _fit(config, sp, run_dir, plan, state, dist, say, verbose)
-
-
-def write_skip_list(path: Path, skipped: list[tuple[str, str]]) -> None:
-    """The skip list, one "name: reason" line per file; names print escaped (see `shown`), so a
-    name with a newline or bytes that are not UTF-8 stays on one line and the file stays UTF-8."""
-    path.write_text("".join(f"{shown(f, 10_000)}: {r}\n" for f, r in skipped), encoding="utf-8")
+    return _fit(config, sp, run_dir, plan, state, dist, say, verbose, callbacks or [])
 
 
 def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say: Report,
-         verbose: int | str) -> TrainResult:
+         verbose: int | str, extra: list) -> TrainResult:
     """Build, train and save the model into a run folder whose config, classes and split are written."""
     classes = sp.train.classes
 
@@ -347,7 +346,7 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
                               history_file=run_dir / HISTORY_FILE)
         from catdog.optimizers import plateau_callback
 
-        callbacks = [finite_guard(), writer, curves, keeper] + [c for c in [plateau_callback(t)] if c is not None]
+        callbacks = [finite_guard(), writer, curves, keeper] + [c for c in [plateau_callback(t)] if c is not None] + extra
         compiled, state_start = None, state.epochs_done
         if state.checkpoint is not None:
             say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
@@ -385,7 +384,7 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
 
 
 def resume(run_dir: str | Path, data: str | Path | None = None, report: Report | None = None,
-           progress: Progress | None = None, verbose: int | str = "auto") -> TrainResult:
+           progress: Progress | None = None, verbose: int | str = "auto", callbacks: list | None = None) -> TrainResult:
     """Continue an interrupted run from its last completed epoch up to its configured epochs.
 
     The run's own config is used; the history of the finished epochs is kept.
@@ -402,4 +401,4 @@ def resume(run_dir: str | Path, data: str | Path | None = None, report: Report |
                        f"or start again with catdog train")
     if config.train.distribute == "multi_worker":
         raise RunError(f"--resume {run_dir}: resuming multi_worker training is not supported; start it again")
-    return train(config, data or state.data, run_dir, report, progress, verbose, _resume=state)
+    return train(config, data or state.data, run_dir, report, progress, verbose, callbacks, _resume=state)
