@@ -160,7 +160,7 @@ def train(config_path, overrides, data, out, quiet, resume):
     from catdog.training import train as run_training
 
     bar = Bar("prepare")
-    say = lambda m: (bar.close(), click.echo(m))  # noqa: E731
+    say = lambda m: (bar.close(), click.echo(shown(m, 10_000)))  # noqa: E731
     if resume is not None:
         if config_path or overrides or out:
             raise click.UsageError("--resume continues a run with its own config and folder; drop -c, --set and --out")
@@ -168,7 +168,7 @@ def train(config_path, overrides, data, out, quiet, resume):
     else:
         config = load(config_path, overrides)
         result = run_training(config, data, out, report=say, progress=bar, verbose=0 if quiet else 1)
-    click.echo(result.line())
+    click.echo(shown(result.line(), 10_000))
 
 
 @main.command()

@@ -144,7 +144,7 @@ def _read(path: Path) -> bytes | None:
             raise ImageError("is a folder, not a file")
         if not stat.S_ISREG(st.st_mode):
             # Opening a FIFO would wait for a writer for ever; a device has no end.
-            raise ImageError(f"not a regular file ({_kind(st.st_mode)})")
+            raise ImageError(f"not a regular file but {_kind(st.st_mode)}")
         nbytes = st.st_size
         if nbytes == 0:
             raise ImageError("empty file (0 bytes)")
