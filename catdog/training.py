@@ -217,6 +217,37 @@ def finite_guard():
     return FiniteGuard()
 
 
+def seed_generators(model) -> list:
+    """Every keras.random.SeedGenerator of the model's layers (augmentation, dropout), nested
+    models included, in a fixed order."""
+    import keras
+
+    found: list = []
+    for layer in model.layers:
+        # Keras offers no public list of a layer's generators; they are plain attributes.
+        found += [v for _k, v in sorted(vars(layer).items()) if isinstance(v, keras.random.SeedGenerator)]
+        if hasattr(layer, "layers"):
+            found += seed_generators(layer)
+    return found
+
+
+def reseeder(model, seed: int):
+    """A Keras callback that sets every random layer's generator from (seed, epoch, layer) at the
+    start of each epoch, so that a resumed run draws the same augmentation and dropout as one
+    never interrupted (the generators' running state is not part of a checkpoint)."""
+    import keras
+
+    generators = seed_generators(model)
+
+    class Reseeder(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            for i, gen in enumerate(generators):
+                word = np.random.SeedSequence([seed, epoch, i]).generate_state(1)[0]
+                gen.state.assign(np.array([word, 0], dtype="uint32"))
+
+    return Reseeder()
+
+
 def history_writer(path: Path | None, history: dict[str, list[float]] | None = None):
     """A Keras callback writing history.json after every epoch, so a crash keeps what was learned.
 
@@ -346,7 +377,7 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
                               history_file=run_dir / HISTORY_FILE)
         from catdog.optimizers import plateau_callback
 
-        callbacks = [finite_guard(), writer, curves, keeper] + [c for c in [plateau_callback(t)] if c is not None] + extra
+        callbacks = [reseeder(model, config.seed), finite_guard(), writer, curves, keeper] + [c for c in [plateau_callback(t)] if c is not None] + extra
         compiled, state_start = None, state.epochs_done
         if state.checkpoint is not None:
             say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
@@ -362,8 +393,11 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
             if compiled != i:
                 _set_phase(model, config, steps, phase)
                 compiled = keeper.phase = i
+            # shuffle=False: the batches shuffle themselves from (seed, epoch); Keras's own shuffle
+            # of the batch order draws from Python's global random state, which a resumed run
+            # would not continue.
             model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
-                      epochs=phase[1], callbacks=callbacks, verbose=verbose)
+                      epochs=phase[1], callbacks=callbacks, verbose=verbose, shuffle=False)
         if state.epochs_done > state_start and all(np.array_equal(a, np.array(v)) for a, v in zip(initial, watched)):
             finish(run_dir)  # nothing worth resuming: the failed run's folder is removed (see train)
             raise TrainingError(f"training changed no weight in {state.epochs_done - state_start} epochs ({steps} steps); "

@@ -411,21 +411,25 @@ class Interrupt:
         return _Interrupt()
 
 
-@pytest.fixture
-def interrupted(tiny_data, tmp_path) -> Path:
+RESUMED = ["train.epochs=3", "data.image_size=16", "train.batch_size=8"]
+
+
+@pytest.fixture(params=[[], ["model.flip=true", "model.dropout=0.3", "train.micro_batch=4", "train.cutmix=0.5"]],
+                ids=["plain", "random-layers"])
+def interrupted(tiny_data, tmp_path, request) -> Path:
     from catdog.training import train
 
-    config = load_config(None, ["train.epochs=3", "data.image_size=16", "train.batch_size=8"])
+    config = load_config(None, RESUMED + request.param)
     with pytest.raises(KeyboardInterrupt):
         train(config, tiny_data, tmp_path / "run", verbose=0, callbacks=[Interrupt(1)])
     return tmp_path / "run"
 
 
 def test_resumed_run_ends_as_the_uninterrupted_one(tiny_data, tmp_path, interrupted):
-    from catdog.runs import load_run
+    from catdog.runs import load_run, read_run_config
     from catdog.training import resume, train
 
-    config = load_config(None, ["train.epochs=3", "data.image_size=16", "train.batch_size=8"])
+    config = read_run_config(interrupted)  # the interrupted run's own
     whole = train(config, tiny_data, tmp_path / "whole", verbose=0)
     resumed = resume(interrupted, verbose=0)
     assert resumed.history.keys() == whole.history.keys()
