@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from catdog.errors import RunError, shown
+from catdog.errors import RunError, naming, shown
 from catdog.runs import MODEL_FILE, write_json
 
 CHECKPOINT_DIR = "checkpoint"
@@ -129,11 +129,12 @@ def checkpointer(run_dir: Path, monitor: str, keep_best: bool, patience: int,
             epochs = epoch + 1
             best = best_index(hist[monitor], monitor) + 1
             checkpoint = f"epoch-{epochs:04d}.weights.h5"
-            self.model.save_weights(folder / checkpoint)
+            with naming(folder / checkpoint):
+                self.model.save_weights(folder / checkpoint)
             if keep_best and best == epochs:
                 # Model weights only, as arrays: they load into either phase's compiled model.
                 name = f"best-{epochs:04d}.npz"
-                with open(folder / (name + ".tmp"), "wb") as f:
+                with naming(folder / name), open(folder / (name + ".tmp"), "wb") as f:
                     np.savez(f, *self.model.get_weights())
                 os.replace(folder / (name + ".tmp"), folder / name)
                 state.best_weights = name

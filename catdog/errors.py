@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 
 class CatdogError(Exception):
@@ -58,3 +60,15 @@ def shown(name: object, limit: int = 200) -> str:
         else:
             out.append(repr(ch)[1:-1])
     return "".join(out)
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """Give an OSError raised inside the block the path it concerns, where it has none (a write
+    through a file object on a full disk says only "No space left on device")."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(path)) from exc
+        raise

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from catdog.config import Config, config_from_dict, read_yaml
-from catdog.errors import RunError, shown
+from catdog.errors import RunError, naming, shown
 
 RUNS_ROOT = Path("runs")
 MODEL_FILE = "model.keras"
@@ -61,7 +61,8 @@ def write_json(path: Path, data: Any) -> None:
     """Write `data` as JSON atomically (a temporary file renamed over `path`); see `finite`."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
+        with naming(path):
+            tmp.write_text(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind

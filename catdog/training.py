@@ -17,7 +17,7 @@ from catdog.checkpoints import CHECKPOINT_DIR, STATE_FILE, State, best_index, ch
 from catdog.config import Config, config_from_dict, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
-from catdog.errors import CatdogError, ConfigError, RunError, TrainingError, shown
+from catdog.errors import ConfigError, RunError, TrainingError, naming, shown
 from catdog.runs import (CLASSES_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, SKIPPED_FILE, SPLIT_FILE,
                          claim_out_dir, new_run_dir, read_run_config, write_json)
 
@@ -406,7 +406,16 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
         seconds = clock()
         if t.keep_best:
             restore_best(model, run_dir, state)
-    model.save(run_dir / MODEL_FILE)
+    # Saved beside and renamed: a full disk or a kill leaves no half model.keras, which would make
+    # the run look finished (no --resume) while no command could load it.
+    tmp = run_dir / f".partial-{MODEL_FILE}"
+    try:
+        with naming(run_dir / MODEL_FILE):
+            model.save(tmp)
+        tmp.replace(run_dir / MODEL_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finish(run_dir)
 
     history = writer.history

@@ -570,6 +570,27 @@ def test_complete_cache_on_a_read_only_disk_is_used(small_disk, tmp_path):
                                "need decoding; set data.cache_dir to a writable folder")
 
 
+def test_run_folder_on_a_full_disk_can_be_resumed_or_retrained_once_space_is_free(small_disk, tiny_data):
+    subprocess.run(["mount", "-o", "remount,size=160k", str(small_disk)], check=True)
+    out = small_disk / "run"
+    args = ["--quiet", "--set", "train.epochs=3", "--set", "data.image_size=16", "--set", "train.batch_size=8"]
+    full = cli("train", "--data", tiny_data, "--out", out, *args)
+    assert full.exit_code == 1, full.output
+    line = error_line(full)
+    assert line.startswith(f"Error: {out}/") and line.endswith(
+        ": No space left on device; free some space or point data.cache_dir / --out elsewhere\n"), line
+    assert not [p for p in small_disk.rglob("*") if ".tmp" in p.name or ".partial" in p.name]  # no half files
+    assert not (out / "model.keras").exists()
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    if (out / "checkpoint" / "state.json").is_file():
+        again = cli("train", "--resume", out, "--quiet")
+    else:  # failed in its first epoch: the folder was removed, so --out works again
+        assert not out.exists()
+        again = cli("train", "--data", tiny_data, "--out", out, *args)
+    assert again.exit_code == 0, again.output
+    assert (out / "model.keras").is_file() and "best epoch 3/3" in again.stdout
+
+
 # --- resume after a real kill -9 (slow: two trainings in subprocesses) ------------------------------
 
 
