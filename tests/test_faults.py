@@ -383,6 +383,34 @@ def test_class_folder_not_utf8_trains_and_draws(tmp_path):
     assert (out / "evaluation").is_dir() and list((out / "evaluation").rglob("confusion_matrix.png"))
 
 
+# --- what the decoder sees ---------------------------------------------------------------------------
+
+
+def test_overwritten_middle_of_synthetic_jpegs_is_refused(tmp_path):
+    """200 random bytes over the middle of each of 20 noisy synthetic JPEGs: all refused (on real
+    photos about nine in ten are; docs/reliability.md measures it with scripts/measure_decoder.py)."""
+    from catdog.errors import ImageError
+    from catdog.images import load_image
+
+    rng = np.random.default_rng(0)
+    refused = 0
+    for i in range(20):
+        y, x = np.mgrid[0:96, 128:256]
+        pixels = np.stack([(x * (i + 1)) % 256, (y * 2 + i * 7) % 256, ((x + y) * 3) % 256], -1)
+        pixels = np.clip(pixels + rng.integers(-20, 20, pixels.shape), 0, 255).astype(np.uint8)
+        path = tmp_path / f"p{i}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        load_image(path, (32, 32))  # whole, it decodes
+        data = path.read_bytes()
+        start = len(data) // 2 - 100
+        path.write_bytes(data[:start] + rng.integers(0, 256, 200, dtype=np.uint8).tobytes() + data[start + 200:])
+        try:
+            load_image(path, (32, 32))
+        except ImageError:
+            refused += 1
+    assert refused == 20
+
+
 # --- the cache that forgets ------------------------------------------------------------------------
 
 
