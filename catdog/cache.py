@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from catdog.dataset import Found, targets
-from catdog.errors import DataError, ImageError, shown
+from catdog.errors import DataError, ImageError, naming, shown
 from catdog.images import load_image
 
 # Bumped whenever decoding changes (2: strict libjpeg-turbo decoding; 3: OpenCV resizing), so old
@@ -174,7 +174,8 @@ def write_skip_list(path: Path, skipped: list[tuple[str, str]]) -> None:
     """
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text("".join(f"{shown(f, 10_000)}: {r}\n" for f, r in skipped), encoding="utf-8")
+        with naming(path):
+            tmp.write_text("".join(f"{shown(f, 10_000)}: {r}\n" for f, r in skipped), encoding="utf-8")
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -254,7 +255,7 @@ def _read_manifest(path: Path, array_path: Path, size: tuple[int, int], resize: 
 def _write_manifest(path: Path, manifest: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     try:
-        with open(tmp, "w") as f:
+        with naming(path), open(tmp, "w") as f:
             json.dump(manifest, f)
             f.flush()
             os.fsync(f.fileno())

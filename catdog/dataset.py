@@ -50,6 +50,8 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
             names = []
             for p in sorted(d.rglob("*")):
                 if not p.is_file():
+                    if not p.is_dir():  # a FIFO, device or broken link: listed, never opened
+                        ignored.append((p.relative_to(root).as_posix(), "not a regular file"))
                     continue
                 rel = p.relative_to(root).as_posix()
                 if any(is_system_file(Path(part)) for part in p.relative_to(root).parts):

@@ -95,7 +95,10 @@ def check_model(config: Config, fetch: bool = False) -> None:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"model settings do not fit data.image_size {list(config.data.image_size)}: "
                               f"{shown(first, 200)}") from None
-    keras.backend.clear_session()
+    if config.train.distribute == "none":
+        # Forget the check's model, so the real one gets the same automatic layer names; a
+        # distribution strategy already set up is left alone.
+        keras.backend.clear_session()
 
 
 def pooling(kind: str, size: int, name: str | None = None, padding: str = "valid") -> layers.Layer | None:

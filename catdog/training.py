@@ -90,9 +90,6 @@ def check_config(config: Config) -> list[tuple[int, int, bool]]:
     for start, end, _frozen in plan:
         check_schedule(config.train, end - start, warmup=start == 0)
     check_validation(config)
-    from catdog.models import check_model
-
-    check_model(config)
     return plan
 
 
@@ -290,15 +287,16 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     """
     say = report or (lambda _msg: None)
     plan = check_config(config)  # config errors before any data is read or folder written
-    if config.model.name == "transfer" and config.model.weights.lower() == "imagenet":
-        from catdog.models import check_model
-
-        check_model(config, fetch=True)  # the download fails now, not after preparing the photos
     state = _resume or State()
     from catdog import distribute
 
     # First of all: multi-worker training and GPU memory growth must be set before TensorFlow runs.
     dist = distribute.start(config)
+    from catdog.models import check_model
+
+    # The model next (it needs TensorFlow, so after start): a bad name or activation, layers that
+    # do not fit the image size, weights that cannot be had, all before any photo is prepared.
+    check_model(config, fetch=True)
     sp = load_data(config, data, progress)
     classes = sp.train.classes
     say(f"data: {len(sp.train_idx)} train, {len(sp.val_idx)} validation, {len(sp.test_idx)} test images; "

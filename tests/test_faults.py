@@ -351,6 +351,16 @@ def test_predict_lists_fifos_devices_and_broken_links_and_never_blocks(trained, 
     ]
 
 
+def test_prepare_lists_fifos_and_broken_links_in_class_folders(tiny_data, tmp_path):
+    os.mkfifo(tiny_data / "cats" / "pipe.jpg")
+    (tiny_data / "dogs" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    result = cli("prepare", "--data", tiny_data, "--set", "data.image_size=16")
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 files" in result.stdout
+    assert "  cats/pipe.jpg: not a regular file\n" in result.stdout
+    assert "  dogs/gone.jpg: not a regular file\n" in result.stdout
+
+
 # --- names that are not UTF-8, or hold a newline -------------------------------------------------
 
 
