@@ -137,10 +137,10 @@ def print_prepared(p) -> None:
     for name, n in p.class_counts().items():
         click.echo(f"  {shown(name)}: {n}")
     if p.skipped:
-        click.echo(f"skipped {len(p.skipped)} files (list in {p.cache_dir / 'skipped.txt'}):")
+        click.echo(f"skipped {len(p.skipped)} files (list in {shown(p.cache_dir / 'skipped.txt')}):")
         for f, reason in p.skipped:
             click.echo(f"  {shown(f)}: {reason}")
-    click.echo(f"cache: {p.cache_dir}")
+    click.echo(f"cache: {shown(p.cache_dir)}")
 
 
 @main.command()
@@ -193,9 +193,9 @@ def evaluate(run, data, as_json, tta):
         click.echo(dumps(report.to_dict()))
     else:
         click.echo(report.table())
-        click.echo(f"\nreport: {report.out_dir / 'report.json'}")
+        click.echo(f"\nreport: {shown(report.out_dir / 'report.json')}")
         for picture in report.pictures:
-            click.echo(f"picture: {picture}")
+            click.echo(f"picture: {shown(picture)}")
 
 
 @main.command()
@@ -240,7 +240,7 @@ def show(image, run, out):
     result = draw(image, run, out)
     click.echo(f"{shown(result.image)}: {shown(result.label)} ({result.probability:.3f})")
     for path in result.files:
-        click.echo(f"  wrote {path}")
+        click.echo(f"  wrote {shown(path)}")
 
 
 @main.command()
@@ -270,7 +270,7 @@ def summary(config_path, overrides, run, classes, as_json, diagram):
     if diagram is not None:
         from catdog.pictures import summary_diagram
 
-        click.echo(f"diagram: {summary_diagram(s, diagram)}", err=as_json)
+        click.echo(f"diagram: {shown(summary_diagram(s, diagram))}", err=as_json)
 
 
 @main.command()
@@ -330,8 +330,8 @@ def download(dataset, to, url, sha256):
             bar.close()
     counts = {d.name: sum(1 for f in d.iterdir() if f.is_file()) for d in sorted(root.iterdir()) if d.is_dir()}
     summary_line = ", ".join(f"{k}: {n}" for k, n in counts.items())
-    click.echo(f"{sum(counts.values())} photos in {root} ({summary_line})")
-    click.echo(f"next: catdog train --data {root}")
+    click.echo(f"{sum(counts.values())} photos in {shown(root)} ({shown(summary_line)})")
+    click.echo(f"next: catdog train --data {shown(root)}")
 
 
 @main.command()
