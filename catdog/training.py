@@ -14,7 +14,7 @@ import numpy as np
 
 from catdog.cache import Progress, write_skip_list
 from catdog.checkpoints import CHECKPOINT_DIR, STATE_FILE, State, best_index, checkpointer, finish, read_state, restore_best, restore_checkpoint
-from catdog.config import Config, config_from_dict, save_config
+from catdog.config import Config, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
 from catdog.errors import ConfigError, RunError, TrainingError, naming, shown
