@@ -7,17 +7,23 @@ Layout of one cache folder (one per data folder, image size and resize mode):
 
 The manifest is replaced atomically (write, fsync, rename) only after the rows it names are on
 disk, so a prepare killed at any moment, even by kill -9, leaves the previous manifest in charge and
-a rerun finishes the job. Reads use pread, not mmap, so resident memory stays flat however large
+a rerun finishes the job; its decoding workers die with it. A write that fails (a full disk) cuts
+images.u8 back to the rows the manifest names, so nothing of the failed attempt stays behind. A
+complete cache on a read-only disk is used as it is. Reads use pread, not mmap, so resident memory stays flat however large
 the cache is.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
+import math
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -28,7 +34,7 @@ import cv2
 import numpy as np
 
 from catdog.dataset import Found, targets
-from catdog.errors import DataError, ImageError
+from catdog.errors import DataError, ImageError, naming, shown
 from catdog.images import load_image
 
 # Bumped whenever decoding changes (2: strict libjpeg-turbo decoding; 3: OpenCV resizing), so old
@@ -148,13 +154,36 @@ def prepare(found: Found, size: tuple[int, int], resize: str = "squash", cache_r
     except OSError as exc:
         raise DataError(f"cannot create the cache folder {cdir}: {exc.strerror} (set data.cache_dir)") from None
     # Two prepares of the same folder at once would append to the same rows: take turns.
-    with open(cdir / "lock", "w") as lock:
+    try:
+        lock = open(cdir / "lock", "w")
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        # A read-only cache needs no lock as long as nothing has to be written to it.
+        return _prepare_locked(found, cdir, size, resize, workers, progress, read_only=exc.strerror)
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _prepare_locked(found, cdir, size, resize, workers, progress)
 
 
+def write_skip_list(path: Path, skipped: list[tuple[str, str]]) -> None:
+    """The skip list, one "name: reason" line per file, written atomically.
+
+    Names are written escaped (see `shown`): a name with a newline or with bytes that are not UTF-8
+    stays on one line, and the file stays UTF-8.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with naming(path):
+            tmp.write_text("".join(f"{shown(f, 10_000)}: {r}\n" for f, r in skipped), encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _prepare_locked(found: Found, cdir: Path, size: tuple[int, int], resize: str, workers: int,
-                    progress: Progress | None) -> Prepared:
+                    progress: Progress | None, read_only: str | None = None) -> Prepared:
     manifest_path, array_path = cdir / "manifest.json", cdir / "images.u8"
     old = _read_manifest(manifest_path, array_path, size, resize)
     old_entries = {e["file"]: e for e in old["entries"]} if old else {}
@@ -177,7 +206,14 @@ def _prepare_locked(found: Found, cdir: Path, size: tuple[int, int], resize: str
             next_row += 1
 
     if todo or old is None or len(entries) != len(old["entries"]):
-        reasons = _decode_all(todo, array_path, size, resize, workers, progress)
+        if read_only is not None:
+            raise DataError(f"the cache folder {shown(cdir)} cannot be written ({read_only}) and {len(todo)} photos "
+                            f"need decoding; set data.cache_dir to a writable folder")
+        reasons = _decode_all(todo, array_path, size, resize, workers, progress,
+                              keep_bytes=(old["rows"] if old else 0) * size[0] * size[1] * 3)
+        # The file holds exactly the rows the manifest counts, even when the last one failed to
+        # decode (else the next prepare would find it short and distrust the whole cache).
+        os.truncate(array_path, next_row * size[0] * size[1] * 3)
         for entry in entries:
             if entry["row"] is not None and entry["row"] in reasons:
                 entry["row"], entry["skip"] = None, reasons[entry["row"]]
@@ -189,7 +225,8 @@ def _prepare_locked(found: Found, cdir: Path, size: tuple[int, int], resize: str
     label_of = dict(zip(found.files, found.labels))
     kept = [e for e in entries if e["row"] is not None]
     skipped = sorted([(e["file"], e["skip"]) for e in entries if e["row"] is None] + found.ignored)
-    (cdir / "skipped.txt").write_text("".join(f"{f}: {r}\n" for f, r in skipped))
+    if read_only is None:
+        write_skip_list(cdir / "skipped.txt", skipped)
     if not kept:
         raise DataError(f"none of the {len(entries)} files in {found.root} could be read as an image (see {cdir / 'skipped.txt'})")
     return Prepared(
@@ -217,17 +254,39 @@ def _read_manifest(path: Path, array_path: Path, size: tuple[int, int], resize: 
 
 def _write_manifest(path: Path, manifest: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with naming(path), open(tmp, "w") as f:
+            json.dump(manifest, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 _worker_state: dict = {}
 
 
-def _init_worker(array_path: str, size: tuple[int, int], resize: str, threads: int = 0) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when its parent dies (Linux), so that a `catdog prepare`
+    killed by SIGKILL or SIGTERM leaves no decoding process waiting for work for ever."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        except (OSError, AttributeError):
+            return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+def _init_worker(array_path: str, size: tuple[int, int], resize: str, threads: int = 0,
+                 parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     if threads:
         # One process per core already: OpenCV's own threads would only contend for them.
         cv2.setNumThreads(threads)
@@ -245,16 +304,41 @@ def _decode_one(task: tuple[str, int]) -> tuple[int, str | None]:
     return row, None
 
 
+def worker_count(workers: int, todo: int, cpus: int | None = None) -> int:
+    """Decoding processes for `todo` photos: data.workers (0: one per core), never more than the
+    cores, nor more than there are chunks of work to hand out."""
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, min(workers or cpus, cpus, math.ceil(todo / CHUNK)))
+
+
+# Photos handed to a worker at a time.
+CHUNK = 16
+
+
 def _decode_all(todo: list[tuple[str, int]], array_path: Path, size: tuple[int, int], resize: str,
-                workers: int, progress: Progress | None) -> dict[int, str]:
-    """Decode `todo` into their rows of the array file; returns {row: reason} for failures."""
+                workers: int, progress: Progress | None, keep_bytes: int = 0) -> dict[int, str]:
+    """Decode `todo` into their rows of the array file; returns {row: reason} for failures.
+
+    On a failed write (a full disk) the file is cut back to `keep_bytes`, the rows the current
+    manifest names, and a DataError names the file.
+    """
     fd = os.open(array_path, os.O_WRONLY | os.O_CREAT, 0o644)
     os.close(fd)
+    try:
+        return _decode_into(todo, array_path, size, resize, workers, progress)
+    except OSError as exc:
+        os.truncate(array_path, keep_bytes)
+        raise DataError(f"cannot write the cache {shown(array_path)}: {exc.strerror or exc}; free some space or "
+                        f"set data.cache_dir to another disk (the cache is as it was before)") from None
+
+
+def _decode_into(todo: list[tuple[str, int]], array_path: Path, size: tuple[int, int], resize: str,
+                 workers: int, progress: Progress | None) -> dict[int, str]:
     reasons: dict[int, str] = {}
     total = len(todo)
     if progress:
         progress(0, total)
-    workers = workers or os.cpu_count() or 1
+    workers = worker_count(workers, total)
     # Starting processes costs more than it saves on a handful of images.
     if workers == 1 or total < 64:
         _init_worker(str(array_path), size, resize)
@@ -264,8 +348,8 @@ def _decode_all(todo: list[tuple[str, int]], array_path: Path, size: tuple[int, 
         # spawn, not fork: the caller may already have started TensorFlow's threads. An executor,
         # not a Pool: a worker that dies makes it raise rather than start another for ever.
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(str(array_path), size, resize, 1))
-        results = pool.map(_decode_one, todo, chunksize=16)
+                                   initializer=_init_worker, initargs=(str(array_path), size, resize, 1, os.getpid()))
+        results = pool.map(_decode_one, todo, chunksize=CHUNK)
     try:
         for done, (row, reason) in enumerate(results, 1):
             if reason is not None:

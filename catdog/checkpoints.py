@@ -9,13 +9,14 @@ included) leaves a state that points at complete files only.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from catdog.errors import RunError
+from catdog.errors import RunError, naming, shown
 from catdog.runs import MODEL_FILE, write_json
 
 CHECKPOINT_DIR = "checkpoint"
@@ -59,8 +60,40 @@ def read_state(run_dir: str | Path) -> State:
     try:
         state = State(**json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
-        raise RunError(f"--resume {run_dir}: {path} is damaged ({exc})") from None
+        raise RunError(f"--resume {run_dir}: {path} is damaged ({shown(exc, 120)})") from None
+    folder = run_dir / CHECKPOINT_DIR
+    for name, check in ((state.checkpoint, _h5_whole), (state.best_weights, _npz_whole)):
+        if name is None:
+            continue
+        if not (folder / name).is_file():
+            raise RunError(f"--resume {run_dir}: {folder / name} is missing; start again with catdog train")
+        if not check(folder / name):
+            raise RunError(f"--resume {run_dir}: {folder / name} is damaged or truncated; start again with "
+                           f"catdog train")
     return state
+
+
+def _h5_whole(path: Path) -> bool:
+    """Whether a .weights.h5 file opens and lists its groups (a truncated HDF5 file does not)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visit(lambda _name: None)
+        return True
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
+def _npz_whole(path: Path) -> bool:
+    """Whether an .npz file's arrays can all be read back."""
+    try:
+        with np.load(path) as arrays:
+            for key in arrays.files:
+                arrays[key]
+        return True
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return False
 
 
 def best_index(values: list[float], monitor: str) -> int:
@@ -70,13 +103,14 @@ def best_index(values: list[float], monitor: str) -> int:
 
 def checkpointer(run_dir: Path, monitor: str, keep_best: bool, patience: int,
                  history: Callable[[], dict[str, list[float]]], state: State,
-                 clock: Callable[[], float]) -> Any:
+                 clock: Callable[[], float], history_file: Path | None = None) -> Any:
     """A Keras callback that checkpoints every epoch, keeps the best weights and stops early.
 
     Args:
         history: the history so far, read after each epoch (the history writer runs first).
         state: the state to continue (a fresh State for a new run); updated in place.
         clock: seconds of training so far, including time before any interruption.
+        history_file: where to write the history after the epoch's checkpoint is named.
     """
     import keras
 
@@ -95,17 +129,20 @@ def checkpointer(run_dir: Path, monitor: str, keep_best: bool, patience: int,
             epochs = epoch + 1
             best = best_index(hist[monitor], monitor) + 1
             checkpoint = f"epoch-{epochs:04d}.weights.h5"
-            self.model.save_weights(folder / checkpoint)
+            with naming(folder / checkpoint):
+                self.model.save_weights(folder / checkpoint)
             if keep_best and best == epochs:
                 # Model weights only, as arrays: they load into either phase's compiled model.
                 name = f"best-{epochs:04d}.npz"
-                with open(folder / (name + ".tmp"), "wb") as f:
+                with naming(folder / name), open(folder / (name + ".tmp"), "wb") as f:
                     np.savez(f, *self.model.get_weights())
                 os.replace(folder / (name + ".tmp"), folder / name)
                 state.best_weights = name
             state.epochs_done, state.history, state.checkpoint = epochs, hist, checkpoint
             state.phase, state.best_epoch, state.seconds = self.phase, best, clock()
             write_json(folder / STATE_FILE, state.to_dict())
+            if history_file is not None:
+                write_json(history_file, hist)
             for old in folder.iterdir():
                 if old.name not in (STATE_FILE, checkpoint, state.best_weights):
                     old.unlink()

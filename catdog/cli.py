@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import click
 
 from catdog import __version__
-from catdog.errors import CatdogError
+from catdog.errors import CatdogError, shown
 
 # TensorFlow's C++ start-up chatter buries catdog's own output; its warnings and errors still show.
 # CATDOG_BACKEND_LOGS=1 shows everything the backend says, for bug reports.
@@ -26,15 +27,54 @@ def warning_line(message, category, filename, lineno, file=None, line=None) -> N
     click.echo(f"warning: {text}", err=True)
 
 
+def debugging() -> bool:
+    """Whether `--debug` or CATDOG_DEBUG=1 asked for full tracebacks (for bug reports)."""
+    ctx = click.get_current_context(silent=True)
+    flag = bool(ctx and (ctx.find_root().params or {}).get("debug"))
+    return flag or os.environ.get("CATDOG_DEBUG", "") not in ("", "0")
+
+
 def friendly(fn):
-    """Turn CatdogError (and only that) into one line on stderr and exit code 1."""
+    """Turn every expected failure into one line on stderr and exit code 1 (see `one_line`).
+
+    Expected: catdog's own errors, OS errors (a path that cannot be read or written, a full disk)
+    and running out of memory. Anything else is a bug and shows its traceback. With --debug (or
+    CATDOG_DEBUG=1) nothing is caught, so the traceback of an expected failure shows too.
+    """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except CatdogError as exc:
-            raise click.ClickException(str(exc)) from None
+        except (CatdogError, OSError, MemoryError) as exc:
+            if debugging():
+                raise
+            raise click.ClickException(one_line(exc)) from None
     return wrapper
+
+
+def one_line(exc: BaseException) -> str:
+    """An expected failure as one line: the path an OS error concerns, never a multi-line dump."""
+    if isinstance(exc, CatdogError):
+        text = str(exc)
+    elif isinstance(exc, MemoryError):
+        text = "out of memory; lower data.image_size, train.batch_size or train.micro_batch"
+    elif isinstance(exc, OSError):
+        what = exc.strerror or type(exc).__name__
+        where = [shown(f) for f in (exc.filename, exc.filename2) if f is not None]
+        text = f"{' -> '.join(where)}: {what}" if where else f"{what} (errno {exc.errno})" if exc.errno else str(exc)
+        if exc.errno == errno.ENOSPC:
+            text += "; free some space or point data.cache_dir / --out elsewhere"
+    else:
+        text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return shown(" ".join(lines) if len(lines) <= 3 else lines[0], limit=500)
+
+
+def dumps(data) -> str:
+    """One line of JSON; NaN and infinity (not JSON) become null."""
+    from catdog.runs import finite
+
+    return json.dumps(finite(data), allow_nan=False)
 
 
 def config_options(fn):
@@ -52,7 +92,7 @@ def chosen_run(run: str | None) -> str:
     from catdog.runs import resolve_run
 
     latest = str(resolve_run(None))
-    click.echo(f"using the latest run, {latest} (pick another with --run)", err=True)
+    click.echo(f"using the latest run, {shown(latest)} (pick another with --run)", err=True)
     return latest
 
 
@@ -88,12 +128,13 @@ class Bar:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="catdog")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of a failure (also CATDOG_DEBUG=1), for bug reports.")
+def main(debug) -> None:
     """Train a convolutional network on a folder of photos, see what it learns, predict new photos.
 
     Start with `catdog demo` (no data needed), then `catdog train --data DIR`.
     """
-    if os.environ.get("CATDOG_BACKEND_LOGS") != "1":
+    if not debugging() and os.environ.get("CATDOG_BACKEND_LOGS") != "1":
         warnings.showwarning = warning_line
 
 
@@ -118,15 +159,15 @@ def prepare(config_path, overrides, data):
 
 
 def print_prepared(p) -> None:
-    click.echo(f"{p.found.root}: {len(p.files)} images ({p.found.layout}); "
+    click.echo(f"{shown(p.found.root)}: {len(p.files)} images ({p.found.layout}); "
                f"{p.decoded} decoded now, {len(p.files) + len(p.skipped) - p.decoded - len(p.found.ignored)} from cache")
     for name, n in p.class_counts().items():
-        click.echo(f"  {name}: {n}")
+        click.echo(f"  {shown(name)}: {n}")
     if p.skipped:
-        click.echo(f"skipped {len(p.skipped)} files (list in {p.cache_dir / 'skipped.txt'}):")
+        click.echo(f"skipped {len(p.skipped)} files (list in {shown(p.cache_dir / 'skipped.txt')}):")
         for f, reason in p.skipped:
-            click.echo(f"  {f}: {reason}")
-    click.echo(f"cache: {p.cache_dir}")
+            click.echo(f"  {shown(f)}: {reason}")
+    click.echo(f"cache: {shown(p.cache_dir)}")
 
 
 @main.command()
@@ -148,7 +189,7 @@ def train(config_path, overrides, data, out, quiet, resume):
     from catdog.training import train as run_training
 
     bar, batches = Bar("prepare"), Bar("batches", unit="batch")
-    say = lambda m: (bar.close(), batches.close(), click.echo(m))  # noqa: E731
+    say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000)))  # noqa: E731
     feed = None if quiet else batches
     if resume is not None:
         if config_path or overrides or out:
@@ -158,7 +199,7 @@ def train(config_path, overrides, data, out, quiet, resume):
         config = load(config_path, overrides)
         result = run_training(config, data, out, report=say, progress=bar, batch_progress=feed)
     batches.close()
-    click.echo(result.line())
+    click.echo(shown(result.line(), 10_000))
 
 
 @main.command()
@@ -182,13 +223,13 @@ def evaluate(run, data, as_json, tta):
     finally:
         bar.close()
     if as_json:
-        click.echo(json.dumps(report.to_dict()))
+        click.echo(dumps(report.to_dict()))
     else:
         click.echo(report.table())
-        click.echo(f"\nreport: {report.out_dir / 'report.json'}")
-        click.echo(f"per-photo results: {report.out_dir / 'photos.csv'}")
+        click.echo(f"\nreport: {shown(report.out_dir / 'report.json')}")
+        click.echo(f"per-photo results: {shown(report.out_dir / 'photos.csv')}")
         for picture in report.pictures:
-            click.echo(f"picture: {picture}")
+            click.echo(f"picture: {shown(picture)}")
 
 
 @main.command()
@@ -210,11 +251,11 @@ def predict(paths, run, as_json, tta):
         if p.error is not None:
             failures += 1
         if as_json:
-            click.echo(json.dumps(p.to_dict()))
+            click.echo(dumps(p.to_dict()))
         elif p.error is not None:
-            click.echo(f"{p.path}: error: {p.error}", err=True)
+            click.echo(f"{shown(p.path)}: error: {p.error}", err=True)
         else:
-            click.echo(f"{p.path}: {p.label} ({p.probability:.3f})")
+            click.echo(f"{shown(p.path)}: {shown(p.label)} ({p.probability:.3f})")
     if failures:
         raise click.exceptions.Exit(1)
 
@@ -232,9 +273,9 @@ def show(image, run, out):
     from catdog.pictures import show as draw
 
     result = draw(image, chosen_run(run), out)
-    click.echo(f"{result.image}: {result.label} ({result.probability:.3f})")
+    click.echo(f"{shown(result.image)}: {shown(result.label)} ({result.probability:.3f})")
     for path in result.files:
-        click.echo(f"  wrote {path}")
+        click.echo(f"  wrote {shown(path)}")
 
 
 @main.command()
@@ -259,11 +300,11 @@ def summary(config_path, overrides, run, classes, as_json, diagram):
         s = summarize(load_run(run).model)
     else:
         s = summarize_config(load(config_path, overrides), classes)
-    click.echo(json.dumps(s.to_dict()) if as_json else s.table())
+    click.echo(dumps(s.to_dict()) if as_json else s.table())
     if diagram is not None:
         from catdog.pictures import summary_diagram
 
-        click.echo(f"diagram: {summary_diagram(s, diagram)}", err=as_json)
+        click.echo(f"diagram: {shown(summary_diagram(s, diagram))}", err=as_json)
 
 
 @main.command()
@@ -323,8 +364,8 @@ def download(dataset, to, url, sha256):
             bar.close()
     counts = {d.name: sum(1 for f in d.iterdir() if f.is_file()) for d in sorted(root.iterdir()) if d.is_dir()}
     summary_line = ", ".join(f"{k}: {n}" for k, n in counts.items())
-    click.echo(f"{sum(counts.values())} photos in {root} ({summary_line})")
-    click.echo(f"next: catdog train --data {root}")
+    click.echo(f"{sum(counts.values())} photos in {shown(root)} ({shown(summary_line)})")
+    click.echo(f"next: catdog train --data {shown(root)}")
 
 
 @main.command()
@@ -341,7 +382,7 @@ def info(config_path, overrides, as_json):
     from catdog.devices import info as gather
 
     report = gather(load(config_path, overrides))
-    click.echo(json.dumps(report.to_dict()) if as_json else report.table())
+    click.echo(dumps(report.to_dict()) if as_json else report.table())
 
 
 @main.group("config")
@@ -374,9 +415,9 @@ def config_show(name):
 
     Example: catdog config show large > my.yaml && catdog train -c my.yaml --data photos
     """
-    from catdog.config import config_source
+    from catdog.config import config_source, config_text
 
-    click.echo(config_source(name)[0], nl=False)
+    click.echo(config_text(*config_source(name)), nl=False)
 
 
 @config_group.command("resolve")

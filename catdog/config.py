@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.resources
+import math
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,18 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import yaml
 
-from catdog.errors import ConfigError
+from catdog.errors import ConfigError, shown
+
+# Hard ceilings on sizes and counts: far above any sensible setting, low enough that a typo
+# (image_size 100000) is refused up front instead of asking for gigabytes per photo.
+MAX_IMAGE_SIDE = 2048
+MAX_COUNT = 1_000_000  # epochs, batch sizes, units, filters: a number no run needs more of
+MAX_WORKERS = 1024  # data.workers is further capped by the CPU cores and the work (cache.py)
+# Seeds go to NumPy, Python and the backend's generators; 32 bits fit them all.
+MAX_SEED = 2**32 - 1
+# What a config file may expand to after YAML anchors and aliases are resolved: a real config
+# has a few hundred values; an alias "bomb" of a few hundred bytes would expand to billions.
+MAX_CONFIG_NODES = 10_000
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -49,21 +62,21 @@ class DataConfig:
     # Where prepared (decoded, resized) images are cached; default: ~/.cache/catdog.
     cache_dir: Optional[str] = None
     # Decode processes for `prepare`; 0 means one per CPU core.
-    workers: int = _opt(0, min=0)
+    workers: int = _opt(0, min=0, max=MAX_WORKERS)
 
 
 @dataclass(frozen=True)
 class BlockConfig:
     """One convolution block of the `cnn` model: convs, optional batch norm, pooling, dropout."""
 
-    filters: int = _opt(32, min=1)
-    kernel_size: int = _opt(3, min=1)
-    strides: int = _opt(1, min=1)
+    filters: int = _opt(32, min=1, max=MAX_COUNT)
+    kernel_size: int = _opt(3, min=1, max=MAX_COUNT)
+    strides: int = _opt(1, min=1, max=MAX_COUNT)
     padding: Literal["valid", "same"] = "same"
-    convs: int = _opt(1, min=1)
+    convs: int = _opt(1, min=1, max=MAX_COUNT)
     batch_norm: bool = False
     pool: Literal["max", "average", "l2", "none"] = "max"
-    pool_size: int = _opt(2, min=1)
+    pool_size: int = _opt(2, min=1, max=MAX_COUNT)
     dropout: float = _opt(0.0, min=0.0, max=0.95)
 
 
@@ -72,25 +85,25 @@ class ModelConfig:
     # Which builder in catdog.models.MODELS makes the network.
     name: str = "article"
     # The article's single convolution: 10 filters of 5x5, stride 1, no padding, ReLU.
-    filters: int = _opt(10, min=1)
-    kernel_size: int = _opt(5, min=1)
-    strides: int = _opt(1, min=1)
+    filters: int = _opt(10, min=1, max=MAX_COUNT)
+    kernel_size: int = _opt(5, min=1, max=MAX_COUNT)
+    strides: int = _opt(1, min=1, max=MAX_COUNT)
     padding: Literal["valid", "same"] = "valid"
     activation: str = "relu"
     # The article's 2x2 max pooling; the article also names average and L2-norm pooling.
     pool: Literal["max", "average", "l2", "none"] = "max"
-    pool_size: int = _opt(2, min=1)
+    pool_size: int = _opt(2, min=1, max=MAX_COUNT)
     # A 2-unit softmax (the article's) or a 1-unit sigmoid output.
     head: Literal["softmax", "sigmoid"] = "softmax"
     # The resnet and xception stem is a strided 3x3 conv (halving the input); stem_pool adds a 3x3
     # stride-2 max pool after it (quartering, as ResNet does), so larger photos cost little more.
     stem_pool: bool = False
     # Conv blocks of the `cnn` and residual models; empty means the builder's own default stack.
-    blocks: list[BlockConfig] = _opt([])
+    blocks: list[BlockConfig] = _opt([], max=64)
     # How conv features reach the head: the article flattens; deeper models average globally.
     top: Literal["flatten", "global_average"] = "flatten"
     # Dense units before the head (0: none) and the dropout in front of the head.
-    dense_units: int = _opt(0, min=0)
+    dense_units: int = _opt(0, min=0, max=MAX_COUNT)
     dropout: float = _opt(0.0, min=0.0, max=0.95)
     # Augmentation layers, active only while training (0 turns each off).
     flip: bool = False
@@ -103,34 +116,34 @@ class ModelConfig:
     backbone: Optional[str] = None
     weights: str = "none"
     # Epochs with the backbone frozen before fine-tuning the whole network.
-    freeze_epochs: int = _opt(0, min=0)
+    freeze_epochs: int = _opt(0, min=0, max=MAX_COUNT)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # The article trains 5 epochs with batches of 128 under Adam.
-    epochs: int = _opt(5, min=1)
+    epochs: int = _opt(5, min=1, max=MAX_COUNT)
     # GLOBAL batch size: with train.distribute each step splits it over all replicas, so the
     # same config trains the same way on one device or eight (the learning rate is not rescaled).
-    batch_size: int = _opt(128, min=1)
+    batch_size: int = _opt(128, min=1, max=MAX_COUNT)
     # Largest batch computed at once. A larger batch_size is computed in micro-batches of this
     # size whose gradients are averaged into one update: the same step as the whole batch (batch
     # norm aside, which sees each micro-batch), with a fraction of the activation memory. On a CPU
     # it is faster too (article model, 300x300, batch 128: an epoch in about half the time and
     # 0.9 GB less memory with micro-batches of 32). null: 32 on a CPU, the whole batch on a GPU
     # or when distributed.
-    micro_batch: Optional[int] = _opt(None, min=1)
+    micro_batch: Optional[int] = _opt(None, min=1, max=MAX_COUNT)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = _opt(0.001, min=0.0, min_exclusive=True)
+    learning_rate: float = _opt(0.001, min=0.0, max=10.0, min_exclusive=True)
     schedule: Literal["constant", "cosine", "plateau"] = "constant"
-    warmup_epochs: int = _opt(0, min=0)
+    warmup_epochs: int = _opt(0, min=0, max=MAX_COUNT)
     label_smoothing: float = _opt(0.0, min=0.0, max=0.5)
     # The probability that a training batch is cut-mixed: a box of another photo pasted into
     # each photo, its target mixed by area (CutMix). 0 is off.
     cutmix: float = _opt(0.0, min=0.0, max=1.0)
-    weight_decay: float = _opt(0.0, min=0.0)
+    weight_decay: float = _opt(0.0, min=0.0, max=1.0)
     # Stop after this many epochs without improvement of `monitor`; 0 never stops early.
-    early_stopping: int = _opt(0, min=0)
+    early_stopping: int = _opt(0, min=0, max=MAX_COUNT)
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     # Keep the weights of the best epoch by `monitor` rather than the last.
     keep_best: bool = True
@@ -152,7 +165,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     # One seed drives the split, weight initialisation and shuffling.
-    seed: int = 42
+    seed: int = _opt(42, min=0, max=MAX_SEED)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -193,8 +206,8 @@ def describe(text: str) -> str:
     return words.rstrip(".")
 
 
-def config_source(name_or_path: str | Path) -> tuple[str, str]:
-    """The YAML text of a config file, or of a built-in config named without a folder, and its label.
+def config_source(name_or_path: str | Path) -> tuple[bytes, str]:
+    """The bytes of a config file, or of a built-in config named without a folder, and its label.
 
     A file that exists wins over a built-in config of the same name.
 
@@ -203,11 +216,11 @@ def config_source(name_or_path: str | Path) -> tuple[str, str]:
     """
     p = Path(name_or_path)
     if p.is_file():
-        return p.read_text(), str(p)
+        return p.read_bytes(), str(p)
     builtin = builtin_configs()
     name = str(name_or_path).removesuffix(".yaml")
     if name in builtin and p.name == str(name_or_path):
-        return builtin[name].read_text(), f"built-in config {name}"
+        return builtin[name].read_bytes(), f"built-in config {name}"
     raise ConfigError(f"config file not found: {p} (expected a YAML file or a built-in config name: "
                       f"{', '.join(builtin)})")
 
@@ -223,13 +236,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     source = "defaults"
     raw: dict[str, Any] = {}
     if path is not None:
-        text, source = config_source(path)
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{source}: not valid YAML{where}") from None
+        data, source = config_source(path)
+        loaded = parse_yaml(data, source)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -241,7 +249,97 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     # The file is valid on its own, so whatever fails now came from an override.
     for item in overrides:
         _apply_override(raw, item)
+    _check_size(raw, "--set")
     return config_from_dict(raw, "--set")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping (YAML says keys are unique;
+    PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _value in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    dup = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the mapping check below names it
+                    continue
+                if dup:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {shown(key, 60)}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content, read strictly (see parse_yaml).
+
+    Raises:
+        ConfigError: see parse_yaml. OSError: it cannot be read.
+    """
+    return parse_yaml(path.read_bytes(), str(path))
+
+
+def config_text(data: bytes, source: str) -> str:
+    """The bytes of a config file as text.
+
+    Raises:
+        ConfigError: they are not UTF-8.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                          f"save it as UTF-8") from None
+
+
+def parse_yaml(data: bytes, source: str) -> Any:
+    """YAML read strictly: UTF-8, no duplicate keys, bounded expansion.
+
+    Raises:
+        ConfigError: not UTF-8 or not YAML, a key repeats, or it expands to more than
+            MAX_CONFIG_NODES values.
+    """
+    text = config_text(data, source)
+    try:
+        loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(f"{source}: not valid YAML{where}" + (f" ({problem})" if problem else "")) from None
+    _check_size(loaded, source)
+    return loaded
+
+
+def _check_size(value: Any, source: str) -> None:
+    """Refuse data that expands to more than MAX_CONFIG_NODES values (anchors and aliases share
+    objects, so a few hundred bytes can stand for billions); stops counting at the limit."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(f"{source}: expands to more than {MAX_CONFIG_NODES:,} values (YAML aliases "
+                              f"nested in aliases?); a config needs a few hundred")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 60, 60
+
+
+def _value(value: Any) -> str:
+    """A received value for an error message: its repr, bounded however large the value is."""
+    return shown(_repr.repr(value), 120)
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
@@ -272,12 +370,12 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping; got {raw!r} ({source})")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping; got {_value(raw)} ({source})")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
-            full = f"{prefix}{key}"
+            full = shown(f"{prefix}{key}", 80)
             known = [f"{prefix}{name}" for name in fields]
             close = difflib.get_close_matches(full, known, n=1, cutoff=0.6)
             if not close and not prefix:
@@ -322,16 +420,18 @@ def _type_name(tp: Any) -> str:
 
 def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
     lo, hi = meta.get("min"), meta.get("max")
+    # The MAX_COUNT ceiling is named only to a value above it; below, the lower bound is the news.
+    shown_hi = None if hi == MAX_COUNT and not _above(value, hi) else hi
     if lo is None:
         expected_range = ""
-    elif hi is None:
+    elif shown_hi is None:
         expected_range = f" > {lo}" if meta.get("min_exclusive") else f" >= {lo}"
     else:
-        expected_range = f" in [{lo}, {hi}]"
+        expected_range = f" in {'(' if meta.get('min_exclusive') else '['}{lo}, {hi}]"
 
     def fail(expected: str | None = None) -> typing.NoReturn:
         expected = expected or _type_name(tp) + expected_range
-        raise ConfigError(f"{key} must be {expected}; got {value!r} ({source})")
+        raise ConfigError(f"{key} must be {expected}; got {_value(value)} ({source})")
 
     origin = typing.get_origin(tp)
     if origin is typing.Union:
@@ -358,8 +458,8 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, f"{key}.", source)
     if origin is list:
-        if not isinstance(value, list):
-            fail()
+        if not isinstance(value, list) or (hi is not None and len(value) > hi):
+            fail(f"a list of at most {hi} items" if isinstance(value, list) else None)
         (item_type,) = typing.get_args(tp)
         return [_check(item_type, v, f"{key}[{i}]", source, {}) for i, v in enumerate(value)]
     if origin is dict:
@@ -371,8 +471,8 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value, value]
         if (not isinstance(value, (list, tuple)) or len(value) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in value)):
-            fail("an int or [height, width] of integers >= 8")
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= MAX_IMAGE_SIDE for v in value)):
+            fail(f"an int or [height, width] of integers in [8, {MAX_IMAGE_SIDE}]")
         return (int(value[0]), int(value[1]))
     if tp is bool:
         if not isinstance(value, bool):
@@ -391,6 +491,10 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail()
         value = float(value)
+        # NaN passes every range check (comparisons with it are false) and infinity passes a
+        # lower bound; either would train a model that answers NaN.
+        if not math.isfinite(value):
+            fail("a finite number" + expected_range)
     elif tp is str:
         if not isinstance(value, str):
             fail()
@@ -404,6 +508,13 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
 def config_yaml(config: Config) -> str:
     """The config as YAML, sections in the dataclasses' order, short lists on one line."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def _above(value: Any, hi: float) -> bool:
+    try:
+        return value > hi
+    except TypeError:
+        return False
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -51,6 +51,8 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
             names = []
             for p in sorted(d.rglob("*")):
                 if not p.is_file():
+                    if not p.is_dir():  # a FIFO, device or broken link: listed, never opened
+                        ignored.append((p.relative_to(root).as_posix(), "not a regular file"))
                     continue
                 rel = p.relative_to(root).as_posix()
                 if any(is_system_file(Path(part)) for part in p.relative_to(root).parts):
@@ -154,12 +156,13 @@ def cutmix(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.n
 
 
 def batches(images: np.ndarray, indices: np.ndarray, y: np.ndarray | None, batch_size: int,
-            shuffle: bool = False, seed: int = 0, mix: float = 0.0):
+            shuffle: bool = False, seed: int = 0, mix: float = 0.0, first_epoch: int = 0):
     """A keras.utils.PyDataset of (uint8 images, targets) read from the (memory-mapped) cache.
 
     Reading batches from the on-disk cache keeps memory flat however many photos there are, and
     works on every Keras backend (no tf.data needed). With `mix` > 0 each batch is cut-mixed
     (`cutmix`) with that probability, drawn from (seed, epoch, batch): the same run repeats.
+    `first_epoch` is the epoch the first pass is (a resumed run's), so its order is the same.
     """
     import keras
 
@@ -168,7 +171,7 @@ def batches(images: np.ndarray, indices: np.ndarray, y: np.ndarray | None, batch
             # Two reader threads fetch the next batches while the model trains (pread releases the GIL).
             super().__init__(workers=2, max_queue_size=4)
             self.order = np.asarray(indices)
-            self.epoch = 0
+            self.epoch = first_epoch
             if shuffle:
                 self.on_epoch_end()
 

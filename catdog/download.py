@@ -2,7 +2,9 @@
 
 Nothing already in the target folder is overwritten or deleted: a complete earlier download is
 reused, a partial one (`<archive>.part`) is resumed, and the archive is kept after extraction so
-that the photos can be extracted again without the network.
+that the photos can be extracted again without the network. A download gets its final name only
+after it passed its checks (the SHA-256 where one is known, and a readable archive); one that
+fails them is deleted, so a rerun never trusts it.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ DEFAULT_DATASET = "cats_and_dogs_filtered"
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30
+# Photo archives expand by a few percent (JPEGs are compressed already); text-heavy archives by
+# 5-10x. More than this, beyond a small floor, is a decompression bomb.
+MAX_EXPANSION_RATIO = 100
+MAX_EXPANSION_BYTES_FLOOR = 10 * 1024 * 1024
 # Folders that zip tools on macOS add; they hold only resource forks.
 JUNK_TOP_LEVEL = {"__MACOSX"}
 
@@ -110,7 +116,7 @@ def download(
         return to / dataset.folder
 
     to.mkdir(parents=True, exist_ok=True)
-    archive = _fetch(url, to, progress)
+    archive = _fetch(url, to, progress, expected)
     if expected is not None:
         actual = _sha256(archive)
         if actual != expected:
@@ -146,8 +152,12 @@ def _dataset(name: str | None, url: str | None) -> Dataset | None:
 # --- fetching ------------------------------------------------------------------------------------
 
 
-def _fetch(url: str, to: Path, progress: Progress | None) -> Path:
-    """The archive on local disk: a file:// path as is, else downloaded (resuming) into `to`."""
+def _fetch(url: str, to: Path, progress: Progress | None, expected: str | None = None) -> Path:
+    """The archive on local disk: a file:// path as is, else downloaded (resuming) into `to`.
+
+    A download is checked (SHA-256 if `expected`, and that it opens as an archive) while it is
+    still `<name>.part`, and deleted if it fails.
+    """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "file":
         path = Path(urllib.request.url2pathname(parts.path))
@@ -156,13 +166,25 @@ def _fetch(url: str, to: Path, progress: Progress | None) -> Path:
         return path
     if parts.scheme not in ("http", "https"):
         raise DownloadError(f"unsupported URL {url!r}: use http://, https:// or file://")
-    filename = PurePosixPath(urllib.parse.unquote(parts.path)).name or "download"
+    filename = PurePosixPath(urllib.parse.unquote(parts.path).replace("\\", "/")).name
+    if filename in ("", ".", "..") or filename.startswith("."):
+        filename = "download"  # a URL whose last part is not a file name (ends in /, .. or a dot)
     archive = to / filename
-    if archive.exists():
+    if archive.is_file():
         log.info("using %s, downloaded earlier", archive)
         return archive
+    if archive.exists():
+        raise DownloadError(f"{archive} is in the way of the download (not a file); move it or choose another --to")
     part = to / (filename + ".part")
     _download(url, part, progress)
+    problem = None
+    if expected is not None and (actual := _sha256(part)) != expected:
+        problem = f"its SHA-256 is {actual}, expected {expected}: the file is damaged or the checksum is wrong"
+    elif not (zipfile.is_zipfile(part) or tarfile.is_tarfile(part)):
+        problem = "it is neither a zip nor a tar archive (cut short, or an error page?)"
+    if problem is not None:
+        part.unlink()
+        raise DownloadError(f"the download from {url} was deleted: {problem}; rerun to download again")
     os.replace(part, archive)
     return archive
 
@@ -292,12 +314,22 @@ def _check_member(name: str, staging: Path, archive: Path) -> Path:
     return target
 
 
+def _check_ratio(expanded: int, archive: Path) -> None:
+    """Refuse an archive that expands far beyond its own size: photos hardly compress, a
+    decompression bomb compresses a thousandfold."""
+    packed = max(archive.stat().st_size, 1)
+    if expanded > MAX_EXPANSION_BYTES_FLOOR and expanded > MAX_EXPANSION_RATIO * packed:
+        raise DownloadError(f"unsafe archive {archive.name}: {packed:,} bytes would expand to {expanded:,} "
+                            f"(more than {MAX_EXPANSION_RATIO}x); not extracted")
+
+
 def _extract_zip(archive: Path, staging: Path) -> None:
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
         # zipfile writes a symlink member as a plain file holding the link's text, never as a link.
         for info in members:
             _check_member(info.filename, staging, archive)
+        _check_ratio(sum(i.file_size for i in members), archive)
         _check_space(sum(i.file_size for i in members), staging)
         try:
             for info in members:
@@ -322,6 +354,7 @@ def _extract_tar(archive: Path, staging: Path) -> None:
                         )
                 elif not (m.isfile() or m.isdir()):
                     raise DownloadError(f"unsafe archive {archive.name}: member {m.name!r} is a device or pipe")
+            _check_ratio(sum(m.size for m in members), archive)
             _check_space(sum(m.size for m in members), staging)
             # The "data" filter (Python 3.12, backported to 3.10.12/3.11.4) repeats these checks in
             # the standard library and strips permissions no dataset needs.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from typing import Iterator
+
 
 class CatdogError(Exception):
     """Base class of every error catdog reports to the user."""
@@ -29,3 +33,42 @@ class DownloadError(CatdogError):
 
 class DistributeError(CatdogError):
     """Training cannot be spread as `train.distribute` asks (backend, TF_CONFIG, start-up order)."""
+
+
+class TrainingError(CatdogError):
+    """Training ran but produced no usable model (loss not finite, weights never updated)."""
+
+
+def shown(name: object, limit: int = 200) -> str:
+    """`name` as one printable line that round-trips: a file name or a value from the user.
+
+    Bytes that are not UTF-8 (kept by Python as surrogate escapes) print as \\xNN, control
+    characters such as a newline as \\n or \\xNN, and anything longer than `limit` characters is
+    cut with an ellipsis, so that no name or value can break a line or flood the terminal.
+    """
+    text = os.fsdecode(name) if isinstance(name, bytes) else str(name)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if "\udc80" <= ch <= "\udcff":  # a byte that was not UTF-8
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(repr(ch)[1:-1])
+    return "".join(out)
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """Give an OSError raised inside the block the path it concerns, where it has none (a write
+    through a file object on a full disk says only "No space left on device")."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(path)) from exc
+        raise

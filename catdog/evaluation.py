@@ -12,7 +12,7 @@ import numpy as np
 from catdog.cache import Prepared, Progress
 from catdog.data import prepare_folder
 from catdog.dataset import batches
-from catdog.errors import DataError
+from catdog.errors import DataError, shown
 from catdog.runs import Run, load_run, write_json
 
 # Kaggle's "Dogs vs. Cats Redux" log loss clips probabilities so one confident mistake stays finite.
@@ -59,20 +59,21 @@ class EvalReport:
 
     def table(self) -> str:
         """The report as aligned text for the terminal."""
-        width = max(9, *(len(c) for c in self.classes))
-        lines = [f"{self.count} images from {self.source}",
+        names = [shown(c, 40) for c in self.classes]
+        width = max(9, *(len(c) for c in names))
+        lines = [f"{self.count} images from {shown(self.source)}",
                  f"accuracy           {self.accuracy:.4f}", f"balanced accuracy  {self.balanced_accuracy:.4f}",
                  f"macro F1           {self.macro_f1:.4f}", f"log loss           {self.log_loss:.4f}", "",
                  f"{'class':<{width}}  precision  recall     f1  support"]
-        for name in self.classes:
-            m = self.per_class[name]
+        for key, name in zip(self.classes, names):
+            m = self.per_class[key]
             lines.append(f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}")
         lines += ["", "confusion matrix (rows: true, columns: predicted)",
-                  " " * width + "  " + "  ".join(f"{c:>{width}}" for c in self.classes)]
-        for name, row in zip(self.classes, self.confusion):
+                  " " * width + "  " + "  ".join(f"{c:>{width}}" for c in names)]
+        for name, row in zip(names, self.confusion):
             lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
         if self.skipped:
-            lines += ["", f"skipped {len(self.skipped)} files:"] + [f"  {f}: {r}" for f, r in self.skipped]
+            lines += ["", f"skipped {len(self.skipped)} files:"] + [f"  {shown(f)}: {r}" for f, r in self.skipped]
         return "\n".join(lines)
 
 

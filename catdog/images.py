@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import stat
 import warnings
 from pathlib import Path
 
@@ -138,13 +139,21 @@ def _decode(path: Path, data: bytes | None, target: tuple[int, int], resize: str
 def _read(path: Path) -> bytes | None:
     """The file's bytes, or None when it is too large to hold in memory whole."""
     try:
-        nbytes = path.stat().st_size
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError("is a folder, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            # Opening a FIFO would wait for a writer for ever; a device has no end.
+            raise ImageError(f"not a regular file but {_kind(st.st_mode)}")
+        nbytes = st.st_size
         if nbytes == 0:
             raise ImageError("empty file (0 bytes)")
         if nbytes > MAX_READ_BYTES:
             return None
         return path.read_bytes()
     except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageError("broken symbolic link (its target is missing)") from None
         raise ImageError("file not found (moved or deleted?)") from None
     except IsADirectoryError:
         raise ImageError("is a folder, not a file") from None
@@ -152,6 +161,17 @@ def _read(path: Path) -> bytes | None:
         raise ImageError("permission denied") from None
     except OSError as exc:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
 
 
 def _open(path: Path, data: bytes | None) -> Image.Image:

@@ -24,7 +24,7 @@ import keras
 from keras import layers
 
 from catdog.config import BlockConfig, Config, ModelConfig
-from catdog.errors import ConfigError
+from catdog.errors import CatdogError, ConfigError, shown
 
 # Batch-norm running statistics forget at 0.9 per step rather than Keras's 0.99: 2,000 photos make
 # ~60 steps an epoch, and slower statistics lag so far behind the weights that validation sits at
@@ -60,6 +60,45 @@ def build_model(config: Config, num_classes: int, pretrained: bool = True) -> ke
     keras.utils.set_random_seed(config.seed)
     m = config.model if pretrained else dataclasses.replace(config.model, weights="none")
     return builder(m, (height, width, 3), num_classes)
+
+
+def check_model(config: Config, fetch: bool = False) -> None:
+    """Check the model settings that can be checked without data, before any photo is prepared.
+
+    Builds the network for two classes without pretrained weights (cheap for every model here);
+    a transfer model's local weights file is loaded into its backbone, and with `fetch` its
+    ImageNet weights are downloaded now (Keras keeps them for the real build), so an unreachable
+    server is found before the photos are prepared.
+
+    Raises:
+        ConfigError: an unknown name or activation, settings that do not fit, weights missing.
+    """
+    m = config.model
+    if m.name not in MODELS:
+        raise ConfigError(f"model.name must be one of {', '.join(sorted(MODELS))}; got {shown(m.name, 60)!r}")
+    try:
+        keras.activations.get(m.activation)
+    except (ValueError, TypeError):
+        raise ConfigError(f"model.activation must be a Keras activation such as relu, gelu, swish; "
+                          f"got {shown(m.activation, 60)!r}") from None
+    if m.name == "transfer":
+        from catdog.backbones import backbone
+
+        weights = m.weights if fetch or m.weights.lower() != "imagenet" else "none"
+        backbone(m.backbone, weights, (*config.data.image_size, 3))
+    else:
+        try:
+            build_model(config, 2, pretrained=False)
+        except CatdogError:
+            raise
+        except ValueError as exc:  # a layer's own argument checks: a kernel larger than the image, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"model settings do not fit data.image_size {list(config.data.image_size)}: "
+                              f"{shown(first, 200)}") from None
+    if config.train.distribute == "none":
+        # Forget the check's model, so the real one gets the same automatic layer names; a
+        # distribution strategy already set up is left alone.
+        keras.backend.clear_session()
 
 
 def pooling(kind: str, size: int, name: str | None = None, padding: str = "valid") -> layers.Layer | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from catdog.errors import shown
 from catdog.plots import PlotError
 
 if TYPE_CHECKING:
@@ -157,8 +158,7 @@ NAME_CHARS = 30
 
 def shown_name(name: str, limit: int = NAME_CHARS) -> str:
     """A file name as a picture can show it: undecodable bytes as \\xNN, long names cut in the middle."""
-    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    name = shown(name, limit=10 * limit)
     if len(name) > limit:
         keep = limit - 1
         name = name[:keep - keep // 2] + "…" + name[len(name) - keep // 2:]
@@ -174,8 +174,8 @@ def mistakes(report: EvalReport) -> list[tuple[Path, str]]:
     confidence = report.probabilities[np.arange(len(predicted)), predicted]
     wrong = np.flatnonzero(predicted != report.labels)
     return [(Path(report.files[i]),
-             f"{shown_name(Path(report.files[i]).name)}\ntrue: {report.classes[report.labels[i]]} / "
-             f"pred: {report.classes[predicted[i]]} ({confidence[i]:.2f})")
+             f"{shown_name(Path(report.files[i]).name)}\ntrue: {shown(report.classes[report.labels[i]], 40)} / "
+             f"pred: {shown(report.classes[predicted[i]], 40)} ({confidence[i]:.2f})")
             for i in wrong[np.argsort(-confidence[wrong], kind="stable")]]
 
 
@@ -191,7 +191,9 @@ def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize:
     from catdog.errors import ImageError
     from catdog.images import load_image
 
-    files = [plots.confusion_matrix(np.asarray(report.confusion), report.classes, report.out_dir / CONFUSION_FILE)]
+    # Class folder names may hold bytes that are not UTF-8, which no font can draw: escape them.
+    names = [shown(c, 40) for c in report.classes]
+    files = [plots.confusion_matrix(np.asarray(report.confusion), names, report.out_dir / CONFUSION_FILE)]
     images, titles = [], []
     for file, title in mistakes(report):
         if len(images) == TOP_MISTAKES:

@@ -10,12 +10,13 @@ pixel size is exactly its `figsize` times DPI.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from catdog.errors import CatdogError
+from catdog.errors import CatdogError, naming
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,7 +48,15 @@ def _figure(width: float, height: float, constrained: bool = True) -> Figure:
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
+    # Drawn beside and renamed over: a full disk or a kill leaves the old picture, never half a PNG.
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with naming(path):
+            fig.savefig(tmp, dpi=DPI, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

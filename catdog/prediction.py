@@ -33,11 +33,12 @@ class Prediction:
 
 
 def expand(paths: list[str | Path]) -> list[Path]:
-    """Files named directly, plus every non-hidden file under named folders (sorted)."""
+    """Files named directly, plus every non-hidden entry under named folders that is not a folder
+    (sorted): FIFOs, devices and broken links are kept so that `predict` lists them as skipped."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file()
+            files += sorted(f for f in p.rglob("*") if not f.is_dir()
                             and not any(is_system_file(Path(part)) for part in f.relative_to(p).parts))
         else:
             files.append(p)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catdog.config import Config, config_from_dict
-from catdog.errors import RunError
+from catdog.config import Config, config_from_dict, read_yaml
+from catdog.errors import RunError, naming, shown
 
 RUNS_ROOT = Path("runs")
 MODEL_FILE = "model.keras"
@@ -57,9 +58,26 @@ def resolve_run(run: str | Path | None, root: Path = RUNS_ROOT) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write `data` as JSON atomically (a temporary file renamed over `path`); see `finite`."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        with naming(path):
+            tmp.write_text(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
+
+
+def finite(data: Any) -> Any:
+    """`data` with every NaN or infinite float as None: bare NaN is not JSON, and no reader takes it."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
 
 
 @dataclass
@@ -78,7 +96,8 @@ class Run:
 
             import catdog.layers  # noqa: F401  (registers custom layers for deserialisation)
 
-            self._model = keras.saving.load_model(self.dir / MODEL_FILE)
+            self._model = load_model(self.dir / MODEL_FILE)
+            check_outputs(self._model, self.classes, self.dir)
         return self._model
 
     def split(self) -> dict | None:
@@ -86,14 +105,81 @@ class Run:
         return json.loads(path.read_text()) if path.is_file() else None
 
 
-def load_run(run: str | Path | None = None) -> Run:
-    """Open a run folder (default: the latest) for evaluation, prediction or inspection."""
-    import yaml
+def load_model(path: Path) -> Any:
+    """Load a saved Keras model, turning every way a model file can fail into one RunError line.
 
-    path = resolve_run(run)
+    Keras reports a truncated or damaged archive as "File not found" or a zipfile error, and its
+    safe mode refuses a layer that would run arbitrary code (a Lambda) in a many-line message.
+
+    Raises:
+        RunError: naming the file and what is wrong with it.
+    """
+    import zipfile
+
+    import keras
+
+    import catdog.layers  # noqa: F401  (registers custom layers for deserialisation)
+
+    if not zipfile.is_zipfile(path):
+        raise RunError(f"{shown(path)} is damaged or truncated (not a complete .keras archive); retrain, "
+                       f"or copy the run folder again")
     try:
-        config = config_from_dict(yaml.safe_load((path / CONFIG_FILE).read_text()) or {}, str(path / CONFIG_FILE))
-        classes = json.loads((path / CLASSES_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path} is incomplete or damaged ({exc}); retrain or pick another run") from None
-    return Run(path, config, classes)
+        return keras.saving.load_model(path)
+    except Exception as exc:  # noqa: BLE001 (Keras raises anything from a bad file; all mean the same)
+        text = " ".join(str(exc).split())
+        if "safe_mode" in text or "Lambda" in text:
+            raise RunError(f"{shown(path)} holds a layer that runs arbitrary code (a Lambda), which Keras's "
+                           f"safe mode refuses to load; only load model files you trust") from None
+        raise RunError(f"{shown(path)} cannot be loaded ({type(exc).__name__}: {shown(text, 160)}); retrain, "
+                       f"or copy the run folder again") from None
+
+
+def check_outputs(model: Any, classes: list[str], run_dir: Path) -> None:
+    """Refuse a model whose outputs do not match the run's class names (a 1-unit sigmoid is two classes).
+
+    Raises:
+        RunError: classes.json names more or fewer classes than the model answers for.
+    """
+    units = model.output_shape[-1]
+    expected = 2 if units == 1 else units
+    if len(classes) != expected:
+        raise RunError(f"{shown(run_dir / CLASSES_FILE)} names {len(classes)} classes but the model has "
+                       f"{expected} outputs; restore the run's own {CLASSES_FILE} or retrain")
+
+
+def read_classes(path: Path) -> list[str]:
+    """The class names of a run: a JSON list of at least two distinct strings."""
+    try:
+        classes = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise RunError(f"{shown(path)} is damaged (not a JSON list of class names); restore it or retrain") from None
+    if (not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise RunError(f"{shown(path)} must be a list of at least two distinct class names; restore it or retrain")
+    return classes
+
+
+def read_run_config(run_dir: Path) -> Config:
+    """The resolved config a run was trained with (config.yaml), checked like any config.
+
+    Raises:
+        RunError: the file is missing. ConfigError: it is damaged or not a valid config.
+    """
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{shown(run_dir)} has no {CONFIG_FILE}; restore it from a copy of the run or retrain")
+    return config_from_dict(read_yaml(path) or {}, str(path))
+
+
+def load_run(run: str | Path | None = None) -> Run:
+    """Open a run folder (default: the latest) for evaluation, prediction or inspection.
+
+    Raises:
+        RunError: no such run, or its config or class names are missing or damaged (the model
+            itself is checked when first used).
+    """
+    path = resolve_run(run)
+    config = read_run_config(path)
+    if not (path / CLASSES_FILE).is_file():
+        raise RunError(f"{shown(path)} has no {CLASSES_FILE}; restore it from a copy of the run or retrain")
+    return Run(path, config, read_classes(path / CLASSES_FILE))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -12,15 +13,16 @@ from typing import Callable
 
 import numpy as np
 
-from catdog.cache import Progress
-from catdog.checkpoints import State, best_index, checkpointer, finish, read_state, restore_best, restore_checkpoint
-from catdog.config import Config, config_from_dict, save_config
+from catdog.cache import Progress, write_skip_list
+from catdog.checkpoints import (CHECKPOINT_DIR, STATE_FILE, State, best_index, checkpointer, finish, read_state,
+                                restore_best, restore_checkpoint)
+from catdog.config import Config, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
-from catdog.errors import ConfigError, RunError
+from catdog.errors import ConfigError, RunError, TrainingError, naming, shown
 from catdog.optimizers import warmup_epochs
 from catdog.runs import (CLASSES_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, SKIPPED_FILE, SPLIT_FILE,
-                         claim_out_dir, new_run_dir, write_json)
+                         claim_out_dir, new_run_dir, read_run_config, write_json)
 
 Report = Callable[[str], None]
 
@@ -145,12 +147,13 @@ def load_data(config: Config, data: str | Path | None, progress: Progress | None
 
 
 def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | None = None,
-                  fine_tune: bool = False) -> None:
+                  fine_tune: bool = False, accumulate: int | None = None) -> None:
     """Attach the optimizer, learning-rate schedule, loss and metrics the config asks for.
 
     Args:
         epochs: how many epochs the schedule spans (default train.epochs).
         fine_tune: the phase that trains an unfrozen backbone: a tenth of the rate, no warm-up.
+        accumulate: micro-batches averaged into one update (default `accumulation(config, steps_per_epoch)`).
     """
     import keras
 
@@ -168,7 +171,9 @@ def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | Non
     with warnings.catch_warnings():
         # Keras's "Model doesn't support jit_compile=True" names no layer; train() says which.
         warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
-        model.compile(optimizer=make_optimizer(t, rate, t.batch_size // micro_batch(config)), loss=loss,
+        if accumulate is None:
+            accumulate = accumulation(config, steps_per_epoch)
+        model.compile(optimizer=make_optimizer(t, rate, accumulate), loss=loss,
                       metrics=["accuracy"], jit_compile=resolve_jit_compile(t.jit_compile))
 
 
@@ -189,6 +194,13 @@ def micro_batch(config: Config) -> int:
     while t.batch_size % size:
         size -= 1
     return size
+
+
+def accumulation(config: Config, steps_per_epoch: int) -> int:
+    """Micro-batches averaged into one update: train.batch_size / micro-batch, but never more than
+    an epoch has. Keras applies the update only when that many gradients have been summed, so an
+    epoch of fewer micro-batches would otherwise end without changing a single weight."""
+    return max(1, min(config.train.batch_size // micro_batch(config), steps_per_epoch))
 
 
 def phases(config: Config) -> list[tuple[int, int, bool]]:
@@ -228,10 +240,61 @@ def _set_phase(model, config: Config, steps_per_epoch: int, phase: tuple[int, in
     compile_model(model, config, steps_per_epoch, end - start, fine_tune=start > 0)
 
 
-def history_writer(path: Path, history: dict[str, list[float]] | None = None):
+def finite_guard():
+    """A Keras callback that stops training with a TrainingError as soon as a loss or metric is
+    not finite: NaN weights would otherwise be checkpointed and saved as the "best" model."""
+    import math
+
+    import keras
+
+    class FiniteGuard(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
+            if bad:
+                key, value = next(iter(bad.items()))
+                raise TrainingError(f"training diverged: {key} became {float(value)} in epoch {epoch + 1}; "
+                                    f"lower train.learning_rate")
+
+    return FiniteGuard()
+
+
+def seed_generators(model) -> list:
+    """Every keras.random.SeedGenerator of the model's layers (augmentation, dropout), nested
+    models included, in a fixed order."""
+    import keras
+
+    found: list = []
+    for layer in model.layers:
+        # Keras offers no public list of a layer's generators; they are plain attributes.
+        found += [v for _k, v in sorted(vars(layer).items()) if isinstance(v, keras.random.SeedGenerator)]
+        if hasattr(layer, "layers"):
+            found += seed_generators(layer)
+    return found
+
+
+def reseeder(model, seed: int):
+    """A Keras callback that sets every random layer's generator from (seed, epoch, layer) at the
+    start of each epoch, so that a resumed run draws the same augmentation and dropout as one
+    never interrupted (the generators' running state is not part of a checkpoint)."""
+    import keras
+
+    generators = seed_generators(model)
+
+    class Reseeder(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            for i, gen in enumerate(generators):
+                word = np.random.SeedSequence([seed, epoch, i]).generate_state(1)[0]
+                gen.state.assign(np.array([word, 0], dtype="uint32"))
+
+    return Reseeder()
+
+
+def history_writer(path: Path | None, history: dict[str, list[float]] | None = None):
     """A Keras callback writing history.json after every epoch, so a crash keeps what was learned.
 
-    `history` holds the epochs before a resume; new epochs are appended to it.
+    `history` holds the epochs before a resume; new epochs are appended to it. With `path` None it
+    only collects (training lets the checkpointer write the file after the epoch's checkpoint, so
+    history.json never records an epoch that --resume would not continue from).
     """
     import keras
 
@@ -243,7 +306,8 @@ def history_writer(path: Path, history: dict[str, list[float]] | None = None):
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
                 self.history.setdefault(key, []).append(float(value))
-            write_json(path, self.history)
+            if path is not None:
+                write_json(path, self.history)
 
     return HistoryWriter()
 
@@ -273,7 +337,8 @@ def epoch_reporter(say: Report, epochs: int, batches: int, accumulate: int, prog
 
 def train(config: Config, data: str | Path | None = None, out: str | Path | None = None,
           report: Report | None = None, progress: Progress | None = None,
-          batch_progress: Progress | None = None, _resume: State | None = None) -> TrainResult:
+          batch_progress: Progress | None = None, callbacks: list | None = None,
+          _resume: State | None = None) -> TrainResult:
     """Train the configured model on a photo folder and write a run directory.
 
     Args:
@@ -283,6 +348,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         report: receives one-line status messages (device, split sizes, one line per epoch, ...).
         progress: receives (done, total) while images are being prepared.
         batch_progress: receives (done, total) batches during each epoch.
+        callbacks: more Keras callbacks, called after each epoch is checkpointed.
 
     Raises:
         CatdogError: bad data, bad config or an unusable output folder.
@@ -297,6 +363,11 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
 
     # First of all: multi-worker training and GPU memory growth must be set before TensorFlow runs.
     dist = distribute.start(config)
+    from catdog.models import check_model
+
+    # The model next (it needs TensorFlow, so after start): a bad name or activation, layers that
+    # do not fit the image size, weights that cannot be had, all before any photo is prepared.
+    check_model(config, fetch=True)
     sp = load_data(config, data, progress)
     classes = sp.train.classes
     say(f"data: {len(sp.train_idx)} train, {len(sp.val_idx)} validation, {len(sp.test_idx)} test images; "
@@ -323,10 +394,25 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
                    else dist.scratch_dir())
         # The run records the folder it trained on: `--data` (absolute, as split.json) over data.dir.
         used = config if data is None else config.replace(data=dataclasses.replace(config.data, dir=record["root"]))
-        save_config(used, run_dir / CONFIG_FILE)
-        write_json(run_dir / CLASSES_FILE, classes)
-        write_json(run_dir / SPLIT_FILE, record)
-        (run_dir / SKIPPED_FILE).write_text("".join(f"{f}: {r}\n" for f, r in sp.train.skipped))
+        try:
+            save_config(used, run_dir / CONFIG_FILE)
+            write_json(run_dir / CLASSES_FILE, classes)
+            write_json(run_dir / SPLIT_FILE, record)
+            write_skip_list(run_dir / SKIPPED_FILE, sp.train.skipped)
+            return _fit(config, sp, run_dir, plan, state, dist, say, weights, batch_progress, callbacks or [])
+        except BaseException:
+            # A run that failed (or was interrupted) before its first epoch was checkpointed can
+            # be neither resumed nor reused with --out: take the half-made folder away.
+            if not (run_dir / CHECKPOINT_DIR / STATE_FILE).is_file():
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    return _fit(config, sp, run_dir, plan, state, dist, say, weights, batch_progress, callbacks or [])
+
+
+def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say: Report,
+         weights: dict[int, float] | None, batch_progress: Progress | None, extra: list) -> TrainResult:
+    """Build, train and save the model into a run folder whose config, classes and split are written."""
+    classes = sp.train.classes
 
     from catdog.devices import backend as keras_backend, training_device
     from catdog.models import build_model
@@ -344,9 +430,10 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         size = micro_batch(config)
         if size < t.batch_size:
             say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} (train.micro_batch)")
+        # A resumed run shuffles its next epoch as the uninterrupted run would have.
         train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx],
                                           sp.train.row_targets(sigmoid), size, shuffle=True, seed=config.seed,
-                                          mix=t.cutmix))
+                                          mix=t.cutmix, first_epoch=state.epochs_done))
         val_batches = None
         if len(sp.val_idx):
             val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), size))
@@ -354,7 +441,9 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         monitor = t.monitor if val_batches is not None else t.monitor.removeprefix("val_")
         # Schedules count optimizer calls, which happen once per micro-batch.
         steps = len(train_batches)
-        writer = history_writer(run_dir / HISTORY_FILE, state.history)
+        if size < t.batch_size and accumulation(config, steps) < t.batch_size // size:
+            say(f"an epoch has only {steps} micro-batches: each update averages all {steps} of them")
+        writer = history_writer(None, state.history)
         from catdog.pictures import learning_curves_callback
 
         # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
@@ -362,34 +451,55 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         curves.history = {k: list(v) for k, v in state.history.items()}  # the epochs before a resume
         start, before = time.perf_counter(), state.seconds
         clock = lambda: before + time.perf_counter() - start  # noqa: E731
-        keeper = checkpointer(run_dir, monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock)
+        keeper = checkpointer(run_dir, monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock,
+                              history_file=run_dir / HISTORY_FILE)
         from catdog.optimizers import plateau_callback
 
-        accumulate = t.batch_size // size
+        accumulate = accumulation(config, steps)
         epoch_lines = epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress)
-        callbacks = [writer, curves, keeper, epoch_lines] + [c for c in [plateau_callback(t)] if c is not None]
-        compiled = None
+        callbacks = [reseeder(model, config.seed), finite_guard(), writer, curves, keeper, epoch_lines,
+                     *[c for c in [plateau_callback(t)] if c is not None], *extra]
+        compiled, state_start = None, state.epochs_done
         if state.checkpoint is not None:
             say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
             _set_phase(model, config, steps, plan[state.phase])
             restore_checkpoint(model, run_dir, state)
             compiled = state.phase
+        # A run that ends with every trainable weight as it started learned nothing: refuse it.
+        watched = list(model.trainable_weights)
+        initial = [np.array(v) for v in watched]
         for i, phase in enumerate(plan):
             if state.epochs_done >= phase[1] or keeper.stopped:
                 continue
             if compiled != i:
                 _set_phase(model, config, steps, phase)
                 compiled = keeper.phase = i
-            # Keras turns class_weight into per-photo sample weights inside each (micro-)batch; the
-            # loss divides by the photos in the batch, not by their weights, so the accumulated
-            # micro-batches still make the whole batch's update. A cut-mixed target counts as the
-            # class that fills most of the photo.
+            # shuffle=False: the batches shuffle themselves from (seed, epoch); Keras's own shuffle
+            # of the batch order draws from Python's global random state, which a resumed run
+            # would not continue. Keras turns class_weight into per-photo sample weights inside
+            # each (micro-)batch; the loss divides by the photos in the batch, not by their
+            # weights, so the accumulated micro-batches still make the whole batch's update. A
+            # cut-mixed target counts as the class that fills most of the photo.
             model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
-                      epochs=phase[1], callbacks=callbacks, verbose=0, class_weight=weights)
+                      epochs=phase[1], callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
+        if state.epochs_done > state_start and all(np.array_equal(a, np.array(v)) for a, v in zip(initial, watched)):
+            finish(run_dir)  # nothing worth resuming: the failed run's folder is removed (see train)
+            raise TrainingError(f"training changed no weight in {state.epochs_done - state_start} epochs ({steps} steps); "
+                                f"check train.learning_rate and train.batch_size against the "
+                                f"{len(sp.train_idx)} training photos")
         seconds = clock()
         if t.keep_best:
             restore_best(model, run_dir, state)
-    model.save(run_dir / MODEL_FILE)
+    # Saved beside and renamed: a full disk or a kill leaves no half model.keras, which would make
+    # the run look finished (no --resume) while no command could load it.
+    tmp = run_dir / f".partial-{MODEL_FILE}"
+    try:
+        with naming(run_dir / MODEL_FILE):
+            model.save(tmp)
+        tmp.replace(run_dir / MODEL_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finish(run_dir)
 
     history = writer.history
@@ -401,7 +511,8 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
 
 
 def resume(run_dir: str | Path, data: str | Path | None = None, report: Report | None = None,
-           progress: Progress | None = None, batch_progress: Progress | None = None) -> TrainResult:
+           progress: Progress | None = None, batch_progress: Progress | None = None,
+           callbacks: list | None = None) -> TrainResult:
     """Continue an interrupted run from its last completed epoch up to its configured epochs.
 
     The run's own config is used; the history of the finished epochs is kept.
@@ -410,11 +521,12 @@ def resume(run_dir: str | Path, data: str | Path | None = None, report: Report |
         RunError: the folder is not an interrupted run, its photos changed, or it trained on
             several workers.
     """
-    import yaml
-
     run_dir = Path(run_dir)
-    state = read_state(run_dir)
-    config = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}, str(run_dir / CONFIG_FILE))
+    state = read_state(run_dir)  # checks the checkpoint and best-weights files, before any training
+    config = read_run_config(run_dir)
+    if not (run_dir / SPLIT_FILE).is_file():
+        raise RunError(f"--resume {shown(run_dir)}: {SPLIT_FILE} is missing; restore it from a copy of the run "
+                       f"or start again with catdog train")
     if config.train.distribute == "multi_worker":
         raise RunError(f"--resume {run_dir}: resuming multi_worker training is not supported; start it again")
-    return train(config, data or state.data, run_dir, report, progress, batch_progress, _resume=state)
+    return train(config, data or state.data, run_dir, report, progress, batch_progress, callbacks, _resume=state)

@@ -45,7 +45,7 @@ def test_overrides_are_yaml_scalars():
     ("train.epochz=1", "unknown config key train.epochz (--set); did you mean train.epochs?"),
     ("train.epochs=-3", "train.epochs must be an integer >= 1; got -3 (--set)"),
     ("train.epochs=two", "train.epochs must be an integer >= 1; got 'two' (--set)"),
-    ("data.image_size=abc", "data.image_size must be an int or [height, width] of integers >= 8; got 'abc' (--set)"),
+    ("data.image_size=abc", "data.image_size must be an int or [height, width] of integers in [8, 2048]; got 'abc' (--set)"),
     ("model.padding=full", "model.padding must be one of 'valid', 'same'; got 'full' (--set)"),
     ("data.validation_split=1.5", "data.validation_split must be a number in [0.0, 0.9]; got 1.5 (--set)"),
     ("train.cutmix=2", "train.cutmix must be a number in [0.0, 1.0]; got 2.0 (--set)"),

@@ -51,6 +51,7 @@ class Served:
     files: dict[str, bytes] = field(default_factory=dict)
     ranges: bool = True  # honour Range requests
     cut_after: int | None = None  # send only this many bytes of the next response, then hang up
+    short_length: int | None = None  # claim (and send) only this many bytes in Content-Length
     seen_ranges: list[str] = field(default_factory=list)
     base: str = ""
 
@@ -79,11 +80,14 @@ def server() -> Iterator[Served]:
                     return
                 status = 206
             self.send_response(status)
-            self.send_header("Content-Length", str(len(body) - start))
+            self.send_header("Content-Length", str(len(body) - start if served.short_length is None
+                                                   else min(served.short_length, len(body) - start)))
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             self.end_headers()
             payload = body[start:]
+            if served.short_length is not None:
+                payload = payload[: served.short_length]
             if served.cut_after is not None:
                 payload, served.cut_after = payload[: served.cut_after], None
                 self.close_connection = True
@@ -140,17 +144,17 @@ def test_registry_lists_both_official_datasets() -> None:
         assert dataset.sha256 is None or len(dataset.sha256) == 64
 
 
-def test_wrong_checksum_is_an_error_and_keeps_the_file(server: Served, tmp_path: Path) -> None:
+def test_wrong_checksum_is_an_error_and_leaves_nothing_a_rerun_trusts(server: Served, tmp_path: Path) -> None:
     server.files["pets.zip"] = PETS_ZIP
     with pytest.raises(DownloadError) as caught:
         download(None, tmp_path, url=server.url("pets.zip"), sha256="0" * 64)
     assert str(caught.value) == (
-        f"SHA-256 of {tmp_path / 'pets.zip'} is {PETS_SHA}, expected {'0' * 64}: the file is damaged "
-        "or the checksum is wrong; delete it to download again"
+        f"the download from {server.url('pets.zip')} was deleted: its SHA-256 is {PETS_SHA}, expected {'0' * 64}: "
+        "the file is damaged or the checksum is wrong; rerun to download again"
     )
     assert not (tmp_path / "pets").exists()
-    # A rerun with the right checksum uses the file already there.
-    del server.files["pets.zip"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # A rerun with the right checksum downloads it again.
     assert download(None, tmp_path, url=server.url("pets.zip"), sha256=PETS_SHA) == tmp_path / "pets"
 
 
@@ -318,3 +322,43 @@ def test_cli_download_failure_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: cannot reach {url}")
     assert result.output.count("\n") == 1
+
+
+# --- faults (issue 12): a failed check leaves nothing a rerun trusts ----------------------------
+
+
+def test_short_content_length_leaves_no_archive_a_rerun_would_trust(server: Served, tmp_path: Path) -> None:
+    server.files["pets.zip"] = PETS_ZIP
+    server.short_length = len(PETS_ZIP) // 2  # the server claims and sends half the archive
+    with pytest.raises(DownloadError) as caught:
+        download(None, tmp_path, url=server.url("pets.zip"))
+    assert str(caught.value) == (
+        f"the download from {server.url('pets.zip')} was deleted: it is neither a zip nor a tar archive "
+        "(cut short, or an error page?); rerun to download again")
+    assert list(tmp_path.iterdir()) == []
+    server.short_length = None
+    assert download(None, tmp_path, url=server.url("pets.zip")) == tmp_path / "pets"
+
+
+def test_zip_bomb_is_refused_by_its_expansion_ratio(server: Served, tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("pets/cats/zeros.jpg", b"\0" * (40 * 1024 * 1024))  # 40 MB of zeros, ~40 KB packed
+    server.files["bomb.zip"] = buffer.getvalue()
+    with pytest.raises(DownloadError, match=r"^unsafe archive bomb\.zip: \d[\d,]* bytes would expand to "
+                                            r"41,943,040 \(more than 100x\); not extracted$"):
+        download(None, tmp_path, url=server.url("bomb.zip"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.zip"]  # nothing extracted
+
+
+@pytest.mark.parametrize("tail", ["..", "", "."])
+def test_url_whose_last_part_is_not_a_file_name(server: Served, tmp_path: Path, tail: str) -> None:
+    server.files[f"x/{tail}"] = PETS_ZIP
+    url = f"{server.base}/x/{tail}"
+    from catdog.cli import main
+
+    result = CliRunner().invoke(main, ["download", "--url", url, "--to", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    # Named by the last real part of the path ("x/" and "x/." are x), else "download"; inside --to.
+    assert (tmp_path / ("download" if tail == ".." else "x")).read_bytes() == PETS_ZIP
+    assert (tmp_path / "pets" / "cats" / "c1.jpg").is_file()

@@ -383,6 +383,9 @@ def test_choosing_by_validation_needs_validation_photos(tiny_data, tmp_path, mon
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_config_passes_the_checks_made_before_training(path):
+    from catdog.models import check_model
     from catdog.training import check_config
 
-    assert check_config(load_config(path))
+    config = load_config(path)
+    assert check_config(config)
+    check_model(config)  # without fetching ImageNet weights: tests never touch the network
