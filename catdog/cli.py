@@ -308,3 +308,22 @@ def info(config_path, overrides, as_json):
 
     report = gather(load(config_path, overrides))
     click.echo(json.dumps(report.to_dict()) if as_json else report.table())
+
+
+@main.command("export")
+@click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "savedmodel", "litert"]), default="onnx", show_default=True,
+              help="onnx (ONNX Runtime), savedmodel (TensorFlow Serving, tf.saved_model.load) or litert (phones).")
+@click.option("--out", type=click.Path(), help="Artifact path (default: model.onnx, savedmodel/ or model.tflite in the run folder).")
+@friendly
+def export_command(run, fmt, out):
+    """Export a trained run as a standalone model, its contract in a JSON file beside it.
+
+    Example: catdog export --run runs/20250101-120000-article --format onnx
+    """
+    from catdog.export import export
+
+    result = export(run, fmt, out)
+    click.echo(result.line())
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
