@@ -83,9 +83,9 @@ def contract_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + ".json")
 
 
-def missing_modules(fmt: str) -> list[str]:
-    """The Python modules `fmt` needs that are not installed (without importing them)."""
-    return [m for m in _NEEDS[fmt] if importlib.util.find_spec(m) is None]
+def missing_modules(fmt: str, find: Callable[[str], Any] = importlib.util.find_spec) -> list[str]:
+    """The Python modules `fmt` needs that `find` (a module lookup) does not find, without importing them."""
+    return [m for m in _NEEDS[fmt] if find(m) is None]
 
 
 def can_export_onnx() -> bool:
@@ -237,7 +237,8 @@ def _add_onnx_metadata(path: Path, info: dict) -> None:
 
 
 def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Path | None = None,
-           parity: bool = True, images: np.ndarray | None = None) -> ExportResult:
+           parity: bool = True, images: np.ndarray | None = None, tolerance: float = PARITY_TOLERANCE,
+           find: Callable[[str], Any] = importlib.util.find_spec) -> ExportResult:
     """Write the run's model as `fmt` with its contract beside it, after a parity check.
 
     Args:
@@ -248,6 +249,8 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
         parity: compare the artifact with the Keras model before moving it into place; skipped
             (with a note) when the format's runtime is not installed.
         images: float32 (N, H, W, 3) images for the parity check (default: `parity_images`).
+        tolerance: the largest absolute difference of a probability the check accepts.
+        find: how a module is looked up (importlib.util.find_spec); tests pass one that fails.
 
     Raises:
         ExportError: unknown format, a converter missing, the output exists, or parity failed.
@@ -255,7 +258,7 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    missing = missing_modules(fmt)
+    missing = missing_modules(fmt, find)
     if missing:
         raise ExportError(f"exporting {fmt} needs {', '.join(missing)}: pip install 'catdog[export]'")
     r = run if isinstance(run, Run) else load_run(run)
@@ -294,7 +297,7 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     result.parity = check_parity(model, fmt, tmp, images if images is not None
-                                                 else parity_images((height, width)))
+                                                 else parity_images((height, width)), tolerance)
             except ExportError as exc:
                 if "is not installed" not in str(exc):
                     raise
