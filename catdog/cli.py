@@ -327,3 +327,29 @@ def export_command(run, fmt, out):
     click.echo(result.line())
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
+
+
+@main.command()
+@click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; other than loopback, anyone who reaches it can use the model.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free port).")
+@click.option("--no-explain", is_flag=True, help="No Grad-CAM page endpoint: with model.onnx the server then needs no TensorFlow.")
+@friendly
+def serve(run, host, port, no_explain):
+    """Serve a trained run: a web page at / and a JSON API under /v1 (predict, explain, model, health).
+
+    Example: catdog serve --run runs/20250101-120000-article, then open http://127.0.0.1:8000/
+    """
+    import logging
+
+    from catdog.serve import ServeConfig
+    from catdog.serve import serve as run_server
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("catdog.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    run_server(run, ServeConfig(host=host, port=port, explain=not no_explain),
+               ready=lambda url: click.echo(f"serving {url} (Ctrl+C stops)", err=True))
