@@ -351,5 +351,8 @@ def serve(run, host, port, no_explain):
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    run_server(run, ServeConfig(host=host, port=port, explain=not no_explain),
-               ready=lambda url: click.echo(f"serving {url} (Ctrl+C stops)", err=True))
+    try:
+        run_server(run, ServeConfig(host=host, port=port, explain=not no_explain),
+                   ready=lambda url: click.echo(f"serving {url} (Ctrl+C stops)", err=True))
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once the requests in flight are answered
+        click.echo("stopped", err=True)
