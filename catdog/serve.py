@@ -226,7 +226,7 @@ class Service:
                   "probabilities": {c: float(p) for c, p in zip(classes, probabilities)},
                   "image": _png_data_url(pixels), "gradcam": _png_data_url(grad_cam_overlay(pixels, heatmap))}
         if first is not None:
-            result["activations"] = _png_data_url(activation_grid(first.maps))
+            result["activations"] = _png_data_url(activation_grid(first.maps, gap=max(2, first.shape[0] // 50)))
             result["activations_layer"] = f"{first.name} ({first.layer_type} {first.detail}), {first.shape[0]}x{first.shape[1]}"
         return result
 
