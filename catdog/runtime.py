@@ -31,6 +31,9 @@ class OnnxModel:
         # 0 lets ONNX Runtime use one thread per physical core.
         options.intra_op_num_threads = threads
         options.log_severity_level = 3  # errors only: its warnings are about graph fusions
+        # Idle worker threads sleep instead of spinning: spinning takes the cores that decode the
+        # next photos (predict, serve) away from them.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
