@@ -204,8 +204,10 @@ class Service:
         self.batcher = Batcher(self.infer, config.max_batch, config.max_wait_ms / 1000)
         if self.keras is not None:
             self._explain(np.zeros((*self.size, 3), np.uint8))  # builds Grad-CAM's parts once
-        # The largest batch once: the runtime's buffers reach their final size before serving.
-        self.infer(np.zeros((config.max_batch, *self.size, 3), np.float32))
+        # Every batch size once, largest first: the runtime's buffers reach their final size
+        # before serving, so memory does not grow under load.
+        for n in range(config.max_batch, 0, -1):
+            self.infer(np.zeros((n, *self.size, 3), np.float32))
 
     def decode(self, data: bytes, name: str) -> np.ndarray:
         try:
