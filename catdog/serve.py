@@ -193,11 +193,12 @@ class Service:
 
     def __init__(self, run: Run, config: ServeConfig) -> None:
         from catdog.prediction import answerer
+        from catdog.runtime import OnnxModel
 
         self.run, self.config = run, config
         self.size, self.resize = run.config.data.image_size, run.config.data.resize
         self.infer = answerer(run)
-        self.engine = "onnxruntime" if type(self.infer).__name__ == "OnnxModel" else "keras"
+        self.engine = "onnxruntime" if isinstance(self.infer, OnnxModel) else "keras"
         self.keras = run.model if config.explain else None
         self.decoder = ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="catdog-decode")
         self.explainer = ThreadPoolExecutor(1, thread_name_prefix="catdog-explain")

@@ -138,6 +138,15 @@ def test_health_and_model(server):
     assert info["pixel_range"] == [0, 255] and "val_accuracy" in info["metrics"]["last_epoch"]
 
 
+def test_model_reports_the_latest_evaluation(server, served_run):
+    from catdog.evaluation import evaluate
+
+    report = evaluate(served_run[0])
+    info = server.get("/v1/model")[1]
+    assert info["metrics"]["evaluation"]["accuracy"] == pytest.approx(report.accuracy)
+    assert info["metrics"]["evaluation"]["images"] == report.count
+
+
 def test_raw_upload_gives_the_same_answer_as_predict(server, served_run):
     run, photos = served_run
     photo = next(photos.rglob("*.jpg"))
