@@ -68,7 +68,7 @@ def main() -> None:
             times[name].append(cold(cmd, env))
     print(f"one photo, cold process, median of {args.repeats} (os.cpu_count()={os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}):")
-    print(f"| command | median s | min s | max s |\n|---|---|---|---|")
+    print("| command | median s | min s | max s |\n|---|---|---|---|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | {max(values):.3f} |")
     ratio = statistics.median(times["plain Keras script"]) / statistics.median(times["catdog predict (ONNX Runtime)"])

@@ -34,7 +34,8 @@ pytest.importorskip("onnxruntime")
 from catdog.cli import main  # noqa: E402
 from catdog.config import load_config  # noqa: E402
 from catdog.prediction import predict  # noqa: E402
-from catdog.serve import activation_grid, is_loopback  # noqa: E402
+from catdog.serve import is_loopback  # noqa: E402
+from catdog.service import activation_grid  # noqa: E402
 from catdog.training import train  # noqa: E402
 from conftest import write_images  # noqa: E402
 
