@@ -13,13 +13,14 @@ Needs `pip install 'catdog[serve]'`.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import ipaddress
 import logging
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -186,16 +187,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build(run: str | Path | Run | None = None, config: ServeConfig = ServeConfig()):
+def build(run: str | Path | Run | None = None, config: ServeConfig = ServeConfig(),
+          find: Callable[[str], Any] = importlib.util.find_spec):
     """The ASGI application serving `run` (default: the latest run), models loaded and warmed.
+
+    `find` looks modules up (tests pass one that finds nothing).
 
     Raises:
         ServeError: Starlette, uvicorn or python-multipart is not installed.
         RunError: no usable run folder.
     """
-    import importlib.util
-
-    missing = [m for m in ("starlette", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("starlette", "uvicorn", "multipart") if find(m) is None]
     if missing:
         raise ServeError(f"catdog serve needs {', '.join(missing)}: pip install 'catdog[serve]'")
     r = run if isinstance(run, Run) else load_run(run)

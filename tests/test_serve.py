@@ -34,7 +34,7 @@ pytest.importorskip("onnxruntime")
 from catdog.cli import main  # noqa: E402
 from catdog.config import load_config  # noqa: E402
 from catdog.prediction import predict  # noqa: E402
-from catdog.serve import is_loopback  # noqa: E402
+from catdog.serve import ServeError, build, is_loopback  # noqa: E402
 from catdog.service import activation_grid  # noqa: E402
 from catdog.training import train  # noqa: E402
 from conftest import write_images  # noqa: E402
@@ -296,3 +296,8 @@ def test_activation_grid_tiles_every_channel():
     maps = np.random.default_rng(0).random((6, 4, 10)).astype("float32")
     grid = activation_grid(maps, gap=2)
     assert grid.shape == (3 * 8 - 2, 4 * 6 - 2, 3) and grid.dtype == np.uint8
+
+
+def test_missing_extra_names_it(tmp_path):
+    with pytest.raises(ServeError, match=r"^catdog serve needs starlette, uvicorn, multipart: pip install 'catdog\[serve\]'$"):
+        build(tmp_path / "no-run", find=lambda name: None)
