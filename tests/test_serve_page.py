@@ -70,3 +70,21 @@ def test_a_bad_file_shows_the_servers_error(browser, server, tmp_path):
     assert "not an image" in page.inner_text("#error")
     assert not page.is_visible("#result")
     page.close()
+
+
+def test_without_explain_the_page_shows_label_and_bars(browser, served_run):
+    from test_serve import Server
+
+    s = Server(served_run[0], "--no-explain")
+    try:
+        page = browser.new_page()
+        page.goto(s.url + "/")
+        page.wait_for_function("document.getElementById('about').textContent.includes('parameters')")
+        page.set_input_files("#file", str(sorted(served_run[1].rglob("*.jpg"))[0]))
+        page.wait_for_function("document.getElementById('result').style.display === 'block'", timeout=60_000)
+        assert page.inner_text("#label").split(" ")[0] in ("cats", "dogs")
+        assert len(page.query_selector_all("#bars .bar")) == 2
+        assert not page.is_visible(".pictures") and page.inner_text("#error") == ""
+        page.close()
+    finally:
+        s.stop()
