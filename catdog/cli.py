@@ -431,3 +431,51 @@ def config_resolve(config_path, overrides):
     from catdog.config import config_yaml
 
     click.echo(config_yaml(load(config_path, overrides)), nl=False)
+    
+
+@main.command("export")
+@click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "savedmodel", "litert"]), default="onnx", show_default=True,
+              help="onnx (ONNX Runtime), savedmodel (TensorFlow Serving, tf.saved_model.load) or litert (phones).")
+@click.option("--out", type=click.Path(), help="Artifact path (default: model.onnx, savedmodel/ or model.tflite in the run folder).")
+@friendly
+def export_command(run, fmt, out):
+    """Export a trained run as a standalone model, its contract in a JSON file beside it.
+
+    Example: catdog export --format onnx
+    """
+    from catdog.export import export
+
+    result = export(chosen_run(run), fmt, out)
+    click.echo(result.line())
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@main.command()
+@click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; other than loopback, anyone who reaches it can use the model.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free port).")
+@click.option("--no-explain", is_flag=True, help="No Grad-CAM page endpoint: with model.onnx the server then needs no TensorFlow.")
+@friendly
+def serve(run, host, port, no_explain):
+    """Serve a trained run: a web page at / and a JSON API under /v1 (predict, explain, model, health).
+
+    Example: catdog serve, then open http://127.0.0.1:8000/
+    """
+    import logging
+
+    from catdog.serve import ServeConfig
+    from catdog.serve import serve as run_server
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("catdog.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        run_server(chosen_run(run), ServeConfig(host=host, port=port, explain=not no_explain),
+                   ready=lambda url: click.echo(f"serving {url} (Ctrl+C stops)", err=True))
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once the requests in flight are answered
+        click.echo("stopped", err=True)

@@ -318,3 +318,36 @@ def _decode_reason(fmt: str, exc: BaseException) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def load_image_bytes(data: bytes, size: tuple[int, int], resize: str = "squash",
+                     max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """`load_image` for an image held in memory, such as an upload; same result, same errors.
+
+    Args:
+        max_pixels: the largest width x height a header may claim; a server takes less than
+            MAX_PIXELS so that one upload cannot hold hundreds of megabytes of pixels.
+
+    Raises:
+        ImageError: the bytes are not a usable image; the message is a one-line reason.
+    """
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}; got {resize!r}")
+    height, width = size
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            claimed = im.width * im.height
+    except Exception:  # noqa: BLE001  (_decode below names what is wrong with the bytes)
+        claimed = 0
+    if claimed > max_pixels:
+        raise ImageError(f"decompression bomb: header claims {claimed:,} pixels (at most {max_pixels:,} accepted)")
+    truncated_ok = ImageFile.LOAD_TRUNCATED_IMAGES
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            return _decode(Path("upload"), bytes(data), (width, height), resize)
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok

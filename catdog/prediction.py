@@ -52,19 +52,13 @@ def predict(paths: list[str | Path], run: str | Path | None = None, tta: bool = 
     With `tta` each photo's probabilities are averaged with those of its mirror image.
     """
     r = load_run(run)
-    model = with_mirror_averaged(r.model) if tta else r.model
     files = expand(paths)
     if not files:
         raise DataError(f"no files found in {', '.join(map(str, paths))}")
+    infer = answerer(r, tta)
     size, resize = r.config.data.image_size, r.config.data.resize
-    for start in range(0, len(files), BATCH):
-        chunk, pixels, failed = files[start:start + BATCH], [], {}
-        for path in chunk:
-            try:
-                pixels.append(load_image(path, size, resize))
-            except ImageError as exc:
-                failed[path] = str(exc)
-        probs = _probabilities(model, np.stack(pixels)) if pixels else np.zeros((0, len(r.classes)))
+    for chunk, pixels, failed in decoded_chunks(files, size, resize, BATCH):
+        probs = as_class_probabilities(infer(np.stack(pixels))) if pixels else np.zeros((0, len(r.classes)))
         rows = iter(probs)
         for path in chunk:
             if path in failed:
@@ -74,6 +68,47 @@ def predict(paths: list[str | Path], run: str | Path | None = None, tta: bool = 
             best = int(p.argmax())
             yield Prediction(path, r.classes[best], float(p[best]),
                              {c: float(v) for c, v in zip(r.classes, p)})
+
+
+def answerer(r, tta: bool = False):
+    """The function from a (N, H, W, 3) batch to the model's output for run `r`.
+
+    ONNX Runtime on the run's model.onnx when it has one (no TensorFlow import, see
+    catdog.runtime), Keras otherwise and for `tta`.
+    """
+    from catdog.runtime import onnx_model
+
+    fast = None if tta else onnx_model(r.dir, r.classes)
+    if fast is not None:
+        return fast
+    model = with_mirror_averaged(r.model) if tta else r.model
+    return model.predict_on_batch
+
+
+def decoded_chunks(files: list[Path], size: tuple[int, int], resize: str, batch: int):
+    """(chunk, decoded pixels, {path: error}) per `batch` files, decoding ahead in threads.
+
+    The next chunk is decoded on every core while the caller runs the model on this one: the
+    decoders (libjpeg-turbo, Pillow, OpenCV) release the GIL, so both overlap.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(path: Path):
+        try:
+            return load_image(path, size, resize)
+        except ImageError as exc:
+            return exc
+
+    chunks = [files[i:i + batch] for i in range(0, len(files), batch)]
+    with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+        ahead = [pool.submit(load, f) for f in chunks[0]]
+        for i, chunk in enumerate(chunks):
+            results = [f.result() for f in ahead]
+            ahead = [pool.submit(load, f) for f in chunks[i + 1]] if i + 1 < len(chunks) else []
+            pixels = [x for x in results if not isinstance(x, ImageError)]
+            failed = {p: str(x) for p, x in zip(chunk, results) if isinstance(x, ImageError)}
+            yield chunk, pixels, failed
 
 
 def as_class_probabilities(out) -> np.ndarray:
@@ -95,7 +130,3 @@ def with_mirror_averaged(model):
     mirrored = keras.layers.Lambda(lambda x: keras.ops.flip(x, axis=2), name="mirror")(inp)
     out = keras.layers.Average(name="mean")([model(inp), model(mirrored)])
     return keras.Model(inp, out, name=f"{model.name}_mirror_averaged")
-
-
-def _probabilities(model, x: np.ndarray) -> np.ndarray:
-    return as_class_probabilities(model.predict_on_batch(x))

@@ -501,6 +501,8 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
         tmp.unlink(missing_ok=True)
         raise
     finish(run_dir)
+    if dist.chief:
+        _write_onnx(run_dir, model, say)
 
     history = writer.history
     values = history[monitor]
@@ -508,6 +510,22 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
     val = [history[k][best] if k in history else None for k in ("val_accuracy", "val_loss")]
     return TrainResult(run_dir, device, len(values), best + 1, *val, seconds, history,
                        keep_best=t.keep_best, monitor=monitor)
+
+
+def _write_onnx(run_dir: Path, model, say: Report) -> None:
+    """model.onnx for fast predicting, when catdog[export] is installed (catdog.export)."""
+    from catdog.export import export_after_training
+
+    try:
+        result = export_after_training(run_dir, model)
+    # The run is complete without model.onnx (predict falls back to Keras), so no converter
+    # failure may cost the user the finished training: it is reported in one line instead.
+    except Exception as exc:  # noqa: BLE001
+        say(f"model.onnx not written ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            f"predict uses Keras; try catdog export --run {run_dir}")
+        return
+    if result is not None:
+        say(f"model.onnx written for fast predict ({result.line().split('; ', 1)[1]})")
 
 
 def resume(run_dir: str | Path, data: str | Path | None = None, report: Report | None = None,

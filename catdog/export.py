@@ -1,0 +1,339 @@
+"""Export a trained run for use outside catdog: ONNX, TensorFlow SavedModel or LiteRT.
+
+Keras's own `model.export` writes the artifact. Three things are catdog's own, because
+`model.export` cannot do them: the network is rebuilt in float32 without its augmentation
+layers first (a mixed-precision graph binds float16/bfloat16 ops that ONNX Runtime refuses to
+load, and augmentation is an inference no-op that has no place in a deployed graph); the
+artifact's contract (classes, input size, resize mode, pixel range) travels with it, as ONNX
+metadata and as a JSON file beside it; and a parity check compares the artifact's answers with
+the Keras model's before the artifact is moved into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from catdog import __version__
+from catdog.errors import CatdogError
+from catdog.runs import Run, load_run, write_json
+
+FORMATS = ("onnx", "savedmodel", "litert")
+# The artifact each format writes into the run folder by default.
+DEFAULT_NAMES = {"onnx": "model.onnx", "savedmodel": "savedmodel", "litert": "model.tflite"}
+ONNX_FILE = DEFAULT_NAMES["onnx"]
+# Keras's name for each format.
+_KERAS_FORMATS = {"onnx": "onnx", "savedmodel": "tf_saved_model", "litert": "litert"}
+# Python modules each format needs to be written, beyond TensorFlow and Keras.
+_NEEDS = {"onnx": ("tf2onnx", "onnx"), "savedmodel": (), "litert": ()}
+# The issue's bar for an artifact that computes the same function: float32 against float32.
+PARITY_TOLERANCE = 1e-4
+# Photos in the parity check: enough to cover both classes' answers, few enough to take a second.
+PARITY_IMAGES = 8
+
+
+class ExportError(CatdogError):
+    """A run cannot be exported as asked (missing converter, existing output, failed parity)."""
+
+
+@dataclass
+class Parity:
+    """How closely the artifact's probabilities follow the float32 Keras model's."""
+
+    images: int
+    max_abs_diff: float
+    labels_agree: bool
+    runtime: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ExportResult:
+    """What `export` wrote: the artifact, the contract beside it, and the parity measured."""
+
+    format: str
+    path: Path
+    contract_path: Path
+    contract: dict
+    parity: Parity | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        if self.parity is None:
+            check = "parity not checked"
+        else:
+            check = (f"parity on {self.parity.images} images via {self.parity.runtime}: max |diff| "
+                     f"{self.parity.max_abs_diff:.1e}, labels agree")
+        return f"wrote {self.path} ({self.format}) and {self.contract_path.name}; {check}"
+
+
+def contract_path(artifact: Path) -> Path:
+    """The JSON file beside an artifact: model.onnx -> model.onnx.json, savedmodel/ -> savedmodel.json."""
+    return artifact.with_name(artifact.name + ".json")
+
+
+def missing_modules(fmt: str, find: Callable[[str], Any] = importlib.util.find_spec) -> list[str]:
+    """The Python modules `fmt` needs that `find` (a module lookup) does not find, without importing them."""
+    return [m for m in _NEEDS[fmt] if find(m) is None]
+
+
+def can_export_onnx() -> bool:
+    """Whether the `catdog[export]` extra's ONNX converter is installed."""
+    return not missing_modules("onnx")
+
+
+def contract(run: Run, fmt: str, artifact: Path, output_units: int) -> dict:
+    """What a program needs to know to use the artifact without catdog."""
+    height, width = run.config.data.image_size
+    return {
+        "format": fmt,
+        "artifact": artifact.name,
+        "classes": list(run.classes),
+        "input_size": [height, width],
+        "input": {"name": "image", "shape": [None, height, width, 3], "dtype": "float32",
+                  "layout": "NHWC", "color": "RGB", "pixel_range": [0, 255]},
+        "pixel_note": "raw 0-255 RGB values as float32; scaling is inside the model",
+        "resize": run.config.data.resize,
+        # One sigmoid unit gives p(classes[1]); a softmax gives one probability per class.
+        "output": "sigmoid" if output_units == 1 else "softmax",
+        "model": run.config.model.name,
+        "run": run.dir.name,
+        "catdog_version": __version__,
+    }
+
+
+def inference_model(run: Run):
+    """The run's network rebuilt in float32 without augmentation layers, holding the trained weights.
+
+    Raises:
+        ExportError: the rebuilt network's weights do not line up with the saved model's.
+    """
+    import keras
+
+    from catdog.models import build_model
+
+    trained = run.model
+    # Augmentation passes pixels through unchanged at inference; off, its layers are not built.
+    plain = dataclasses.replace(run.config.model, flip=False, rotation=0.0, zoom=0.0, translation=0.0,
+                                contrast=0.0)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        clean = build_model(dataclasses.replace(run.config, model=plain), len(run.classes), pretrained=False)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    source = {layer.name: layer for layer in trained.layers}
+    for layer in clean.layers:
+        if not layer.weights:
+            continue
+        src = source.get(layer.name)
+        if src is None or len(src.weights) != len(layer.weights):
+            raise ExportError(f"{run.dir}: layer {layer.name!r} of the rebuilt network has no match in "
+                              f"the saved model; was config.yaml edited after training?")
+        layer.set_weights([np.asarray(w, dtype="float32") for w in src.get_weights()])
+    return clean
+
+
+def parity_images(size: tuple[int, int], count: int = PARITY_IMAGES, seed: int = 0) -> np.ndarray:
+    """A fixed set of float32 test images: smooth colour gradients with noise, both dark and bright."""
+    height, width = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype("float32")
+    images = []
+    for i in range(count):
+        base = np.stack([xx / max(width - 1, 1), yy / max(height - 1, 1),
+                         np.full_like(xx, i / max(count - 1, 1))], axis=-1)
+        noise = rng.normal(0, 0.15, (height, width, 3))
+        images.append(np.clip((base * 0.6 + 0.2 * (i % 2) + noise) * 255, 0, 255))
+    return np.asarray(images, dtype="float32")
+
+
+def _class_probs(out) -> np.ndarray:
+    from catdog.prediction import as_class_probabilities
+
+    return as_class_probabilities(np.asarray(out, dtype="float32"))
+
+
+def artifact_runner(fmt: str, path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """A function (N, H, W, 3) float32 -> model output through the format's own runtime, and its name.
+
+    Raises:
+        ExportError: the runtime is not installed (the caller may skip the check).
+    """
+    if fmt == "onnx":
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise ExportError("onnxruntime is not installed")
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return (lambda x: session.run(None, {name: x})[0]), "onnxruntime"
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        return (lambda x: loaded.serve(tf.constant(x)).numpy()), "tf.saved_model"
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        runtime = "ai_edge_litert"
+    else:
+        import tensorflow as tf
+
+        Interpreter, runtime = tf.lite.Interpreter, "tf.lite"
+
+    def run_litert(x: np.ndarray) -> np.ndarray:
+        # The converted graph has a batch of one; images go through one at a time.
+        interpreter = Interpreter(model_path=str(path))
+        inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        interpreter.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"])
+
+    return run_litert, runtime
+
+
+def check_parity(keras_model, fmt: str, path: Path, images: np.ndarray,
+                 tolerance: float = PARITY_TOLERANCE) -> Parity:
+    """Compare the artifact's probabilities with `keras_model`'s on `images`.
+
+    Raises:
+        ExportError: they differ by more than `tolerance`, or a label differs.
+    """
+    expected = _class_probs(keras_model.predict_on_batch(images))
+    runner, runtime = artifact_runner(fmt, path)
+    got = _class_probs(runner(images))
+    diff = float(np.abs(expected - got).max())
+    agree = bool((expected.argmax(1) == got.argmax(1)).all())
+    if diff > tolerance or not agree:
+        raise ExportError(f"the {fmt} artifact does not match the Keras model: max |diff| {diff:.2e} "
+                          f"(allowed {tolerance:.0e}), labels {'agree' if agree else 'differ'}; nothing written")
+    return Parity(len(images), diff, agree, runtime)
+
+
+def _add_onnx_metadata(path: Path, info: dict) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in info.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    proto.producer_name = "catdog"
+    onnx.save(proto, str(path))
+
+
+def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Path | None = None,
+           parity: bool = True, images: np.ndarray | None = None, tolerance: float = PARITY_TOLERANCE,
+           find: Callable[[str], Any] = importlib.util.find_spec) -> ExportResult:
+    """Write the run's model as `fmt` with its contract beside it, after a parity check.
+
+    Args:
+        run: the run folder (default: the latest run), or a loaded Run.
+        fmt: "onnx", "savedmodel" or "litert".
+        out: the artifact's path (default: model.onnx, savedmodel/ or model.tflite in the run
+            folder). An existing file or folder there is never replaced.
+        parity: compare the artifact with the Keras model before moving it into place; skipped
+            (with a note) when the format's runtime is not installed.
+        images: float32 (N, H, W, 3) images for the parity check (default: `parity_images`).
+        tolerance: the largest absolute difference of a probability the check accepts.
+        find: how a module is looked up (importlib.util.find_spec); tests pass one that fails.
+
+    Raises:
+        ExportError: unknown format, a converter missing, the output exists, or parity failed.
+        RunError: no usable run folder.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    missing = missing_modules(fmt, find)
+    if missing:
+        raise ExportError(f"exporting {fmt} needs {', '.join(missing)}: pip install 'catdog[export]'")
+    r = run if isinstance(run, Run) else load_run(run)
+    target = Path(out) if out is not None else r.dir / DEFAULT_NAMES[fmt]
+    if fmt == "litert" and target.suffix != ".tflite":
+        raise ExportError(f"--out for litert must end in .tflite; got {target}")
+    beside = contract_path(target)
+    for existing in (target, beside):
+        if existing.exists():
+            raise ExportError(f"{existing} already exists; remove it or pass --out NEW_PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    import keras
+
+    model = inference_model(r)
+    mixed = sorted({layer.dtype_policy.name for layer in r.model.layers
+                    if layer.dtype_policy.name.startswith("mixed")})
+    height, width = r.config.data.image_size
+    info = contract(r, fmt, target, int(model.outputs[0].shape[-1]))
+    result = ExportResult(fmt, target, beside, info)
+    # Written in a scratch folder beside the target and moved in only when it passed.
+    with tempfile.TemporaryDirectory(prefix=".catdog-export-", dir=target.parent) as scratch:
+        tmp = Path(scratch) / target.name
+        spec = keras.InputSpec(shape=(None, height, width, 3), dtype="float32", name="image")
+        try:
+            with warnings.catch_warnings():
+                # Converter chatter (tf2onnx's numpy probes, tf.lite's deprecation) is not the user's to act on.
+                warnings.simplefilter("ignore")
+                model.export(str(tmp), format=_KERAS_FORMATS[fmt], verbose=False, input_signature=[spec])
+        except ImportError as exc:
+            raise ExportError(f"exporting {fmt} failed: {exc}; pip install 'catdog[export]'") from None
+        if fmt == "onnx":
+            _add_onnx_metadata(tmp, info)
+        if parity:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    result.parity = check_parity(model, fmt, tmp, images if images is not None
+                                                 else parity_images((height, width)), tolerance)
+            except ExportError as exc:
+                if "is not installed" not in str(exc):
+                    raise
+                result.notes.append(f"parity not checked: {exc}")
+        if result.parity is not None:
+            info["parity"] = result.parity.to_dict()
+        if mixed:
+            result.notes.append(f"trained in {mixed[0]}, exported in float32 (the parity check compares "
+                                f"float32 with float32)")
+        shutil.move(str(tmp), str(target))
+    write_json(beside, info)
+    return result
+
+
+def export_after_training(run_dir: Path, model=None) -> ExportResult | None:
+    """model.onnx beside model.keras when the export extra is installed, for fast `catdog predict`.
+
+    Returns None (nothing written) without the extra, on a Keras backend other than TensorFlow
+    (whose ONNX converter the extra does not install), or when the run already holds model.onnx.
+    `model` is the trained Keras model, if at hand (saves loading it back).
+    """
+    import keras
+
+    if (not can_export_onnx() or importlib.util.find_spec("onnxruntime") is None
+            or keras.backend.backend() != "tensorflow" or (run_dir / ONNX_FILE).exists()):
+        return None
+    r = load_run(run_dir)
+    if model is not None:
+        r._model = model
+    return export(r, "onnx")
+
+
+def read_contract(artifact: str | Path) -> dict[str, Any]:
+    """The contract JSON beside an artifact."""
+    path = contract_path(Path(artifact))
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path} is missing or damaged ({exc}); export the run again") from None

@@ -1,0 +1,248 @@
+"""`catdog serve`: a trained run behind a JSON API and a web page, on Starlette and uvicorn.
+
+The API is versioned under /v1: `predict` (one image as the raw body, or several as multipart
+files), `explain` (one image: probabilities, Grad-CAM over it and the first convolution's
+activation maps, for the page at /), `model` and `health`. Concurrent requests are batched:
+each request's decoded images wait a few milliseconds in a queue, and one model call answers all
+that arrived, so throughput grows with load instead of each request paying a whole model call.
+Every bad upload is answered with a 4xx and a JSON error naming the problem.
+
+Needs `pip install 'catdog[serve]'`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import ipaddress
+import logging
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from catdog.errors import CatdogError
+from catdog.runs import Run, load_run
+from catdog.service import Reject, ServeConfig, Service
+
+log = logging.getLogger("catdog.serve")
+
+__all__ = ["ServeConfig", "ServeError", "build", "is_loopback", "make_app", "serve"]
+
+
+class ServeError(CatdogError):
+    """The server cannot start as asked (missing extra, address in use)."""
+
+
+# How far past the size limit a body is still read (and dropped) so that the client gets its 413.
+DRAIN_FACTOR = 4
+
+
+async def _read_body(request, limit: int) -> bytes:
+    """The request body, or a 413 when it is over `limit` bytes.
+
+    A body somewhat over the limit is read to its end and dropped before the 413 goes out: a
+    client still sending when the server hangs up gets a reset instead of the answer. One more
+    than DRAIN_FACTOR times the limit is cut off at once.
+    """
+    length = request.headers.get("content-length")
+    declared = int(length) if length is not None and length.isdigit() else None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit or (declared is not None and declared > limit):
+            if size > DRAIN_FACTOR * limit:
+                break
+            continue
+        chunks.append(chunk)
+    if size > limit or (declared is not None and declared > limit):
+        shown = f"{max(size, declared or 0):,} bytes" if size <= DRAIN_FACTOR * limit else "body"
+        raise Reject(413, f"request {shown} is over the limit of {limit:,} bytes")
+    return b"".join(chunks)
+
+
+async def _uploads(request, service: Service) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image in the request: the raw body, or every file of a multipart form."""
+    from starlette.requests import Request
+
+    body = await _read_body(request, service.config.max_bytes)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return [(request.headers.get("x-filename", "body"), body)]
+
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form(max_files=service.config.max_images, max_fields=100)
+    files = [(f.filename or key, await f.read()) for key, f in form.multi_items() if hasattr(f, "read")]
+    if not files:
+        raise Reject(400, "multipart request holds no file; send images as file fields")
+    return files
+
+
+def make_app(service: Service):
+    """The Starlette application for `service`."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
+
+    loop_of = asyncio.get_running_loop
+
+    async def decode_all(uploads):
+        loop = loop_of()
+        return await asyncio.gather(*(loop.run_in_executor(service.decoder, service.decode, data, name)
+                                      for name, data in uploads))
+
+    async def predict(request):
+        uploads = await _uploads(request, service)
+        if len(uploads) > service.config.max_images:
+            raise Reject(413, f"{len(uploads)} images in one request; at most {service.config.max_images}")
+        pixels = np.stack(await decode_all(uploads))
+        step = service.config.max_batch
+        out = np.concatenate(await asyncio.gather(*(service.batcher(pixels[i:i + step])
+                                                    for i in range(0, len(pixels), step))))
+        return JSONResponse({"predictions": service.answers([n for n, _ in uploads], out)})
+
+    async def explain(request):
+        if service.keras is None:
+            raise Reject(404, "this server runs without Grad-CAM (explain is off)")
+        uploads = await _uploads(request, service)
+        if len(uploads) != 1:
+            raise Reject(400, f"explain takes one image; got {len(uploads)}")
+        (pixels,) = await decode_all(uploads)
+        result = await loop_of().run_in_executor(service.explainer, service._explain, pixels)
+        return JSONResponse({"file": uploads[0][0], **result})
+
+    async def health(request):
+        return JSONResponse({"status": "ok", "batches": service.batcher.batches, "images": service.batcher.images})
+
+    async def model(request):
+        return JSONResponse(service.model_info())
+
+    page = resources.files("catdog").joinpath("static/index.html").read_text()
+
+    async def index(request):
+        return HTMLResponse(page)
+
+    async def rejected(request, exc: Reject):
+        body = {"error": exc.message}
+        if exc.file is not None:
+            body["file"] = exc.file
+        return JSONResponse(body, status_code=exc.status)
+
+    async def http_error(request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        service.batcher.start()
+        yield
+        await service.batcher.stop()
+        service.decoder.shutdown(wait=True)
+        service.explainer.shutdown(wait=True)
+
+    routes = [Route("/", index), Route("/v1/predict", predict, methods=["POST"]),
+              Route("/v1/explain", explain, methods=["POST"]), Route("/v1/health", health),
+              Route("/v1/model", model)]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={Reject: rejected, HTTPException: http_error})
+    return AccessLog(app)
+
+
+class AccessLog:
+    """ASGI middleware writing one line per request: client, method, path, status, bytes, milliseconds."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, state = time.perf_counter(), {"status": 0, "bytes": 0}
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                state["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            log.info('%s "%s %s" %d %dB %.1fms', client[0], scope["method"], scope["path"], state["status"],
+                     state["bytes"], (time.perf_counter() - start) * 1000)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build(run: str | Path | Run | None = None, config: ServeConfig = ServeConfig(),
+          find: Callable[[str], Any] = importlib.util.find_spec):
+    """The ASGI application serving `run` (default: the latest run), models loaded and warmed.
+
+    `find` looks modules up (tests pass one that finds nothing).
+
+    Raises:
+        ServeError: Starlette, uvicorn or python-multipart is not installed.
+        RunError: no usable run folder.
+    """
+    missing = [m for m in ("starlette", "uvicorn", "multipart") if find(m) is None]
+    if missing:
+        raise ServeError(f"catdog serve needs {', '.join(missing)}: pip install 'catdog[serve]'")
+    r = run if isinstance(run, Run) else load_run(run)
+    return make_app(Service(r, config))
+
+
+def serve(run: str | Path | Run | None = None, config: ServeConfig = ServeConfig(),
+          ready: Callable[[str], None] | None = None) -> None:
+    """Serve `run` until SIGINT or SIGTERM; in-flight requests finish first.
+
+    `ready` receives the address (with the port the system chose, for port 0) once the socket
+    is bound and the models are loaded. A host other than loopback is logged as a warning: the
+    API has no authentication.
+
+    Raises:
+        ServeError: the extra is missing, or the address cannot be bound.
+    """
+    import socket
+
+    if not is_loopback(config.host):
+        log.warning("serving on %s: anyone who can reach this machine can use the model (no authentication)",
+                    config.host)
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    port = sock.getsockname()[1]
+    try:
+        app = build(run, config)
+    except BaseException:
+        sock.close()
+        raise
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=port, access_log=False,
+                                           log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=config.shutdown_timeout))
+    if ready is not None:
+        host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
+        ready(f"http://{host}:{port}/")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

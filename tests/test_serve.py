@@ -1,0 +1,303 @@
+"""catdog serve against a real server process on 127.0.0.1: good and bad uploads, batching of
+concurrent requests, the page, the one-line access log and a clean shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("onnxruntime")
+
+from catdog.cli import main  # noqa: E402
+from catdog.config import load_config  # noqa: E402
+from catdog.prediction import predict  # noqa: E402
+from catdog.serve import ServeError, build, is_loopback  # noqa: E402
+from catdog.service import activation_grid  # noqa: E402
+from catdog.training import train  # noqa: E402
+from conftest import write_images  # noqa: E402
+
+SIZE = 20
+
+
+@pytest.fixture(scope="module")
+def served_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, photo folder): a tiny article run with model.onnx."""
+    root = tmp_path_factory.mktemp("serve")
+    write_images(root / "photos" / "cats", 10, size=48, seed=1)
+    write_images(root / "photos" / "dogs", 10, size=48, seed=2, bright=True)
+    config = load_config(None, [f"data.image_size={SIZE}", "train.batch_size=8", "train.epochs=1",
+                                f"data.cache_dir={root / 'cache'}"])
+    train(config, root / "photos", root / "run")
+    assert (root / "run" / "model.onnx").is_file()
+    return root / "run", root / "photos"
+
+
+class Server:
+    """`catdog serve --port 0` in a child process; its address is read from its first line."""
+
+    def __init__(self, run: Path, *args: str) -> None:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-c", "from catdog.cli import main; main()", "serve", "--run", str(run), "--port", "0",
+                                      *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        self.lines: list[str] = []
+        self.url = None
+        deadline = time.time() + 120
+        while self.url is None and time.time() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"server exited: {''.join(self.lines)}")
+            self.lines.append(line)
+            match = re.match(r"serving (http://\S+) ", line)
+            if match:
+                self.url = match.group(1).rstrip("/")
+        threading.Thread(target=self._drain, daemon=True).start()
+        for _ in range(200):
+            try:
+                self.get("/v1/health")
+                break
+            except OSError:
+                time.sleep(0.05)
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def request(self, path: str, data: bytes | None = None, headers: dict | None = None,
+                method: str | None = None) -> tuple[int, dict]:
+        req = urllib.request.Request(self.url + path, data=data, headers=headers or {}, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as response:
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            body, status = exc.read(), exc.code
+        return status, json.loads(body)
+
+    def get(self, path: str) -> tuple[int, dict]:
+        return self.request(path)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(served_run):
+    s = Server(served_run[0])
+    yield s
+    s.stop()
+
+
+def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, dict]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for i, (name, data) in enumerate(files):
+        parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"image{i}\"; filename=\"{name}\"\r\n"
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with no pixel data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_health_and_model(server):
+    assert server.get("/v1/health")[1]["status"] == "ok"
+    status, info = server.get("/v1/model")
+    assert status == 200
+    assert info["classes"] == ["cats", "dogs"] and info["input_size"] == [SIZE, SIZE]
+    assert info["engine"] == "onnxruntime" and info["parameters"] > 0
+    assert info["pixel_range"] == [0, 255] and "val_accuracy" in info["metrics"]["last_epoch"]
+
+
+def test_model_reports_the_latest_evaluation(server, served_run):
+    from catdog.evaluation import evaluate
+
+    report = evaluate(served_run[0])
+    info = server.get("/v1/model")[1]
+    assert info["metrics"]["evaluation"]["accuracy"] == pytest.approx(report.accuracy)
+    assert info["metrics"]["evaluation"]["images"] == report.count
+
+
+def test_raw_upload_gives_the_same_answer_as_predict(server, served_run):
+    run, photos = served_run
+    photo = next(photos.rglob("*.jpg"))
+    status, body = server.request("/v1/predict", photo.read_bytes(), {"Content-Type": "image/jpeg"})
+    assert status == 200
+    (answer,) = body["predictions"]
+    (expected,) = predict([photo], run)
+    assert answer["label"] == expected.label
+    assert abs(answer["probability"] - expected.probability) < 1e-5
+    assert set(answer["probabilities"]) == {"cats", "dogs"}
+
+
+def test_multipart_several_images_in_order(server, served_run):
+    files = sorted(served_run[1].rglob("*.jpg"))[::5]
+    body, headers = multipart([(f.name, f.read_bytes()) for f in files])
+    status, result = server.request("/v1/predict", body, headers)
+    assert status == 200
+    assert [p["file"] for p in result["predictions"]] == [f.name for f in files]
+    assert [p["label"] for p in result["predictions"]] == [p.label for p in predict(files, served_run[0])]
+
+
+@pytest.mark.parametrize("name, data, status, message", [
+    ("empty", b"", 400, "empty file (0 bytes)"),
+    ("text", b"<html>not found</html>", 415, "not an image (unrecognised format)"),
+    ("truncated", "TRUNCATED", 422, "truncated JPEG"),
+    ("60 MP header", png_claiming(10_000, 6_000), 413, "decompression bomb: header claims 60,000,000 pixels"),
+])
+def test_bad_raw_upload_is_a_4xx_naming_the_problem(server, served_run, name, data, status, message):
+    if data == "TRUNCATED":
+        whole = next(served_run[1].rglob("*.jpg")).read_bytes()
+        data = whole[: len(whole) // 2]
+    got, body = server.request("/v1/predict", data, {"Content-Type": "application/octet-stream"}, method="POST")
+    assert got == status, body
+    assert message in body["error"]
+
+
+def test_bad_file_among_several_is_named(server, served_run):
+    good = next(served_run[1].rglob("*.jpg")).read_bytes()
+    body, headers = multipart([("ok.jpg", good), ("broken.jpg", b"GIF89a nonsense")])
+    status, result = server.request("/v1/predict", body, headers)
+    assert 400 <= status < 500
+    assert result["file"] == "broken.jpg" and result["error"].startswith("broken.jpg: ")
+
+
+def test_body_over_the_limit_is_413(server):
+    status, body = server.request("/v1/predict", b"\xff" * (20 * 1024 * 1024 + 1),
+                                  {"Content-Type": "application/octet-stream"})
+    assert status == 413
+    assert body["error"] == "request 20,971,521 bytes is over the limit of 20,971,520 bytes"
+
+
+def test_unknown_path_and_method_are_json_errors(server):
+    assert server.get("/v2/predict") == (404, {"error": "Not Found"})
+    assert server.get("/v1/predict") == (405, {"error": "Method Not Allowed"})
+
+
+def test_concurrent_requests_are_batched_and_all_answered(server, served_run):
+    photos = sorted(served_run[1].rglob("*.jpg"))
+    before = server.get("/v1/health")[1]
+
+    def one(i: int) -> int:
+        return server.request("/v1/predict", photos[i % len(photos)].read_bytes())[0]
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(one, range(96)))
+    assert statuses == [200] * 96
+    after = server.get("/v1/health")[1]
+    images, batches = after["images"] - before["images"], after["batches"] - before["batches"]
+    assert images == 96
+    assert batches < images  # some model calls answered several requests
+
+
+def test_explain_returns_grad_cam_and_activation_maps(server, served_run):
+    photo = next(served_run[1].rglob("*.jpg"))
+    status, body = server.request("/v1/explain", photo.read_bytes())
+    assert status == 200
+    assert body["label"] in ("cats", "dogs") and abs(sum(body["probabilities"].values()) - 1) < 1e-4
+    for key in ("image", "gradcam", "activations"):
+        assert body[key].startswith("data:image/png;base64,")
+        picture = Image.open(io.BytesIO(base64.b64decode(body[key].split(",", 1)[1])))
+        assert picture.mode == "RGB"
+    assert Image.open(io.BytesIO(base64.b64decode(body["gradcam"].split(",", 1)[1]))).size == (SIZE, SIZE)
+    assert body["activations_layer"].startswith("conv (Conv2D 5x5 x10)")
+
+
+def test_page_is_served(server):
+    with urllib.request.urlopen(server.url + "/", timeout=30) as response:
+        html = response.read().decode()
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'type="file"' in html and "/v1/explain" in html and 'name="viewport"' in html
+
+
+def test_access_log_has_one_line_per_request(server):
+    server.get("/v1/health")
+    time.sleep(0.2)
+    lines = [line for line in server.lines if '"GET /v1/health"' in line]
+    assert lines and re.fullmatch(r'127\.0\.0\.1 "GET /v1/health" 200 \d+B \d+\.\dms\n', lines[-1])
+
+
+def test_sigterm_lets_the_request_in_flight_finish(served_run):
+    s = Server(served_run[0], "--no-explain")
+    photo = next(served_run[1].rglob("*.jpg")).read_bytes()
+    host, port = s.url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=30)
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(photo)}\r\n\r\n").encode()
+    conn.sendall(head + photo[:100])  # the request has begun; half its body is still to come
+    time.sleep(0.5)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    conn.sendall(photo[100:])
+    response = b""
+    while chunk := conn.recv(65536):
+        response += chunk
+    conn.close()
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    assert b'"predictions"' in response
+    # uvicorn ends by re-raising the signal it caught, so the exit status says "terminated".
+    assert s.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=2)
+
+
+def test_ctrl_c_stops_cleanly(served_run):
+    s = Server(served_run[0], "--no-explain")
+    assert s.get("/v1/health")[0] == 200
+    s.proc.send_signal(signal.SIGINT)
+    assert s.proc.wait(timeout=60) == 0
+    time.sleep(0.2)
+    assert s.lines[-1] == "stopped\n" and not any("Traceback" in line for line in s.lines)
+
+
+def test_port_in_use_is_one_line(server, served_run):
+    port = server.url.rsplit(":", 1)[1]
+    result = CliRunner().invoke(main, ["serve", "--run", str(served_run[0]), "--port", port])
+    assert result.exit_code == 1
+    assert re.fullmatch(rf"Error: cannot listen on 127\.0\.0\.1:{port}: .+\n", result.stderr)
+
+
+def test_loopback_only_by_default():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_activation_grid_tiles_every_channel():
+    maps = np.random.default_rng(0).random((6, 4, 10)).astype("float32")
+    grid = activation_grid(maps, gap=2)
+    assert grid.shape == (3 * 8 - 2, 4 * 6 - 2, 3) and grid.dtype == np.uint8
+
+
+def test_missing_extra_names_it(tmp_path):
+    with pytest.raises(ServeError, match=r"^catdog serve needs starlette, uvicorn, multipart: pip install 'catdog\[serve\]'$"):
+        build(tmp_path / "no-run", find=lambda name: None)
