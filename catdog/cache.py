@@ -9,8 +9,8 @@ The manifest is replaced atomically (write, fsync, rename) only after the rows i
 disk, so a prepare killed at any moment, even by kill -9, leaves the previous manifest in charge and
 a rerun finishes the job; its decoding workers die with it. A write that fails (a full disk) cuts
 images.u8 back to the rows the manifest names, so nothing of the failed attempt stays behind. A
-complete cache on a read-only disk is used as it is. Reads use pread, not mmap, so resident memory stays flat however large
-the cache is.
+complete cache on a read-only disk is used as it is. Reads use pread, not mmap, so resident memory stays
+flat however large the cache is.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -105,7 +105,7 @@ class Prepared:
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.classes))
-        return {name: int(n) for name, n in zip(self.classes, counts)}
+        return {name: int(n) for name, n in zip(self.classes, counts, strict=True)}
 
     def row_targets(self, sigmoid: bool) -> np.ndarray:
         """Keras targets indexed by cache row, since batches are read by cache row."""
@@ -155,7 +155,7 @@ def prepare(found: Found, size: tuple[int, int], resize: str = "squash", cache_r
         raise DataError(f"cannot create the cache folder {cdir}: {exc.strerror} (set data.cache_dir)") from None
     # Two prepares of the same folder at once would append to the same rows: take turns.
     try:
-        lock = open(cdir / "lock", "w")
+        lock = open(cdir / "lock", "w")  # noqa: SIM115 (opened before `with`, to tell a read-only disk apart)
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise
@@ -222,13 +222,14 @@ def _prepare_locked(found: Found, cdir: Path, size: tuple[int, int], resize: str
     elif progress:
         progress(len(entries), len(entries))
 
-    label_of = dict(zip(found.files, found.labels))
+    label_of = dict(zip(found.files, found.labels, strict=True))
     kept = [e for e in entries if e["row"] is not None]
     skipped = sorted([(e["file"], e["skip"]) for e in entries if e["row"] is None] + found.ignored)
     if read_only is None:
         write_skip_list(cdir / "skipped.txt", skipped)
     if not kept:
-        raise DataError(f"none of the {len(entries)} files in {found.root} could be read as an image (see {cdir / 'skipped.txt'})")
+        raise DataError(f"none of the {len(entries)} files in {found.root} could be read as an image "
+                        f"(see {cdir / 'skipped.txt'})")
     return Prepared(
         found=found,
         images=CacheArray(array_path, next_row, size),

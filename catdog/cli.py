@@ -128,7 +128,8 @@ class Bar:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="catdog")
-@click.option("--debug", is_flag=True, help="Show the full traceback of a failure (also CATDOG_DEBUG=1), for bug reports.")
+@click.option("--debug", is_flag=True,
+              help="Show the full traceback of a failure (also CATDOG_DEBUG=1), for bug reports.")
 def main(debug) -> None:
     """Train a convolutional network on a folder of photos, see what it learns, predict new photos.
 
@@ -160,7 +161,8 @@ def prepare(config_path, overrides, data):
 
 def print_prepared(p) -> None:
     click.echo(f"{shown(p.found.root)}: {len(p.files)} images ({p.found.layout}); "
-               f"{p.decoded} decoded now, {len(p.files) + len(p.skipped) - p.decoded - len(p.found.ignored)} from cache")
+               f"{p.decoded} decoded now, "
+               f"{len(p.files) + len(p.skipped) - p.decoded - len(p.found.ignored)} from cache")
     for name, n in p.class_counts().items():
         click.echo(f"  {shown(name)}: {n}")
     if p.skipped:
@@ -263,7 +265,8 @@ def predict(paths, run, as_json, tta):
 @main.command()
 @click.argument("image", type=click.Path())
 @click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
-@click.option("--out", type=click.Path(file_okay=False), help="Folder for the pictures (default: RUN/show/<image name>/).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for the pictures (default: RUN/show/<image name>/).")
 @friendly
 def show(image, run, out):
     """Draw what the network sees in one photo: input, filters, every feature map, Grad-CAM.
@@ -283,7 +286,8 @@ def show(image, run, out):
 @click.option("--run", type=click.Path(), help="Summarise a trained run's model instead of a config.")
 @click.option("--classes", type=click.IntRange(min=2), default=2, show_default=True, help="Output classes (with -c).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--diagram", type=click.Path(dir_okay=False), help="Also draw the layers as boxes into this new PNG file.")
+@click.option("--diagram", type=click.Path(dir_okay=False),
+              help="Also draw the layers as boxes into this new PNG file.")
 @friendly
 def summary(config_path, overrides, run, classes, as_json, diagram):
     """Every layer's output shape and parameter count, with the output-size formula worked out.
@@ -308,7 +312,8 @@ def summary(config_path, overrides, run, classes, as_json, diagram):
 
 
 @main.command()
-@click.option("--workdir", type=click.Path(file_okay=False), help="Where to draw the images and write the run (default: a new temporary folder).")
+@click.option("--workdir", type=click.Path(file_okay=False),
+              help="Where to draw the images and write the run (default: a new temporary folder).")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
 @friendly
 def demo(workdir, epochs):
@@ -431,13 +436,14 @@ def config_resolve(config_path, overrides):
     from catdog.config import config_yaml
 
     click.echo(config_yaml(load(config_path, overrides)), nl=False)
-    
+
 
 @main.command("export")
 @click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "savedmodel", "litert"]), default="onnx", show_default=True,
               help="onnx (ONNX Runtime), savedmodel (TensorFlow Serving, tf.saved_model.load) or litert (phones).")
-@click.option("--out", type=click.Path(), help="Artifact path (default: model.onnx, savedmodel/ or model.tflite in the run folder).")
+@click.option("--out", type=click.Path(),
+              help="Artifact path (default: model.onnx, savedmodel/ or model.tflite in the run folder).")
 @friendly
 def export_command(run, fmt, out):
     """Export a trained run as a standalone model, its contract in a JSON file beside it.
@@ -454,9 +460,11 @@ def export_command(run, fmt, out):
 
 @main.command()
 @click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; other than loopback, anyone who reaches it can use the model.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; other than loopback, anyone who reaches it can use the model.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free port).")
-@click.option("--no-explain", is_flag=True, help="No Grad-CAM page endpoint: with model.onnx the server then needs no TensorFlow.")
+@click.option("--no-explain", is_flag=True,
+              help="No Grad-CAM page endpoint: with model.onnx the server then needs no TensorFlow.")
 @friendly
 def serve(run, host, port, no_explain):
     """Serve a trained run: a web page at / and a JSON API under /v1 (predict, explain, model, health).

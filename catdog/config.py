@@ -241,7 +241,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{source}: expected a mapping of sections (data, model, train); got {type(loaded).__name__}")
+            raise ConfigError(f"{source}: expected a mapping of sections (data, model, train); "
+                              f"got {type(loaded).__name__}")
         raw = loaded
     config = config_from_dict(raw, source)
     if not overrides:
@@ -495,9 +496,8 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
         # lower bound; either would train a model that answers NaN.
         if not math.isfinite(value):
             fail("a finite number" + expected_range)
-    elif tp is str:
-        if not isinstance(value, str):
-            fail()
+    elif tp is str and not isinstance(value, str):
+        fail()
     if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
         fail()
     if hi is not None and value > hi:

@@ -40,7 +40,8 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data folder not found: {root} (expected a folder of class sub-folders, e.g. train/cats, train/dogs)")
+        raise DataError(f"data folder not found: {root} "
+                        f"(expected a folder of class sub-folders, e.g. train/cats, train/dogs)")
     ignored: list[tuple[str, str]] = []
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not is_system_file(p))
     by_class: dict[str, list[str]] = {}
@@ -76,15 +77,18 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
                 continue
             by_class.setdefault(m.group(1).lower(), []).append(p.name)
     if not by_class:
-        raise DataError(f"no images found in {root} (expected class sub-folders such as cats/ and dogs/, or files named cat.1.jpg, dog.1.jpg)")
+        raise DataError(f"no images found in {root} (expected class sub-folders such as cats/ and dogs/, "
+                        f"or files named cat.1.jpg, dog.1.jpg)")
     if classes is None:
         classes = sorted(by_class)
         if len(classes) < 2:
-            raise DataError(f"only one class found in {root} ({classes[0]}); a classifier needs at least two class folders")
+            raise DataError(f"only one class found in {root} ({classes[0]}); "
+                            f"a classifier needs at least two class folders")
     else:
         unknown = sorted(set(by_class) - set(classes))
         if unknown:
-            raise DataError(f"{root} has classes the model does not know: {', '.join(unknown)} (model classes: {', '.join(classes)})")
+            raise DataError(f"{root} has classes the model does not know: {', '.join(unknown)} "
+                            f"(model classes: {', '.join(classes)})")
     files, labels = [], []
     for name in sorted(by_class):
         files += by_class[name]
@@ -106,7 +110,8 @@ def _refuse_split_folders(root: Path, subdirs: list[Path]) -> None:
                             f"(and --set data.validation_dir=... for a validation folder)")
 
 
-def split_indices(labels: np.ndarray, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(labels: np.ndarray, fractions: tuple[float, float],
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stratified, seeded split into (train, validation, test) index arrays.
 
     Each class is shuffled with the seed and cut separately, so every split keeps the class balance
@@ -122,7 +127,8 @@ def split_indices(labels: np.ndarray, fractions: tuple[float, float], seed: int)
         n_test = max(int(round(len(idx) * test_frac)), int(test_frac > 0))
         n_val = max(int(round(len(idx) * val_frac)), int(val_frac > 0))
         if n_val + n_test >= len(idx):
-            raise DataError(f"class {int(c)} has {len(idx)} images: too few to split off validation/test photos and still train")
+            raise DataError(f"class {int(c)} has {len(idx)} images: "
+                            f"too few to split off validation/test photos and still train")
         parts[2].append(idx[:n_test])
         parts[1].append(idx[n_test:n_test + n_val])
         parts[0].append(idx[n_test + n_val:])

@@ -11,12 +11,13 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Literal, Union
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
-JitCompile = Union[bool, Literal["auto"]]
+JitCompile = bool | Literal["auto"]
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from catdog.config import Config
 from catdog.errors import DistributeError
@@ -152,14 +153,16 @@ def cluster_role(tf_config: str | None = None) -> tuple[int, int]:
     example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                '"task": {"type": "worker", "index": 0}}\'')
     if not raw:
-        raise DistributeError(f"train.distribute multi_worker needs the TF_CONFIG variable on every worker, e.g. {example}")
+        raise DistributeError(f"train.distribute multi_worker needs the TF_CONFIG variable on every worker, "
+                              f"e.g. {example}")
     try:
         spec = json.loads(raw)
         cluster, task = spec["cluster"], spec["task"]
         kind, index = task["type"], int(task["index"])
         chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise DistributeError(f"TF_CONFIG must be JSON with a cluster and this task, e.g. {example}; got {raw!r}") from None
+        raise DistributeError(f"TF_CONFIG must be JSON with a cluster and this task, e.g. {example}; "
+                              f"got {raw!r}") from None
     if kind not in ("chief", "worker"):
         raise DistributeError(f"TF_CONFIG task type must be chief or worker for multi_worker; got {kind!r}")
     members = chiefs if kind == "chief" else workers

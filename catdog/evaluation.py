@@ -65,12 +65,13 @@ class EvalReport:
                  f"accuracy           {self.accuracy:.4f}", f"balanced accuracy  {self.balanced_accuracy:.4f}",
                  f"macro F1           {self.macro_f1:.4f}", f"log loss           {self.log_loss:.4f}", "",
                  f"{'class':<{width}}  precision  recall     f1  support"]
-        for key, name in zip(self.classes, names):
+        for key, name in zip(self.classes, names, strict=True):
             m = self.per_class[key]
-            lines.append(f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}")
+            lines.append(f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  "
+                         f"{m['f1']:.4f}  {m['support']:7d}")
         lines += ["", "confusion matrix (rows: true, columns: predicted)",
                   " " * width + "  " + "  ".join(f"{c:>{width}}" for c in names)]
-        for name, row in zip(names, self.confusion):
+        for name, row in zip(names, self.confusion, strict=True):
             lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
         if self.skipped:
             lines += ["", f"skipped {len(self.skipped)} files:"] + [f"  {shown(f)}: {r}" for f, r in self.skipped]
@@ -98,8 +99,8 @@ def scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     p_true = np.clip(probs[np.arange(len(labels)), labels], LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
     present = confusion.sum(axis=1) > 0
     seen = present | (confusion.sum(axis=0) > 0)
-    recall = [m["recall"] for m, p in zip(per_class.values(), present) if p]
-    f1 = [m["f1"] for m, p in zip(per_class.values(), seen) if p]
+    recall = [m["recall"] for m, p in zip(per_class.values(), present, strict=True) if p]
+    f1 = [m["f1"] for m, p in zip(per_class.values(), seen, strict=True) if p]
     return {"accuracy": float((pred == labels).mean()), "balanced_accuracy": float(np.mean(recall)),
             "macro_f1": float(np.mean(f1)), "log_loss": float(-np.log(p_true).mean()),
             "per_class": per_class, "confusion": confusion.tolist()}
@@ -116,8 +117,9 @@ def write_photos_csv(report: EvalReport, path: Path) -> Path:
     with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         out = csv.writer(f)
         out.writerow(["path", "true_label", "predicted_label", "probability"])
-        for file, label, pred, probs in zip(report.files, report.labels, predicted, report.probabilities):
-            out.writerow([str(Path(file).absolute()), report.classes[label], report.classes[pred], f"{probs[pred]:.6f}"])
+        for file, label, pred, probs in zip(report.files, report.labels, predicted, report.probabilities, strict=True):
+            out.writerow([str(Path(file).absolute()), report.classes[label], report.classes[pred],
+                          f"{probs[pred]:.6f}"])
     return path
 
 

@@ -174,7 +174,7 @@ def _maps_in(model: keras.Model, batch: np.ndarray) -> list[LayerMaps]:
             continue
         if _kind(layer):
             wanted.append(("layer", layer, tensors[1]))
-        elif _is_nested(layer) and any(_kind(l) or _is_nested(l) for l in layer.layers):
+        elif _is_nested(layer) and any(_kind(inner) or _is_nested(inner) for inner in layer.layers):
             wanted.append(("nested", layer, tensors[0]))
     if not wanted:
         return []
@@ -184,7 +184,7 @@ def _maps_in(model: keras.Model, batch: np.ndarray) -> list[LayerMaps]:
         values = [values]
     result: list[LayerMaps] = []
     consumers = _consumers(model)
-    for (what, layer, _), value in zip(wanted, values):
+    for (what, layer, _), value in zip(wanted, values, strict=True):
         array = np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
         if what == "nested":
             result.extend(_maps_in(layer, array))
@@ -237,7 +237,7 @@ def _last_conv(model: keras.Model) -> tuple[keras.layers.Layer, Any]:
     calls = _graph_calls(model)
     for layer in reversed(model.layers):
         is_conv = isinstance(layer, CONV_TYPES) or (
-            _is_nested(layer) and any(isinstance(l, CONV_TYPES) for l in _all_layers(layer)))
+            _is_nested(layer) and any(isinstance(inner, CONV_TYPES) for inner in _all_layers(layer)))
         tensors = calls.get(id(layer)) if is_conv else None
         if tensors is not None and len(tensors[1].shape) == 4:
             return layer, tensors[1]

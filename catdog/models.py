@@ -18,7 +18,7 @@ Which `model.*` keys each builder reads:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import layers

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -100,11 +101,11 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
     label = r.classes[index]
     files = [plots.input_image(pixels, out_dir / names["input"]),
              plots.filters_grid(inspection.first_conv_filters(r.model), out_dir / names["filters"])]
-    files += [plots.activation_grid(m, out_dir / name) for m, name in zip(maps, layer_files)]
+    files += [plots.activation_grid(m, out_dir / name) for m, name in zip(maps, layer_files, strict=True)]
     files.append(plots.grad_cam_overlay(pixels, heatmap, label, float(probabilities[index]),
                                         out_dir / names["gradcam"]))
     return ShowResult(image, r.dir, label, float(probabilities[index]),
-                      {c: float(p) for c, p in zip(r.classes, probabilities)}, out_dir, files)
+                      {c: float(p) for c, p in zip(r.classes, probabilities, strict=True)}, out_dir, files)
 
 
 def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss",

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def learning_curves(history: dict[str, list[float]], path: str | Path, best_epoc
     fig = _figure(11, 4.2)
     panels = [("loss", "Loss (lower is better)"), ("accuracy", "Accuracy (higher is better)")]
     axes = fig.subplots(1, 2)
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (key, title) in zip(axes, panels, strict=True):
         for prefix, label, style in (("", "training", "-"), ("val_", "validation", "--")):
             values = history.get(prefix + key)
             if values:
@@ -152,7 +153,7 @@ def top_mistakes(images: Sequence[np.ndarray], titles: Sequence[str], path: str 
     rows, cols = _grid(len(images), 4)
     fig = _figure(2.6 * cols, 2.9 * rows + 0.5)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax, image, title in zip(axes, images, titles):
+    for ax, image, title in zip(axes, images, titles, strict=True):
         ax.imshow(np.asarray(image, dtype=np.uint8))
         _tile(ax, title, fontsize=10)
     for ax in axes[len(images):]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def predict(paths: list[str | Path], run: str | Path | None = None, tta: bool = 
             p = next(rows)
             best = int(p.argmax())
             yield Prediction(path, r.classes[best], float(p[best]),
-                             {c: float(v) for c, v in zip(r.classes, p)})
+                             {c: float(v) for c, v in zip(r.classes, p, strict=True)})
 
 
 def answerer(r, tta: bool = False):
@@ -107,7 +107,7 @@ def decoded_chunks(files: list[Path], size: tuple[int, int], resize: str, batch:
             results = [f.result() for f in ahead]
             ahead = [pool.submit(load, f) for f in chunks[i + 1]] if i + 1 < len(chunks) else []
             pixels = [x for x in results if not isinstance(x, ImageError)]
-            failed = {p: str(x) for p, x in zip(chunk, results) if isinstance(x, ImageError)}
+            failed = {p: str(x) for p, x in zip(chunk, results, strict=True) if isinstance(x, ImageError)}
             yield chunk, pixels, failed
 
 

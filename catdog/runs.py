@@ -92,7 +92,6 @@ class Run:
     @property
     def model(self):
         if self._model is None:
-            import keras
 
             import catdog.layers  # noqa: F401  (registers custom layers for deserialisation)
 

@@ -17,10 +17,11 @@ import importlib.util
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -187,7 +188,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build(run: str | Path | Run | None = None, config: ServeConfig = ServeConfig(),
+def build(run: str | Path | Run | None = None, config: ServeConfig | None = None,
           find: Callable[[str], Any] = importlib.util.find_spec):
     """The ASGI application serving `run` (default: the latest run), models loaded and warmed.
 
@@ -201,10 +202,10 @@ def build(run: str | Path | Run | None = None, config: ServeConfig = ServeConfig
     if missing:
         raise ServeError(f"catdog serve needs {', '.join(missing)}: pip install 'catdog[serve]'")
     r = run if isinstance(run, Run) else load_run(run)
-    return make_app(Service(r, config))
+    return make_app(Service(r, config or ServeConfig()))
 
 
-def serve(run: str | Path | Run | None = None, config: ServeConfig = ServeConfig(),
+def serve(run: str | Path | Run | None = None, config: ServeConfig | None = None,
           ready: Callable[[str], None] | None = None) -> None:
     """Serve `run` until SIGINT or SIGTERM; in-flight requests finish first.
 
@@ -217,6 +218,7 @@ def serve(run: str | Path | Run | None = None, config: ServeConfig = ServeConfig
     """
     import socket
 
+    config = config or ServeConfig()
     if not is_loopback(config.host):
         log.warning("serving on %s: anyone who can reach this machine can use the model (no authentication)",
                     config.host)

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -87,10 +89,8 @@ class Batcher:
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-            except asyncio.CancelledError:
-                pass
         self.executor.shutdown(wait=True)
 
     async def __call__(self, pixels: np.ndarray) -> np.ndarray:
@@ -199,7 +199,8 @@ class Service:
         probs = as_class_probabilities(out)
         classes = self.run.classes
         return [{"file": name, "label": classes[int(p.argmax())], "probability": float(p.max()),
-                 "probabilities": {c: float(v) for c, v in zip(classes, p)}} for name, p in zip(names, probs)]
+                 "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
+                for name, p in zip(names, probs, strict=True)]
 
     def _explain(self, pixels: np.ndarray) -> dict:
         from catdog import inspection
@@ -208,11 +209,12 @@ class Service:
         first = next((m for m in inspection.feature_maps(self.keras, pixels) if m.kind == "conv"), None)
         classes = self.run.classes
         result = {"label": classes[index], "probability": float(probabilities[index]),
-                  "probabilities": {c: float(p) for c, p in zip(classes, probabilities)},
+                  "probabilities": {c: float(p) for c, p in zip(classes, probabilities, strict=True)},
                   "image": _png_data_url(pixels), "gradcam": _png_data_url(grad_cam_overlay(pixels, heatmap))}
         if first is not None:
             result["activations"] = _png_data_url(activation_grid(first.maps, gap=max(2, first.shape[0] // 50)))
-            result["activations_layer"] = f"{first.name} ({first.layer_type} {first.detail}), {first.shape[0]}x{first.shape[1]}"
+            result["activations_layer"] = (f"{first.name} ({first.layer_type} {first.detail}), "
+                                           f"{first.shape[0]}x{first.shape[1]}")
         return result
 
     def model_info(self) -> dict:

@@ -45,9 +45,11 @@ class Summary:
         w_type = max(4, *(len(r.type) for r in self.rows))
         w_shape = max(12, *(len(r.output_shape) for r in self.rows))
         lines = [f"model {self.name}",
-                 f"{'layer':<{w_name}}  {'type':<{w_type}}  {'output shape':<{w_shape}}  {'params':>11}  output size (W-F+2P)/S+1"]
+                 f"{'layer':<{w_name}}  {'type':<{w_type}}  {'output shape':<{w_shape}}  {'params':>11}  "
+                 f"output size (W-F+2P)/S+1"]
         for r in self.rows:
-            lines.append(f"{r.name:<{w_name}}  {r.type:<{w_type}}  {r.output_shape:<{w_shape}}  {r.params:>11,}  {r.formula}")
+            lines.append(f"{r.name:<{w_name}}  {r.type:<{w_type}}  {r.output_shape:<{w_shape}}  "
+                         f"{r.params:>11,}  {r.formula}")
         lines += ["", f"total params:         {self.total:,}", f"trainable params:     {self.trainable:,}",
                   f"non-trainable params: {self.non_trainable:,}"]
         if self.comparison:
@@ -90,7 +92,8 @@ def _window(layer) -> tuple[int, int, str] | None:
 def _tensor_sources(value, found: list[str]) -> list[str]:
     """The layer names in the keras_history of every serialised tensor inside `value`."""
     if isinstance(value, dict):
-        history = value.get("config", {}).get("keras_history") if value.get("class_name") == "__keras_tensor__" else None
+        history = (value.get("config", {}).get("keras_history")
+                   if value.get("class_name") == "__keras_tensor__" else None)
         if history:
             found.append(history[0])
         else:

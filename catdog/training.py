@@ -7,22 +7,41 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from catdog.cache import Progress, write_skip_list
-from catdog.checkpoints import (CHECKPOINT_DIR, STATE_FILE, State, best_index, checkpointer, finish, read_state,
-                                restore_best, restore_checkpoint)
+from catdog.checkpoints import (
+    CHECKPOINT_DIR,
+    STATE_FILE,
+    State,
+    best_index,
+    checkpointer,
+    finish,
+    read_state,
+    restore_best,
+    restore_checkpoint,
+)
 from catdog.config import Config, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
 from catdog.errors import ConfigError, RunError, TrainingError, naming, shown
 from catdog.optimizers import warmup_epochs
-from catdog.runs import (CLASSES_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, SKIPPED_FILE, SPLIT_FILE,
-                         claim_out_dir, new_run_dir, read_run_config, write_json)
+from catdog.runs import (
+    CLASSES_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    SKIPPED_FILE,
+    SPLIT_FILE,
+    claim_out_dir,
+    new_run_dir,
+    read_run_config,
+    write_json,
+)
 
 Report = Callable[[str], None]
 
@@ -101,7 +120,8 @@ def check_config(config: Config) -> list[tuple[int, int, bool]]:
 UNEVEN_RATIO = 1.5
 
 
-def class_weights(config: Config, classes: list[str], counts: list[int], root: str | Path = "") -> dict[int, float] | None:
+def class_weights(config: Config, classes: list[str], counts: list[int],
+                  root: str | Path = "") -> dict[int, float] | None:
     """train.class_weight as Keras's class_weight ({class index: weight}), or None when off.
 
     "balanced" weighs class c by n / (classes x n_c) over the training photos, so every class
@@ -130,7 +150,7 @@ def uneven_warning(classes: list[str], counts: list[int], weighted: bool) -> str
     if small * UNEVEN_RATIO >= large:
         return None
     ratio = f"{large / small:.1f}x" if small else "one class has none"
-    counted = ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+    counted = ", ".join(f"{c} {n}" for c, n in zip(classes, counts, strict=True))
     advice = ("train.class_weight evens out their weight in the loss" if weighted else
               "set train.class_weight=balanced to weigh them evenly")
     return (f"warning: the training photos are uneven ({counted}; {ratio}): {advice}, and judge the run by "
@@ -355,9 +375,10 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     """
     say = report or (lambda _msg: None)
     plan = check_config(config)  # config errors before any data is read or folder written
-    if (warm := warmup_epochs(config.train, plan[0][1])) < config.train.warmup_epochs and config.train.schedule != "plateau":
-        say(f"train.warmup_epochs={config.train.warmup_epochs} is not shorter than the {plan[0][1]} epochs it warms up; "
-            f"warming up over {warm} instead")
+    if ((warm := warmup_epochs(config.train, plan[0][1])) < config.train.warmup_epochs
+            and config.train.schedule != "plateau"):
+        say(f"train.warmup_epochs={config.train.warmup_epochs} is not shorter than the {plan[0][1]} epochs "
+            f"it warms up; warming up over {warm} instead")
     state = _resume or State()
     from catdog import distribute
 
@@ -414,7 +435,8 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
     """Build, train and save the model into a run folder whose config, classes and split are written."""
     classes = sp.train.classes
 
-    from catdog.devices import backend as keras_backend, training_device
+    from catdog.devices import backend as keras_backend
+    from catdog.devices import training_device
     from catdog.models import build_model
 
     device = training_device()
@@ -429,7 +451,8 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
                 f"training without XLA")
         size = micro_batch(config)
         if size < t.batch_size:
-            say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} (train.micro_batch)")
+            say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} "
+                f"(train.micro_batch)")
         # A resumed run shuffles its next epoch as the uninterrupted run would have.
         train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx],
                                           sp.train.row_targets(sigmoid), size, shuffle=True, seed=config.seed,
@@ -482,10 +505,11 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
             # cut-mixed target counts as the class that fills most of the photo.
             model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
                       epochs=phase[1], callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
-        if state.epochs_done > state_start and all(np.array_equal(a, np.array(v)) for a, v in zip(initial, watched)):
+        if state.epochs_done > state_start and all(np.array_equal(a, np.array(v))
+                                                   for a, v in zip(initial, watched, strict=True)):
             finish(run_dir)  # nothing worth resuming: the failed run's folder is removed (see train)
-            raise TrainingError(f"training changed no weight in {state.epochs_done - state_start} epochs ({steps} steps); "
-                                f"check train.learning_rate and train.batch_size against the "
+            raise TrainingError(f"training changed no weight in {state.epochs_done - state_start} epochs "
+                                f"({steps} steps); check train.learning_rate and train.batch_size against the "
                                 f"{len(sp.train_idx)} training photos")
         seconds = clock()
         if t.keep_best:

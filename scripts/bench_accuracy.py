@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - began
     tta = evaluate(result.run_dir, args.test, tta=True)
     name = Path(args.config).name + "".join(f" {o}" for o in args.overrides)
-    row = (f"| {name} | {report.accuracy:.1%} | {tta.accuracy:.1%} | {report.log_loss:.3f} | {result.seconds / 60:.1f} | "
-           f"{total / 60:.1f} | {params:,} |")
+    row = (f"| {name} | {report.accuracy:.1%} | {tta.accuracy:.1%} | {report.log_loss:.3f} | "
+           f"{result.seconds / 60:.1f} | {total / 60:.1f} | {params:,} |")
     print(f"{result.line()}\n{report.count} images scored from {args.test}", file=sys.stderr)
     if args.header:
         print(HEADER)

@@ -131,11 +131,11 @@ def run_catdog(root: Path, size: int, epochs: int, batch: int) -> dict:
 
 def _run_catdog(root: Path, size: int, epochs: int, batch: int, cache: str) -> dict:
     from catdog.cache import prepare
+    from catdog.config import load_config
     from catdog.data import split
     from catdog.dataset import batches, discover
-    from catdog.optimizers import make_optimizer
-    from catdog.config import load_config
     from catdog.devices import resolve_precision
+    from catdog.optimizers import make_optimizer
     from catdog.training import micro_batch
 
     start = time.perf_counter()
@@ -171,7 +171,7 @@ def measure(way: str, root: str, size: int, epochs: int, batch: int) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", way, root, "--size", str(size), "--epochs", str(epochs),
                            "--batch", str(batch)],
                           capture_output=True, text=True)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.exit(f"{way} failed:\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][7:])
@@ -228,7 +228,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for way, r in results.items():
         r["rate"] = r["images"] / r["load_s"] if way not in ("keras", "compute") else float("nan")
-        rate = {"keras": "lazy (decodes each epoch)", "compute": "none (one constant batch)"}.get(way, f"{r['rate']:.0f}")
+        rate = {"keras": "lazy (decodes each epoch)",
+                "compute": "none (one constant batch)"}.get(way, f"{r['rate']:.0f}")
         name = f"{way} ({r.get('precision', 'float32')})"
         print(f"| {name} | {r['images']} | {rate} | {r['epoch_s']:.1f} | {r['peak_rss_mb']:.0f} |")
     if {"article", "keras", "catdog"} <= set(results):
@@ -239,8 +240,8 @@ def main() -> None:
         print(f"catdog peak memory / article peak:       {c['peak_rss_mb'] / a['peak_rss_mb']:.2f}   (target <= 0.5)")
     if {"keras", "compute"} <= set(results):
         k, f = results["keras"], results["compute"]
-        print(f"no-input floor / plain Keras epoch:      {f['epoch_s'] / k['epoch_s']:.2f}   (how much of Keras's epoch "
-              f"is the model's own arithmetic)")
+        print(f"no-input floor / plain Keras epoch:      {f['epoch_s'] / k['epoch_s']:.2f}   (how much of Keras's "
+              f"epoch is the model's own arithmetic)")
 
 
 if __name__ == "__main__":

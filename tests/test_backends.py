@@ -74,10 +74,11 @@ def test_end_to_end_without_tensorflow(backend, tiny_data, tmp_path):
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_data), str(tmp_path / "run")], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULTS "))
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULTS "))
     results = json.loads(line[len("RESULTS "):])
     failed = {k: v for k, v in results.items() if isinstance(v, dict) and v["exit"] != 0}
-    if backend == "torch" and "show" in failed and "Grad-CAM runs on the tensorflow and jax backends" in failed["show"]["all"]:
+    if (backend == "torch" and "show" in failed
+            and "Grad-CAM runs on the tensorflow and jax backends" in failed["show"]["all"]):
         del failed["show"]  # inspection's gradient has no PyTorch version yet; it says so in one line
     assert not failed, failed
     assert results["tensorflow_loaded"] == []
@@ -88,7 +89,7 @@ def test_end_to_end_without_tensorflow(backend, tiny_data, tmp_path):
     assert "best epoch 1/1" in results["train"]["out"]
     report = json.loads(results["evaluate"]["out"])
     assert report["images"] == 12 and 0 <= report["accuracy"] <= 1
-    predictions = [json.loads(l) for l in results["predict"]["out"].splitlines() if l.startswith("{")]
+    predictions = [json.loads(x) for x in results["predict"]["out"].splitlines() if x.startswith("{")]
     assert len(predictions) == 24 and all(0 <= p["probability"] <= 1 for p in predictions)
     assert "total params" in results["summary"]["out"] and "12×12×10" in results["summary_config"]["out"]
     if backend == "jax":

@@ -93,9 +93,9 @@ def test_class_weight_in_accumulated_micro_batches_makes_the_whole_batch_update(
         # shuffle=False: Keras would reorder the batches, so micro-batches would pair differently.
         model.fit(batches(images, np.arange(16), y, micro), epochs=1, verbose=0, class_weight=weights, shuffle=False)
         runs[micro, weights is None] = [keras.ops.convert_to_numpy(w) for w in model.weights]
-    for a, b in zip(runs[8, False], runs[4, False]):
+    for a, b in zip(runs[8, False], runs[4, False], strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(runs[8, False], runs[8, True]))
+    assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(runs[8, False], runs[8, True], strict=True))
 
 
 def write_photos(folder: Path, count: int, brightness: float, rng: np.random.Generator) -> None:

@@ -135,13 +135,13 @@ def test_end_to_end(tiny_data, run_dir, tmp_path):
     bad.write_text("not an image")
     pred = invoke("predict", "--run", run_dir, "--json", tiny_data / "cats", bad)
     assert pred.exit_code == 1
-    lines = [json.loads(l) for l in pred.stdout.splitlines() if l.startswith("{")]
-    good = [l for l in lines if "label" in l]
+    lines = [json.loads(x) for x in pred.stdout.splitlines() if x.startswith("{")]
+    good = [x for x in lines if "label" in x]
     assert len(good) == 24
     for line in good:
         assert line["label"] in ("cats", "dogs") and 0 <= line["probability"] <= 1
         assert abs(sum(line["probabilities"].values()) - 1) < 1e-5
-    assert any(l.get("path") == str(bad) and "error" in l for l in lines)
+    assert any(x.get("path") == str(bad) and "error" in x for x in lines)
 
     summary = invoke("summary", "--run", run_dir)
     assert "12×12×10" in summary.output and "6×6×10" in summary.output and "total params" in summary.output
@@ -180,7 +180,7 @@ def test_tta_averages_each_photo_with_its_mirror(tiny_data, run_dir):
     averaged = [p.probabilities["dogs"] for p in predict([tiny_data / "dogs"], run_dir, tta=True)]
     np.testing.assert_allclose(averaged, expected[:, 1], atol=1e-6)
     lines = invoke("predict", "--run", run_dir, "--json", "--tta", tiny_data / "dogs").stdout.splitlines()
-    np.testing.assert_allclose([json.loads(l)["probabilities"]["dogs"] for l in lines], expected[:, 1], atol=1e-6)
+    np.testing.assert_allclose([json.loads(x)["probabilities"]["dogs"] for x in lines], expected[:, 1], atol=1e-6)
 
     result = invoke("evaluate", "--run", run_dir, "--data", tiny_data, "--json", "--tta")
     assert result.exit_code == 0, result.output

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_article_config_matches_the_article():
     c = load_config(ROOT / "configs" / "article.yaml")
     assert c.data.image_size == (300, 300)
-    assert (c.model.name, c.model.filters, c.model.kernel_size, c.model.strides, c.model.padding) == ("article", 10, 5, 1, "valid")
+    assert ((c.model.name, c.model.filters, c.model.kernel_size, c.model.strides, c.model.padding)
+            == ("article", 10, 5, 1, "valid"))
     assert (c.model.pool, c.model.pool_size, c.model.head) == ("max", 2, "softmax")
     assert (c.train.epochs, c.train.batch_size, c.train.optimizer) == (5, 128, "adam")
     assert c.data.validation_split == 0.3
@@ -37,7 +38,8 @@ def test_a_file_wins_over_a_built_in_name(tmp_path, monkeypatch):
 
 
 def test_overrides_are_yaml_scalars():
-    c = load_config(None, ["train.epochs=1", "data.image_size=64", "data.image_size=[32, 48]", "train.learning_rate=1e-4"])
+    c = load_config(None, ["train.epochs=1", "data.image_size=64", "data.image_size=[32, 48]",
+                           "train.learning_rate=1e-4"])
     assert c.train.epochs == 1 and c.data.image_size == (32, 48) and c.train.learning_rate == 1e-4
 
 
@@ -45,11 +47,13 @@ def test_overrides_are_yaml_scalars():
     ("train.epochz=1", "unknown config key train.epochz (--set); did you mean train.epochs?"),
     ("train.epochs=-3", "train.epochs must be an integer >= 1; got -3 (--set)"),
     ("train.epochs=two", "train.epochs must be an integer >= 1; got 'two' (--set)"),
-    ("data.image_size=abc", "data.image_size must be an int or [height, width] of integers in [8, 2048]; got 'abc' (--set)"),
+    ("data.image_size=abc",
+     "data.image_size must be an int or [height, width] of integers in [8, 2048]; got 'abc' (--set)"),
     ("model.padding=full", "model.padding must be one of 'valid', 'same'; got 'full' (--set)"),
     ("data.validation_split=1.5", "data.validation_split must be a number in [0.0, 0.9]; got 1.5 (--set)"),
     ("train.cutmix=2", "train.cutmix must be a number in [0.0, 1.0]; got 2.0 (--set)"),
-    ("model.blocks=[{filterz: 3}]", "unknown config key model.blocks[0].filterz (--set); did you mean model.blocks[0].filters?"),
+    ("model.blocks=[{filterz: 3}]",
+     "unknown config key model.blocks[0].filterz (--set); did you mean model.blocks[0].filters?"),
     ("train=3", "train must be a mapping; got 3 (--set)"),
 ])
 def test_bad_values_name_key_value_and_source(override, message):

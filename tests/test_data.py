@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import write_images
 
 from catdog.config import load_config
 from catdog.errors import DataError
 from catdog.training import load_data
-
-from conftest import write_images
 
 
 def test_split_by_fractions_is_recorded(tiny_data):

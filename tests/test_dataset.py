@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import write_images
 
 from catdog.dataset import batches, cutmix, discover, split_indices
 from catdog.errors import DataError
-
-from conftest import write_images
 
 
 def test_class_folders(tiny_data):
@@ -56,7 +55,7 @@ def test_split_is_stratified_and_seeded():
     assert (labels[va] == 0).sum() == 14 and (labels[va] == 1).sum() == 6
     assert (labels[te] == 0).sum() == 7 and (labels[te] == 1).sum() == 3
     again = split_indices(labels, (0.2, 0.1), seed=3)
-    assert all((a == b).all() for a, b in zip((tr, va, te), again))
+    assert all((a == b).all() for a, b in zip((tr, va, te), again, strict=True))
     other = split_indices(labels, (0.2, 0.1), seed=4)
     assert not (other[1] == va).all()
 

@@ -10,8 +10,16 @@ from click.testing import CliRunner
 
 from catdog.cli import main
 from catdog.config import load_config
-from catdog.devices import (Device, _capability, dtype_policy, info, jit_enabled, resolve_jit_compile,
-                            resolve_precision, training_device)
+from catdog.devices import (
+    Device,
+    _capability,
+    dtype_policy,
+    info,
+    jit_enabled,
+    resolve_jit_compile,
+    resolve_precision,
+    training_device,
+)
 
 FAST = ["train.epochs=1", "data.image_size=16", "train.batch_size=8"]
 

@@ -28,7 +28,8 @@ TIMEOUT = 240
 
 
 def tf_config(ports: list[int], index: int, kind: str = "worker") -> str:
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": kind, "index": index}})
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": kind, "index": index}})
 
 
 def test_cluster_role_from_tf_config():
@@ -171,7 +172,8 @@ def test_multi_worker_two_processes_make_one_model(tiny_data, tmp_path):
                 w.kill()
     assert "multi_worker: 2 replicas over 2 workers, this is worker 0" in logs[0]
     assert "this is worker 1" in logs[1]
-    assert {"classes.json", "config.yaml", "history.json", "model.keras", "split.json"} <= {p.name for p in out.iterdir()}
+    assert ({"classes.json", "config.yaml", "history.json", "model.keras", "split.json"}
+            <= {p.name for p in out.iterdir()})
     assert len(list(tmp_path.rglob("model.keras"))) == 1  # worker 1's copy went to a scratch folder, now gone
     history = json.loads((out / "history.json").read_text())
     assert len(history["val_loss"]) == 1 and np.isfinite(history["val_loss"][0])

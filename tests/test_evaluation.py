@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_images
 
 from catdog.cli import main
 from catdog.evaluation import EvalReport, scores
 from catdog.pictures import mistakes, shown_name
-from conftest import write_images
 
 
 def invoke(*args):

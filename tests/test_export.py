@@ -16,13 +16,14 @@ from click.testing import CliRunner
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
+from conftest import write_images  # noqa: E402
+
 from catdog.cli import main  # noqa: E402
 from catdog.config import load_config  # noqa: E402
 from catdog.export import ExportError, export, inference_model, parity_images, read_contract  # noqa: E402
 from catdog.prediction import predict  # noqa: E402
 from catdog.runs import load_run  # noqa: E402
 from catdog.training import train  # noqa: E402
-from conftest import write_images  # noqa: E402
 
 # The article model, and a ResNet trained in mixed precision with every augmentation layer.
 CONFIGS = {
@@ -114,7 +115,7 @@ def test_fast_predict_agrees_with_keras(run_dir, photos):
     assert [p.label for p in fast] == [p.label for p in keras_answers]
     # The mixed-precision run's Keras model computes in bfloat16; its export in float32.
     tol = 5e-2 if load_run(run_dir).config.train.precision.startswith("mixed") else 1e-4
-    for a, b in zip(fast, keras_answers):
+    for a, b in zip(fast, keras_answers, strict=True):
         assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in a.probabilities) <= tol
 
 

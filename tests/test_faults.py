@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_images
 from PIL import Image
 
 from catdog.cli import main, one_line
 from catdog.config import load_config
 from catdog.errors import ConfigError, TrainingError, shown
-from conftest import write_images
 
 FAST = ["--set", "train.epochs=1", "--set", "data.image_size=16", "--set", "train.batch_size=8"]
 
@@ -190,7 +190,7 @@ def test_an_epoch_shorter_than_the_accumulation_still_updates(tiny_data, tmp_pat
     trained = load_run(result.run_dir).model.get_weights()
     keras.backend.clear_session()
     initial = build_model(config, 2).get_weights()
-    assert any(not np.array_equal(a, b) for a, b in zip(initial, trained))
+    assert any(not np.array_equal(a, b) for a, b in zip(initial, trained, strict=True))
 
 
 def test_a_loss_that_is_not_finite_stops_training_loudly():
@@ -219,7 +219,8 @@ def test_training_that_changes_no_weight_fails_and_leaves_no_folder(tiny_data, t
                  "--set", "train.optimizer=sgd")
     assert result.exit_code == 1, result.output
     assert error_line(result).startswith("Error: training changed no weight in 1 epochs (")
-    assert error_line(result).endswith("check train.learning_rate and train.batch_size against the 34 training photos\n")
+    assert error_line(result).endswith("check train.learning_rate and train.batch_size "
+                                       "against the 34 training photos\n")
     assert not out.exists()
     again = cli("train", "--data", tiny_data, "--out", out, "--quiet", *FAST)
     assert again.exit_code == 0, again.output
@@ -319,7 +320,8 @@ def test_a_model_with_code_in_it_is_refused_in_one_line(run_copy, tmp_path):
     import keras
 
     inp = keras.Input((16, 16, 3))
-    out = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(keras.layers.Lambda(lambda x: x * 1.0)(inp)))
+    out = keras.layers.Dense(2, activation="softmax")(
+        keras.layers.Flatten()(keras.layers.Lambda(lambda x: x * 1.0)(inp)))
     keras.Model(inp, out).save(run_copy / "model.keras")
     one_error_line(cli("predict", "--run", run_copy, photo(tmp_path)),
                    f"{run_copy / 'model.keras'} holds a layer that runs arbitrary code (a Lambda), which Keras's safe "
@@ -474,7 +476,7 @@ def test_resumed_run_ends_as_the_uninterrupted_one(tiny_data, tmp_path, interrup
     for key, values in whole.history.items():
         assert resumed.history[key] == pytest.approx(values, rel=1e-5), key
     a, b = load_run(whole.run_dir).model.get_weights(), load_run(resumed.run_dir).model.get_weights()
-    assert all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
+    assert all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("damage, line", [
@@ -580,7 +582,8 @@ def small_disk(tmp_path):
 def test_full_disk_during_prepare_is_one_line_and_leaves_no_partial_cache(small_disk, tmp_path):
     for name in ("cats", "dogs"):
         write_images(tmp_path / "photos" / name, 60, size=32)
-    args = ["prepare", "--data", tmp_path / "photos", "--set", f"data.cache_dir={small_disk}", "--set", "data.workers=2"]
+    args = ["prepare", "--data", tmp_path / "photos", "--set", f"data.cache_dir={small_disk}",
+            "--set", "data.workers=2"]
     result = cli(*args, "--set", "data.image_size=48")  # 120 x 6.9 KB: more than 256 KiB
     assert result.exit_code == 1, result.output
     (u8,) = small_disk.rglob("images.u8")
@@ -661,4 +664,4 @@ def test_run_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_one(tiny_
     assert h2.keys() == h1.keys() and all(h2[k] == pytest.approx(h1[k], rel=1e-5) for k in h1)
     a = load_run(tmp_path / "whole").model.get_weights()
     b = load_run(tmp_path / "killed").model.get_weights()
-    assert all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
+    assert all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b, strict=True))

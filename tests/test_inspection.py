@@ -89,7 +89,7 @@ def test_grad_cam_map_has_the_image_size_and_values_in_0_1():
     assert heatmap.shape == (40, 56)
     assert heatmap.dtype == np.float32
     assert not np.isnan(heatmap).any()
-    assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
+    assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     assert probabilities.shape == (2,)
     assert index == int(np.argmax(probabilities))
     assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)

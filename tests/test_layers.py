@@ -154,15 +154,15 @@ def test_random_geometry_only_trains_and_repeats_with_its_seed():
     assert out.shape == x.shape and out.dtype == np.float32
     # Each photo gets its own draw.
     assert not np.allclose(out[0], out[1])
-    assert 0 <= out.min() and out.max() <= 255
+    assert out.min() >= 0 and out.max() <= 255
 
 
 def test_random_geometry_flip_alone_mirrors_or_keeps_each_photo():
     x = pixels(16, 8, 8)
     out = keras.ops.convert_to_numpy(RandomGeometry(flip=True, seed=0)(x, training=True))
-    mirrored = [np.allclose(o, xi[:, ::-1], atol=1e-3) for o, xi in zip(out, x)]
-    kept = [np.allclose(o, xi, atol=1e-3) for o, xi in zip(out, x)]
-    assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+    mirrored = [np.allclose(o, xi[:, ::-1], atol=1e-3) for o, xi in zip(out, x, strict=True)]
+    kept = [np.allclose(o, xi, atol=1e-3) for o, xi in zip(out, x, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and any(mirrored) and any(kept)
 
 
 def test_random_geometry_saves_and_loads(tmp_path):

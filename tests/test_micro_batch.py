@@ -31,6 +31,6 @@ def test_accumulated_micro_batches_make_the_whole_batch_update():
         weights.append([np.asarray(w) for w in model.get_weights()])
     whole, accumulated = weights
     assert any(not np.allclose(w, keras.ops.convert_to_numpy(v)) for w, v in
-               zip(whole, build_model(config, 2).get_weights()))  # the step changed the weights
-    for a, b in zip(whole, accumulated):
+               zip(whole, build_model(config, 2).get_weights(), strict=True))  # the step changed the weights
+    for a, b in zip(whole, accumulated, strict=True):
         assert np.allclose(a, b, atol=1e-6)

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
+from catdog.backbones import BACKBONES
 from catdog.config import config_from_dict, load_config
 from catdog.errors import CatdogError, ConfigError
 from catdog.layers import ImagenetPreprocessing, L2Pooling2D
-from catdog.backbones import BACKBONES
 from catdog.models import MODELS, build_model
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
@@ -99,7 +99,8 @@ def test_cnn_follows_its_blocks():
 
 
 def test_resnet_downsamples_by_stride_and_pool():
-    net = build_model(cfg({"name": "resnet", "blocks": [{"filters": 4}, {"filters": 8, "strides": 2, "pool": "none"}]}), 2)
+    net = build_model(cfg({"name": "resnet",
+                           "blocks": [{"filters": 4}, {"filters": 8, "strides": 2, "pool": "none"}]}), 2)
     # stem /2 -> 16, block1 pool /2 -> 8, block2 stride 2 -> 4.
     assert net.get_layer("block2_unit1_out").output.shape == (None, 4, 4, 8)
     assert net.get_layer("block2_unit1_proj_conv").output.shape == (None, 4, 4, 8)
@@ -132,7 +133,7 @@ def test_augmentation_sits_after_the_input_and_only_trains():
 
 def test_same_seed_builds_same_weights():
     a, b = build_model(cfg({"name": "resnet"}), 2), build_model(cfg({"name": "resnet"}), 2)
-    for wa, wb in zip(a.get_weights(), b.get_weights()):
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_array_equal(wa, wb)
 
 
@@ -239,7 +240,7 @@ def test_transfer_loads_a_local_weights_file(tmp_path, suffix):
     else:
         source.save_weights(path)
     net = build_model(transfer("MobileNetV2", str(path)), 2)
-    for got, want in zip(net.get_layer("backbone").get_weights(), source.get_weights()):
+    for got, want in zip(net.get_layer("backbone").get_weights(), source.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
 
 

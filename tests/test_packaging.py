@@ -15,13 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_a_wheel_works_outside_the_checkout(tmp_path):
     wheels = tmp_path / "wheels"
     # No build isolation: the test extra brings setuptools, and tests never touch the network.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, ROOT],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", wheels, ROOT],
                    check=True, capture_output=True)
     (wheel,) = wheels.glob("catdog-*.whl")
     env = tmp_path / "env"
     venv.create(env, with_pip=True)
     python = env / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], check=True, capture_output=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel],
+                   check=True, capture_output=True)
     # The dependencies (TensorFlow and the rest) come from this environment rather than the network.
     (purelib,) = env.glob("lib/python*/site-packages")
     (purelib / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")

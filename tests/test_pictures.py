@@ -10,9 +10,10 @@ from PIL import Image
 
 pytest.importorskip("matplotlib")
 
+from conftest import write_images  # noqa: E402
+
 from catdog.cli import main  # noqa: E402
 from catdog.pictures import best_epoch  # noqa: E402
-from conftest import write_images  # noqa: E402
 
 
 def invoke(*args):

@@ -31,13 +31,14 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("onnxruntime")
 
+from conftest import write_images  # noqa: E402
+
 from catdog.cli import main  # noqa: E402
 from catdog.config import load_config  # noqa: E402
 from catdog.prediction import predict  # noqa: E402
 from catdog.serve import ServeError, build, is_loopback  # noqa: E402
 from catdog.service import activation_grid  # noqa: E402
 from catdog.training import train  # noqa: E402
-from conftest import write_images  # noqa: E402
 
 SIZE = 20
 
@@ -60,7 +61,8 @@ class Server:
 
     def __init__(self, run: Path, *args: str) -> None:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-c", "from catdog.cli import main; main()", "serve", "--run", str(run), "--port", "0",
+        self.proc = subprocess.Popen([sys.executable, "-c", "from catdog.cli import main; main()", "serve",
+                                      "--run", str(run), "--port", "0",
                                       *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
         self.lines: list[str] = []
         self.url = None
@@ -299,5 +301,6 @@ def test_activation_grid_tiles_every_channel():
 
 
 def test_missing_extra_names_it(tmp_path):
-    with pytest.raises(ServeError, match=r"^catdog serve needs starlette, uvicorn, multipart: pip install 'catdog\[serve\]'$"):
+    with pytest.raises(ServeError,
+                       match=r"^catdog serve needs starlette, uvicorn, multipart: pip install 'catdog\[serve\]'$"):
         build(tmp_path / "no-run", find=lambda name: None)

@@ -12,8 +12,10 @@ import os
 from pathlib import Path
 
 import pytest
+import test_serve
 
-from test_serve import served_run, server  # noqa: F401  (the same run and server fixtures)
+# The same run and server fixtures as the API tests.
+served_run, server = test_serve.served_run, test_serve.server
 
 pytestmark = pytest.mark.slow
 

@@ -177,7 +177,7 @@ def test_same_config_and_seed_give_the_same_split_and_weights(tiny_data, tmp_pat
     a = train(config, tiny_data, tmp_path / "a")
     b = train(config, tiny_data, tmp_path / "b")
     assert (a.run_dir / "split.json").read_text() == (b.run_dir / "split.json").read_text()
-    for wa, wb in zip(weights_of(a.run_dir), weights_of(b.run_dir)):
+    for wa, wb in zip(weights_of(a.run_dir), weights_of(b.run_dir), strict=True):
         np.testing.assert_array_equal(wa, wb)
     assert a.history == b.history
     c = train(cfg("train.epochs=1", "model.name=cnn", "model.flip=true", "model.dropout=0.2", "seed=7"),
@@ -254,7 +254,8 @@ def test_resume_refuses_config_flags(tiny_data):
 def test_kill_9_mid_epoch_then_resume_from_the_cli(tiny_data, tmp_path):
     run = tmp_path / "run"
     # Batches of 2 make an epoch long enough to be killed inside it.
-    args = [sys.executable, "-c", "from catdog.cli import main; main()", "train", "--data", str(tiny_data), "--out", str(run), "--quiet",
+    args = [sys.executable, "-c", "from catdog.cli import main; main()", "train", "--data", str(tiny_data),
+            "--out", str(run), "--quiet",
             "--set", "data.image_size=16", "--set", "train.batch_size=2", "--set", "train.epochs=4"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     state_file = run / CHECKPOINT_DIR / STATE_FILE
@@ -327,7 +328,8 @@ def test_schedule_error_comes_before_any_run_folder(tiny_data, tmp_path, monkeyp
     result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--set", "train.epochs=1",
                                        "--set", "train.schedule=plateau", "--set", "train.warmup_epochs=2"])
     assert result.exit_code == 1
-    assert "train.warmup_epochs works with the constant and cosine schedules; got 2 with schedule plateau" in result.output
+    assert ("train.warmup_epochs works with the constant and cosine schedules; got 2 with schedule plateau"
+            in result.output)
     assert not (tmp_path / "runs").exists()
 
 
@@ -336,7 +338,8 @@ def test_a_shortened_run_clamps_its_warm_up_and_says_so(tiny_data, tmp_path):
                                        "--set", "data.image_size=16", "--set", "train.epochs=1",
                                        "--set", "train.schedule=cosine", "--set", "train.warmup_epochs=2"])
     assert result.exit_code == 0, result.output
-    assert "train.warmup_epochs=2 is not shorter than the 1 epochs it warms up; warming up over 0 instead" in result.output
+    assert ("train.warmup_epochs=2 is not shorter than the 1 epochs it warms up; warming up over 0 instead"
+            in result.output)
 
 
 # --- training on every photo (no validation split) -------------------------------------------
@@ -381,7 +384,8 @@ def test_choosing_by_validation_needs_validation_photos(tiny_data, tmp_path, mon
     assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
 def test_shipped_config_passes_the_checks_made_before_training(path):
     from catdog.models import check_model
     from catdog.training import check_config
