@@ -24,11 +24,12 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -189,7 +190,8 @@ def _prepare_locked(found: Found, cdir: Path, size: tuple[int, int], resize: str
     old_entries = {e["file"]: e for e in old["entries"]} if old else {}
     next_row = old["rows"] if old else 0
 
-    entries, todo = [], []
+    entries: list[dict[str, Any]] = []
+    todo: list[tuple[str, int]] = []
     for rel in found.files:
         try:
             st = (found.root / rel).stat()
@@ -343,7 +345,7 @@ def _decode_into(todo: list[tuple[str, int]], array_path: Path, size: tuple[int,
     # Starting processes costs more than it saves on a handful of images.
     if workers == 1 or total < 64:
         _init_worker(str(array_path), size, resize)
-        results = map(_decode_one, todo)
+        results: Iterator[tuple[int, str | None]] = map(_decode_one, todo)
         pool = None
     else:
         # spawn, not fork: the caller may already have started TensorFlow's threads. An executor,

@@ -9,11 +9,15 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from catdog import __version__
 from catdog.errors import CatdogError, shown
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 # TensorFlow's C++ start-up chatter buries catdog's own output; its warnings and errors still show.
 # CATDOG_BACKEND_LOGS=1 shows everything the backend says, for bug reports.
@@ -109,7 +113,8 @@ class Bar:
     """
 
     def __init__(self, desc: str, unit: str = "img") -> None:
-        self.desc, self.unit, self.bar = desc, unit, None
+        self.desc, self.unit = desc, unit
+        self.bar: tqdm | None = None
 
     def __call__(self, done: int, total: int) -> None:
         from tqdm import tqdm

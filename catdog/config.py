@@ -33,7 +33,7 @@ MAX_SEED = 2**32 - 1
 MAX_CONFIG_NODES = 10_000
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11 on
 
 
 def _opt(default: Any = None, *, min: float | None = None, max: float | None = None,
@@ -395,7 +395,7 @@ def _leaf_keys(cls: type, prefix: str = "") -> list[str]:
     """Every dotted key of a config dataclass, e.g. train.epochs."""
     keys = []
     for name, tp in typing.get_type_hints(cls).items():
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             keys += _leaf_keys(tp, f"{prefix}{name}.")
         else:
             keys.append(f"{prefix}{name}")
@@ -456,7 +456,7 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
         if value not in choices:
             fail()
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, f"{key}.", source)
     if origin is list:
         if not isinstance(value, list) or (hi is not None and len(value) > hi):

@@ -6,11 +6,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from catdog.errors import DataError
 from catdog.images import is_system_file
+
+if TYPE_CHECKING:
+    from catdog.cache import CacheArray
 
 # Kaggle's flat naming: cat.123.jpg, dog.45.jpg.
 _FLAT_NAME = re.compile(r"^([A-Za-z][A-Za-z_-]*)[._]\d+\.[A-Za-z0-9]+$")
@@ -161,9 +165,9 @@ def cutmix(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.n
     return mixed, (shown * y + (1.0 - shown) * y[partner]).astype(y.dtype)
 
 
-def batches(images: np.ndarray, indices: np.ndarray, y: np.ndarray | None, batch_size: int,
+def batches(images: np.ndarray | CacheArray, indices: np.ndarray, y: np.ndarray | None, batch_size: int,
             shuffle: bool = False, seed: int = 0, mix: float = 0.0, first_epoch: int = 0):
-    """A keras.utils.PyDataset of (uint8 images, targets) read from the (memory-mapped) cache.
+    """A keras.utils.PyDataset of (uint8 images, targets) read from the cache (or an array).
 
     Reading batches from the on-disk cache keeps memory flat however many photos there are, and
     works on every Keras backend (no tf.data needed). With `mix` > 0 each batch is cut-mixed

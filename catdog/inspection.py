@@ -18,9 +18,9 @@ from PIL import Image
 from catdog.errors import CatdogError, ImageError
 from catdog.layers import L2Pooling2D
 
-CONV_TYPES: tuple[type, ...] = (keras.layers.Conv2D, keras.layers.SeparableConv2D,
+CONV_TYPES: tuple[type[Any], ...] = (keras.layers.Conv2D, keras.layers.SeparableConv2D,
                                 keras.layers.DepthwiseConv2D)
-POOL_TYPES: tuple[type, ...] = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, L2Pooling2D)
+POOL_TYPES: tuple[type[Any], ...] = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, L2Pooling2D)
 
 
 class InspectionError(CatdogError):
@@ -156,7 +156,7 @@ def model_input(model: keras.Model, image: np.ndarray) -> np.ndarray:
     height, width = tuple(model.inputs[0].shape)[1:3]
     if height and width and image.shape[:2] != (height, width):
         pil = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
-        image = np.asarray(pil.resize((width, height), Image.BILINEAR))
+        image = np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR))
     return image.astype(np.float32)[None]
 
 
@@ -353,6 +353,6 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = No
     top = float(cam.max()) if cam.size else 0.0
     cam = cam / top if np.isfinite(top) and top > 0 else np.zeros_like(cam)
     height, width = np.asarray(image).shape[:2]
-    resized = Image.fromarray(cam.astype(np.float32)).resize((width, height), Image.BILINEAR)
+    resized = Image.fromarray(cam.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
     heatmap = np.nan_to_num(np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0))
     return GradCam(heatmap, int(state["index"]), probabilities)

@@ -195,7 +195,8 @@ def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize:
     # Class folder names may hold bytes that are not UTF-8, which no font can draw: escape them.
     names = [shown(c, 40) for c in report.classes]
     files = [plots.confusion_matrix(np.asarray(report.confusion), names, report.out_dir / CONFUSION_FILE)]
-    images, titles = [], []
+    images: list[np.ndarray] = []
+    titles: list[str] = []
     for file, title in mistakes(report):
         if len(images) == TOP_MISTAKES:
             break

@@ -184,6 +184,7 @@ def filters_grid(filters: np.ndarray, path: str | Path) -> Path:
         w = (w - low) / (high - low) if high > low else np.full_like(w, 0.5)
         image = ax.imshow(w, cmap=None if colour else "gray", vmin=0, vmax=1, interpolation="nearest")
         _tile(ax, f"filter {i}")
+    assert image is not None  # a convolution has at least one filter
     for ax in axes[shown:]:
         ax.set_axis_off()
     more = f" (showing {shown} of {count})" if shown < count else ""
@@ -196,7 +197,11 @@ def filters_grid(filters: np.ndarray, path: str | Path) -> Path:
         bar = fig.colorbar(image, ax=axes.tolist(), shrink=0.8, ticks=[0, 1])
         bar.ax.set_yticklabels(["lowest", "highest"])
         bar.set_label("weight")
-    fig.get_layout_engine().set(h_pad=0.1)
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    engine = fig.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine):
+        engine.set(h_pad=0.1)
     fig.supxlabel(note, fontsize=9)
     return _save(fig, path)
 
@@ -249,6 +254,7 @@ def activation_grid(layer_maps: LayerMaps, path: str | Path) -> Path:
 
     width = int(fig.get_figwidth() * DPI / 10)
     fig.suptitle(f"{activation_title(layer_maps)}\n" + textwrap.fill(f"({what}{more})", width))
+    assert image is not None  # a layer has at least one map
     bar = fig.colorbar(image, ax=axes.tolist(), shrink=0.8, ticks=image.norm.inverse([0, 1]))
     bar.ax.set_yticklabels(["lowest", "highest"])
     raw = layer_maps.kind == "conv" and layer_maps.activation == "linear"

@@ -67,6 +67,7 @@ async def _read_body(request, limit: int) -> bytes:
 
 async def _uploads(request, service: Service) -> list[tuple[str, bytes]]:
     """(name, bytes) of each image in the request: the raw body, or every file of a multipart form."""
+    from starlette.datastructures import UploadFile
     from starlette.requests import Request
 
     body = await _read_body(request, service.config.max_bytes)
@@ -77,7 +78,7 @@ async def _uploads(request, service: Service) -> list[tuple[str, bytes]]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     form = await Request(request.scope, replay).form(max_files=service.config.max_images, max_fields=100)
-    files = [(f.filename or key, await f.read()) for key, f in form.multi_items() if hasattr(f, "read")]
+    files = [(f.filename or key, await f.read()) for key, f in form.multi_items() if isinstance(f, UploadFile)]
     if not files:
         raise Reject(400, "multipart request holds no file; send images as file fields")
     return files
@@ -128,13 +129,15 @@ def make_app(service: Service):
     async def index(request):
         return HTMLResponse(page)
 
-    async def rejected(request, exc: Reject):
+    async def rejected(request, exc: Exception):
+        assert isinstance(exc, Reject)  # Starlette calls it for Reject only
         body = {"error": exc.message}
         if exc.file is not None:
             body["file"] = exc.file
         return JSONResponse(body, status_code=exc.status)
 
-    async def http_error(request, exc: HTTPException):
+    async def http_error(request, exc: Exception):
+        assert isinstance(exc, HTTPException)  # Starlette calls it for HTTPException only
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
     @asynccontextmanager

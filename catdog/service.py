@@ -46,7 +46,7 @@ class ServeConfig:
     # ONNX Runtime when the run holds model.onnx.
     explain: bool = True
     # Seconds in-flight requests get to finish after SIGINT/SIGTERM.
-    shutdown_timeout: float = 10.0
+    shutdown_timeout: int = 10
 
 
 class Reject(Exception):
@@ -148,8 +148,8 @@ def grad_cam_overlay(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """The photo with Grad-CAM's heat map blended over it (jet colours, where the evidence lies)."""
     import cv2
 
-    colours = cv2.applyColorMap(np.uint8(np.clip(heatmap, 0, 1) * 255), cv2.COLORMAP_JET)[..., ::-1]
-    return np.uint8(0.55 * pixels.astype(np.float32) + 0.45 * colours.astype(np.float32))
+    colours = cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    return (0.55 * pixels.astype(np.float32) + 0.45 * colours.astype(np.float32)).astype(np.uint8)
 
 
 def activation_grid(maps: np.ndarray, gap: int = 2) -> np.ndarray:

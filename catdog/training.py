@@ -531,8 +531,8 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
     history = writer.history
     values = history[monitor]
     best = best_index(values, monitor)
-    val = [history[k][best] if k in history else None for k in ("val_accuracy", "val_loss")]
-    return TrainResult(run_dir, device, len(values), best + 1, *val, seconds, history,
+    val_accuracy, val_loss = (history[k][best] if k in history else None for k in ("val_accuracy", "val_loss"))
+    return TrainResult(run_dir, device, len(values), best + 1, val_accuracy, val_loss, seconds, history,
                        keep_best=t.keep_best, monitor=monitor)
 
 
