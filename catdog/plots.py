@@ -153,7 +153,7 @@ def top_mistakes(images: Sequence[np.ndarray], titles: Sequence[str], path: str 
     rows, cols = _grid(len(images), 4)
     fig = _figure(2.6 * cols, 2.9 * rows + 0.5)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax, image, title in zip(axes, images, titles, strict=True):
+    for ax, image, title in zip(axes[:len(images)], images, titles, strict=True):
         ax.imshow(np.asarray(image, dtype=np.uint8))
         _tile(ax, title, fontsize=10)
     for ax in axes[len(images):]:
