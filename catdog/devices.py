@@ -136,6 +136,31 @@ def training_device() -> str:
     return f"CPU ({os.cpu_count()} cores, {backend()})"
 
 
+# CPU flags (Linux /proc/cpuinfo names) of native bfloat16 arithmetic.
+BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this machine's CPU (empty where the OS does not list them)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def emulated_bfloat16(precision: str, devices: list[Device] | None = None, flags: set[str] | None = None) -> bool:
+    """Whether `precision` asks for bfloat16 on a CPU that has no bfloat16 instructions (AMX or
+    AVX512-BF16; `flags`, default this CPU's): every such operation is emulated there, several
+    times slower than float32."""
+    on_gpu = bool(gpus() if devices is None else [d for d in devices if d.kind == "GPU"])
+    native = (cpu_flags() if flags is None else flags) & BF16_CPU_FLAGS
+    return precision == "mixed_bfloat16" and not on_gpu and not native
+
+
 def resolve_precision(setting: str, devices: list[Device] | None = None) -> str:
     """The Keras dtype policy for `train.precision` on these GPUs (default: the ones seen now).
 

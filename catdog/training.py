@@ -441,6 +441,11 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
 
     device = training_device()
     say(f"training on {device}; {dist.describe()}; run folder {run_dir}")
+    from catdog.devices import emulated_bfloat16
+
+    if emulated_bfloat16(dist.precision):
+        say("warning: this CPU has no bfloat16 instructions (AMX or AVX512-BF16), so mixed_bfloat16 is emulated "
+            "and several times slower than float32 here; --set train.precision=float32 trains faster")
     # The strategy (or JAX's device layout) and the precision policy cover build, compile and fit.
     with dist.scope():
         model = build_model(config, len(classes))

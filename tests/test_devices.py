@@ -14,6 +14,7 @@ from catdog.devices import (
     Device,
     _capability,
     dtype_policy,
+    emulated_bfloat16,
     info,
     jit_enabled,
     resolve_jit_compile,
@@ -46,6 +47,14 @@ def test_explicit_precision_is_kept_whatever_the_device():
     for name in ("float32", "mixed_float16", "mixed_bfloat16"):
         assert resolve_precision(name, [gpu((9, 0))]) == name
         assert resolve_precision(name, []) == name
+
+
+def test_bfloat16_on_a_cpu_without_bfloat16_instructions_is_flagged():
+    assert emulated_bfloat16("mixed_bfloat16", [], flags={"avx2", "fma"})
+    assert not emulated_bfloat16("mixed_bfloat16", [], flags={"avx512f", "avx512_bf16"})
+    assert not emulated_bfloat16("mixed_bfloat16", [], flags={"amx_bf16"})
+    assert not emulated_bfloat16("mixed_bfloat16", [gpu((9, 0))], flags=set())
+    assert not emulated_bfloat16("float32", [], flags=set())
 
 
 def test_jit_compile_setting_and_what_info_reports_on_this_cpu():
