@@ -87,7 +87,7 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
         classes = sorted(by_class)
         if len(classes) < 2:
             raise DataError(f"only one class found in {root} ({classes[0]}); "
-                            f"a classifier needs at least two class folders")
+                            f"a classifier needs at least two class folders" + _deeper_hint(root / classes[0]))
     else:
         unknown = sorted(set(by_class) - set(classes))
         if unknown:
@@ -102,6 +102,18 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
 
 # Folder names that mean a split of a dataset, not a class of photos.
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
+
+
+def _deeper_hint(folder: Path) -> str:
+    """Where the class folders may be when `folder` is the only one found: a level or two down."""
+    if not folder.is_dir():
+        return ""
+    for d in sorted(p for p in folder.iterdir() if p.is_dir() and not is_system_file(p)):
+        inner = [p for p in d.iterdir() if p.is_dir() and not is_system_file(p)]
+        if d.name.lower() in SPLIT_NAMES and len(inner) >= 2:
+            return f"; {folder.name}/ holds split folders: pass e.g. --data {d}"
+    inner = [p for p in folder.iterdir() if p.is_dir() and not is_system_file(p)]
+    return f"; did you mean --data {folder}?" if len(inner) >= 2 else ""
 
 
 def _refuse_split_folders(root: Path, subdirs: list[Path]) -> None:

@@ -72,6 +72,19 @@ def test_split_folders_are_not_taken_for_classes(tiny_data, tmp_path):
                              f"data.validation_dir=... for a validation folder)\n")
 
 
+def test_a_folder_above_the_dataset_points_at_the_class_folders(tiny_data, tmp_path):
+    # `catdog download --to data` makes data/cats_and_dogs_filtered/{train,validation}/...
+    top = tmp_path / "data"
+    (top / "cats_and_dogs_filtered").mkdir(parents=True)
+    tiny_data.rename(top / "cats_and_dogs_filtered" / "train")
+    (top / "cats_and_dogs_filtered" / "validation").mkdir()
+    result = invoke("prepare", "--data", top)
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: only one class found in {top} (cats_and_dogs_filtered); a classifier needs at "
+                             f"least two class folders; cats_and_dogs_filtered/ holds split folders: pass e.g. "
+                             f"--data {top / 'cats_and_dogs_filtered' / 'train'}\n")
+
+
 def test_log_file_output_is_plain_lines_with_batches(tiny_data, tmp_path):
     # CliRunner's stdout is not a terminal, as in `catdog train > log.txt`.
     result = invoke("train", "--data", tiny_data, "--out", tmp_path / "run", "--set", "data.image_size=16",
