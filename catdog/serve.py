@@ -182,6 +182,15 @@ class AccessLog:
                      state["bytes"], (time.perf_counter() - start) * 1000)
 
 
+def _drop_shutdown_cancel(record: logging.LogRecord) -> bool:
+    """False for a log record of the lifespan task cancelled at shutdown (a Ctrl+C, not a
+    failure): uvicorn logs it with the exception, or Starlette's formatted traceback as text."""
+    exc = record.exc_info[1] if record.exc_info else None
+    text = str(record.msg).rstrip()
+    return not (isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+                or (text.startswith("Traceback") and text.endswith("CancelledError")))
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -241,6 +250,9 @@ def serve(run: str | Path | Run | None = None, config: ServeConfig | None = None
         raise
     import uvicorn
 
+    # A Ctrl+C can cancel the lifespan task while uvicorn shuts down, which uvicorn logs as an
+    # error with a traceback; the server did stop cleanly, so that record is dropped.
+    logging.getLogger("uvicorn.error").addFilter(_drop_shutdown_cancel)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=port, access_log=False,
                                            log_level="warning", lifespan="on",
                                            timeout_graceful_shutdown=config.shutdown_timeout))

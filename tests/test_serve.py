@@ -304,3 +304,21 @@ def test_missing_extra_names_it(tmp_path):
     with pytest.raises(ServeError,
                        match=r"^catdog serve needs starlette, uvicorn, multipart: pip install 'catdog\[serve\]'$"):
         build(tmp_path / "no-run", find=lambda name: None)
+
+
+def test_a_lifespan_cancelled_by_ctrl_c_is_not_logged_as_an_error():
+    import asyncio
+    import logging
+
+    from catdog.serve import _drop_shutdown_cancel
+
+    def record(msg, exc=None):
+        info = (type(exc), exc, None) if exc is not None else None
+        return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, msg, None, info)
+
+    # Starlette's traceback as text (what a Ctrl+C during shutdown logged), and uvicorn's own record.
+    assert not _drop_shutdown_cancel(record("Traceback (most recent call last):\n  ...\n"
+                                            "asyncio.exceptions.CancelledError\n"))
+    assert not _drop_shutdown_cancel(record("Exception in 'lifespan' protocol\n", asyncio.CancelledError()))
+    assert _drop_shutdown_cancel(record("Exception in 'lifespan' protocol\n", RuntimeError("real")))
+    assert _drop_shutdown_cancel(record("Traceback (most recent call last):\n  ...\nValueError: bad"))
