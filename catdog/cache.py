@@ -128,11 +128,15 @@ def default_cache_root() -> Path:
     return Path(base) / "catdog"
 
 
+def folder_digest(folder: Path, length: int) -> str:
+    """A short hex digest of a folder's absolute path, telling apart folders of the same name."""
+    return hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:length]
+
+
 def cache_dir_for(root: Path, size: tuple[int, int], resize: str, cache_root: str | Path | None) -> Path:
     root = root.resolve()
-    digest = hashlib.sha1(str(root).encode()).hexdigest()[:10]
     base = Path(cache_root) if cache_root else default_cache_root()
-    return base / f"{root.name or 'data'}-{digest}" / f"{size[0]}x{size[1]}-{resize}"
+    return base / f"{root.name or 'data'}-{folder_digest(root, 10)}" / f"{size[0]}x{size[1]}-{resize}"
 
 
 def prepare(found: Found, size: tuple[int, int], resize: str = "squash", cache_root: str | Path | None = None,

@@ -32,6 +32,9 @@ MAX_SEED = 2**32 - 1
 # has a few hundred values; an alias "bomb" of a few hundred bytes would expand to billions.
 MAX_CONFIG_NODES = 10_000
 
+# How a photo becomes data.image_size; catdog.images checks its `resize` argument against these.
+ResizeMode = Literal["squash", "crop", "pad"]
+
 if TYPE_CHECKING:
     from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11 on
 
@@ -54,7 +57,7 @@ class DataConfig:
     # The article resizes every photo to 300x300; an int means a square.
     image_size: tuple[int, int] = (300, 300)
     # How a photo becomes image_size: plain resize (the article's), center crop, or letterbox.
-    resize: Literal["squash", "crop", "pad"] = "squash"
+    resize: ResizeMode = "squash"
     # The article holds out 30% of the photos for validation.
     validation_split: float = _opt(0.3, min=0.0, max=0.9)
     # Photos held out from training and validation alike, scored by `catdog evaluate`.

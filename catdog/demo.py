@@ -73,13 +73,10 @@ def run_demo(root: str | Path, epochs: int = 4, say: Callable[[str], None] = lam
     say("5/6 the model, layer by layer")
     say(summarize(load_run(result.run_dir).model).table())
     say("6/6 what the network sees in one new image (catdog show)")
-    from catdog.pictures import can_draw, show
+    from catdog.pictures import show
 
-    if can_draw():
-        shown = show(fresh / CLASSES[1] / f"{CLASSES[1]}_000.jpg", result.run_dir)
-        for path in shown.files:
-            say(f"    wrote {path}")
-    else:
-        say("    skipped: drawing needs matplotlib (pip install matplotlib)")
+    shown = show(fresh / CLASSES[1] / f"{CLASSES[1]}_000.jpg", result.run_dir)
+    for path in shown.files:
+        say(f"    wrote {path}")
     say(f"\ndone. Everything is in {root}; try: catdog predict --run {result.run_dir} {images / CLASSES[0]}")
     return result.run_dir

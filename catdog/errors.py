@@ -39,6 +39,12 @@ class TrainingError(CatdogError):
     """Training ran but produced no usable model (loss not finite, weights never updated)."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def shown(name: object, limit: int = 200) -> str:
     """`name` as one printable line that round-trips: a file name or a value from the user.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog.cache import Prepared, Progress
+from catdog.cache import Prepared, Progress, folder_digest
 from catdog.data import prepare_folder
 from catdog.dataset import batches
 from catdog.errors import DataError, shown
@@ -44,7 +44,7 @@ class EvalReport:
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
     # Where report.json, photos.csv (and the pictures of this evaluation) are written, inside the run folder.
     out_dir: Path | None = None
-    # confusion_matrix.png and top_mistakes.png beside report.json (none without matplotlib).
+    # confusion_matrix.png and top_mistakes.png beside report.json.
     pictures: list[Path] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -169,10 +169,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None,
 
 def _slug(folder: Path) -> str:
     """A folder name for the reports on one data folder, e.g. 'validation-3f2a9c'."""
-    import hashlib
-
-    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:6]
-    return f"{folder.resolve().name}-{digest}"
+    return f"{folder.resolve().name}-{folder_digest(folder, 6)}"
 
 
 def _held_out(r: Run, progress: Progress | None) -> tuple[Prepared, np.ndarray, str]:

@@ -11,13 +11,7 @@ import re
 import numpy as np
 import simplejpeg
 
-from catdog.errors import ImageError
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
+from catdog.errors import ImageError, first_line
 
 # --- JPEG --------------------------------------------------------------------------------------
 #
@@ -55,9 +49,6 @@ def _first_line(exc: BaseException) -> str:
 # IDCTs are plain C; the full 8x8 one is SIMD), while 5/8 and 3/8 beat the next larger scale that
 # Pillow's draft offers (1/1, 1/2, 1/4) by 7-40%. So only reductions of at least 1.6 are asked for.
 _MIN_JPEG_REDUCTION = 1.5
-# fastdct and fastupsample were 1-3% faster, within the noise of a shared machine, and moved pixels
-# by about one level on average where the exact decode matches Pillow's to 0.03; they stay off.
-_FAST_JPEG = False
 
 
 def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> np.ndarray | None:
@@ -75,7 +66,7 @@ def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> np.ndarray | Non
     try:
         pixels = _turbo_decode(data, need)
     except ValueError as exc:
-        message = _first_line(exc)
+        message = first_line(exc)
         if "subsampling level" in message:
             return None
         bare = _without_metadata(data)
@@ -85,7 +76,7 @@ def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> np.ndarray | Non
             pixels = _turbo_decode(bare, need)
         except ValueError as again:
             # The image data is what is left, so its verdict is the one to report.
-            raise ImageError(_libjpeg_reason(_first_line(again))) from None
+            raise ImageError(_libjpeg_reason(first_line(again))) from None
     return pixels
 
 
@@ -94,8 +85,9 @@ def _turbo_decode(data: bytes, need: tuple[int, int]) -> np.ndarray:
         data,
         colorspace="RGB",
         strict=True,
-        fastdct=_FAST_JPEG,
-        fastupsample=_FAST_JPEG,
+        # The exact IDCT and upsampling, so pixels match Pillow's decode of the same file.
+        fastdct=False,
+        fastupsample=False,
         min_width=need[0],
         min_height=need[1],
         min_factor=_MIN_JPEG_REDUCTION,

@@ -24,7 +24,7 @@ import keras
 from keras import layers
 
 from catdog.config import BlockConfig, Config, ModelConfig
-from catdog.errors import CatdogError, ConfigError, shown
+from catdog.errors import CatdogError, ConfigError, first_line, shown
 
 # Batch-norm running statistics forget at 0.9 per step rather than Keras's 0.99: 2,000 photos make
 # ~60 steps an epoch, and slower statistics lag so far behind the weights that validation sits at
@@ -92,9 +92,8 @@ def check_model(config: Config, fetch: bool = False) -> None:
         except CatdogError:
             raise
         except ValueError as exc:  # a layer's own argument checks: a kernel larger than the image, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"model settings do not fit data.image_size {list(config.data.image_size)}: "
-                              f"{shown(first, 200)}") from None
+                              f"{shown(first_line(exc), 200)}") from None
     if config.train.distribute == "none":
         # Forget the check's model, so the real one gets the same automatic layer names; a
         # distribution strategy already set up is left alone.

@@ -1,16 +1,10 @@
 """The pictures each command draws: `show` for one photo, curves while training, evaluation
 pictures, and the summary's diagram. Glue between run folders and reports and catdog.plots.
-
-Drawing needs matplotlib (a dependency of catdog, but a trimmed install may lack it): what the
-user asks for by name (`show`, `summary --diagram`) fails with a PlotError naming the fix; what
-other commands draw on the side (learning curves, evaluation pictures) is skipped without it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,11 +23,6 @@ CONFUSION_FILE = "confusion_matrix.png"
 MISTAKES_FILE = "top_mistakes.png"
 # Three rows of four: enough to see a pattern in the failures, small enough to look at each.
 TOP_MISTAKES = 12
-
-
-def can_draw() -> bool:
-    """Whether matplotlib is installed (without importing it)."""
-    return importlib.util.find_spec("matplotlib") is not None
 
 
 @dataclass
@@ -73,15 +62,13 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
 
     Raises:
         ImageError: the photo cannot be read.
-        PlotError: matplotlib is missing, or `out` already holds one of the pictures.
+        PlotError: `out` already holds one of the pictures.
         RunError: no usable run folder.
     """
     from catdog import inspection, plots
     from catdog.images import load_image
     from catdog.runs import load_run
 
-    if not can_draw():
-        raise PlotError("drawing pictures needs matplotlib: pip install matplotlib")
     r = load_run(run)
     image = Path(image)
     pixels = load_image(image, r.config.data.image_size, r.config.data.resize)
@@ -108,19 +95,13 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
                       {c: float(p) for c, p in zip(r.classes, probabilities, strict=True)}, out_dir, files)
 
 
-def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss",
-                             report: Callable[[str], None] | None = None) -> Any:
+def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss") -> Any:
     """A Keras callback redrawing <run_dir>/learning_curves.png after every epoch.
 
     The epoch whose weights training keeps is marked: the best by `monitor` (lowest val_loss or
-    highest val_accuracy), or with `monitor` None (train.keep_best off) the last one. Without
-    matplotlib it draws nothing and says so once through `report`.
+    highest val_accuracy), or with `monitor` None (train.keep_best off) the last one.
     """
     import keras
-
-    drawable = can_draw()
-    if not drawable and report is not None:
-        report("learning curves not drawn: pip install matplotlib for pictures")
 
     class LearningCurves(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -130,12 +111,11 @@ def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss",
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
                 self.history.setdefault(key, []).append(float(value))
-            if drawable:
-                from catdog import plots
+            from catdog import plots
 
-                kept = best_epoch(self.history, monitor) if monitor else len(next(iter(self.history.values()), []))
-                plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, kept or None,
-                                      kept_last=monitor is None)
+            kept = best_epoch(self.history, monitor) if monitor else len(next(iter(self.history.values()), []))
+            plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, kept or None,
+                                  kept_last=monitor is None)
 
     return LearningCurves()
 
@@ -181,12 +161,12 @@ def mistakes(report: EvalReport) -> list[tuple[Path, str]]:
 
 
 def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize: str = "squash") -> list[Path]:
-    """Write confusion_matrix.png and top_mistakes.png next to the report; [] without matplotlib.
+    """Write confusion_matrix.png and top_mistakes.png next to the report; [] when it has no folder.
 
     The mistakes are the most confidently wrong photos, shown at the model's input size and
     titled with their file names (photos.csv beside the report has the full paths).
     """
-    if not can_draw() or report.out_dir is None:
+    if report.out_dir is None:
         return []
     from catdog import plots
     from catdog.errors import ImageError
@@ -213,7 +193,7 @@ def summary_diagram(summary: Summary, path: str | Path) -> Path:
     """Draw a model summary as boxes and arrows at `path`, which must not exist yet.
 
     Raises:
-        PlotError: `path` exists (it is the user's file) or matplotlib is missing.
+        PlotError: `path` exists (it is the user's file).
     """
     from catdog import plots
 

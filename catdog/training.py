@@ -470,7 +470,7 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
         from catdog.pictures import learning_curves_callback
 
         # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
-        curves = learning_curves_callback(run_dir, monitor if t.keep_best else None, say)
+        curves = learning_curves_callback(run_dir, monitor if t.keep_best else None)
         curves.history = {k: list(v) for k, v in state.history.items()}  # the epochs before a resume
         start, before = time.perf_counter(), state.seconds
         clock = lambda: before + time.perf_counter() - start  # noqa: E731

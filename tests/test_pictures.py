@@ -6,14 +6,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import write_images
 from PIL import Image
 
-pytest.importorskip("matplotlib")
-
-from conftest import write_images  # noqa: E402
-
-from catdog.cli import main  # noqa: E402
-from catdog.pictures import best_epoch  # noqa: E402
+from catdog.cli import main
+from catdog.pictures import best_epoch
 
 
 def invoke(*args):
