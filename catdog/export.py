@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from catdog import __version__
-from catdog.errors import CatdogError
+from catdog.errors import ExportError
 from catdog.runs import Run, load_run, write_json
 
 FORMATS = ("onnx", "savedmodel", "litert")
@@ -40,10 +40,6 @@ _NEEDS = {"onnx": ("tf2onnx", "onnx"), "savedmodel": (), "litert": ()}
 PARITY_TOLERANCE = 1e-4
 # Photos in the parity check: enough to cover both classes' answers, few enough to take a second.
 PARITY_IMAGES = 8
-
-
-class ExportError(CatdogError):
-    """A run cannot be exported as asked (missing converter, existing output, failed parity)."""
 
 
 @dataclass

@@ -15,16 +15,12 @@ import keras
 import numpy as np
 from PIL import Image
 
-from catdog.errors import CatdogError, ImageError
+from catdog.errors import ImageError, InspectionError
 from catdog.layers import L2Pooling2D
 
 CONV_TYPES: tuple[type[Any], ...] = (keras.layers.Conv2D, keras.layers.SeparableConv2D,
                                 keras.layers.DepthwiseConv2D)
 POOL_TYPES: tuple[type[Any], ...] = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, L2Pooling2D)
-
-
-class InspectionError(CatdogError):
-    """The model has no layer that can be inspected the way that was asked (e.g. no convolution)."""
 
 
 @dataclass(frozen=True)

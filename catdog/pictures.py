@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catdog.errors import shown
-from catdog.plots import PlotError
+from catdog.errors import PlotError, shown
 
 if TYPE_CHECKING:
     from catdog.evaluation import EvalReport

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catdog.errors import CatdogError, naming
+from catdog.errors import PlotError, naming
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,10 +29,6 @@ DPI = 100
 MAX_MAPS = 64
 # Beyond this many layers the diagram shows the first and last half of this many.
 MAX_DIAGRAM_ROWS = 60
-
-
-class PlotError(CatdogError):
-    """A picture cannot be drawn: no matplotlib, data of the wrong shape, or a user's file in the way."""
 
 
 def _figure(width: float, height: float, constrained: bool = True) -> Figure:

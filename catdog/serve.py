@@ -25,17 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from catdog.errors import CatdogError
+from catdog.errors import ServeError
 from catdog.runs import Run, load_run
 from catdog.service import Reject, ServeConfig, Service
 
 log = logging.getLogger("catdog.serve")
 
 __all__ = ["ServeConfig", "ServeError", "build", "is_loopback", "make_app", "serve"]
-
-
-class ServeError(CatdogError):
-    """The server cannot start as asked (missing extra, address in use)."""
 
 
 # How far past the size limit a body is still read (and dropped) so that the client gets its 413.
