@@ -131,10 +131,9 @@ class TrainConfig:
     batch_size: int = _opt(128, min=1, max=MAX_COUNT)
     # Largest batch computed at once. A larger batch_size is computed in micro-batches of this
     # size whose gradients are averaged into one update: the same step as the whole batch (batch
-    # norm aside, which sees each micro-batch), with a fraction of the activation memory. On a CPU
-    # it is faster too (article model, 300x300, batch 128: an epoch in about half the time and
-    # 0.9 GB less memory with micro-batches of 32). null: 32 on a CPU, the whole batch on a GPU
-    # or when distributed.
+    # norm aside, which sees each micro-batch), with a fraction of the activation memory; on a CPU
+    # it is faster too (docs/speed.md). null: 32 on a CPU, the whole batch on a GPU or when
+    # distributed.
     micro_batch: Optional[int] = _opt(None, min=1, max=MAX_COUNT)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: float = _opt(0.001, min=0.0, max=10.0, min_exclusive=True)

@@ -189,7 +189,7 @@ def batches(images: np.ndarray | CacheArray, indices: np.ndarray, y: np.ndarray 
             return math.ceil(len(self.order) / batch_size)
 
         def __getitem__(self, i: int):
-            # Sorted indices within a batch turn random reads into forward reads of the memmap.
+            # Sorted indices within a batch turn random reads of the cache file into forward reads.
             chunk = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
             x = images[chunk]
             if y is None:

@@ -13,41 +13,14 @@ import simplejpeg
 
 from catdog.errors import ImageError, first_line
 
-# --- JPEG --------------------------------------------------------------------------------------
-#
-# Pillow's JPEG decoder silently swallows libjpeg's warnings ("Corrupt JPEG data: premature end of
-# data segment", "bad Huffman code", "N extraneous bytes before marker"): its output_message hook
-# does nothing and the warning count is never checked, so a JPEG whose entropy-coded data is
-# damaged in the middle decodes without error into a partly garbled picture. YCbCr and grayscale
-# JPEGs (nearly every photo) are therefore decoded by libjpeg-turbo through simplejpeg with
-# strict=True, which turns libjpeg's first warning into an error, so decoding is checked to the end
-# of the image data.
-#   detected: a file cut short or missing its end-of-image marker; bytes overwritten, zeroed or
-#     bit-flipped inside the entropy-coded data; an end-of-image marker spliced in early; a marker
-#     code inside image data that cannot be there; restart markers out of sequence.
-#   not detected: a lone flipped bit that lands in a coefficient's value rather than in a Huffman
-#     code changes one block and leaves the decoder in step; JPEG has no checksum to catch it.
-#   tolerated: data after the end-of-image marker (camera trailers, the second picture of an MPO;
-#     libjpeg stops at the marker). Metadata warnings that leave the pixels intact (junk bytes
-#     between header segments, an unknown JFIF revision, a bad ICC profile marker) stop a strict
-#     decode as well, so a file that fails is decoded once more without its application and comment
-#     segments and without the junk between them, its image data unchanged; it is rejected only if
-#     that fails too.
-#   rejected although the picture may be whole: "N extraneous bytes before marker" after the last
-#     block, which a sloppy encoder can leave behind. Zeroed or overwritten data look exactly the
-#     same (the Huffman decoder runs out of blocks before it runs out of bytes), and a damaged photo
-#     in a training set costs more than a missing one.
-#   left to Pillow: CMYK/YCCK JPEGs (its Adobe CMYK conversion is the tested one), files over
-#     MAX_READ_BYTES, and any chroma subsampling TurboJPEG cannot name. For those, the check below
-#     finds from the bytes alone, in well under a millisecond: a missing end-of-image marker, a
-#     marker code inside image data that cannot be there (random bytes or a splice from another
-#     file that happen to hold 0xFF), restart markers out of sequence and a header segment running
-#     past the end of the file; damage that creates no marker still loads there as smeared blocks.
+# Pillow ignores libjpeg's warnings, so a JPEG damaged mid-stream decodes into a garbled picture.
+# YCbCr and grayscale JPEGs are therefore decoded by libjpeg-turbo with strict=True (its first
+# warning is an error); a file refused for its metadata alone is decoded again without it. The rest
+# (CMYK, very large files, subsampling TurboJPEG cannot name) go to Pillow after the byte-level check
+# of `jpeg_structure_problem`. What is detected and what cannot be: docs/reliability.md.
 
-# libjpeg-turbo scales in the DCT domain by n/8. Measured on the cats-and-dogs photos (process CPU
-# time per image): decoding at 7/8 or 3/4 was no faster than decoding whole and resizing (those
-# IDCTs are plain C; the full 8x8 one is SIMD), while 5/8 and 3/8 beat the next larger scale that
-# Pillow's draft offers (1/1, 1/2, 1/4) by 7-40%. So only reductions of at least 1.6 are asked for.
+# libjpeg-turbo scales by n/8 while decoding; only reductions of at least 1.5 (5/8 and below) are
+# asked for, since the 7/8 and 3/4 scales are no faster than decoding whole (docs/speed.md).
 _MIN_JPEG_REDUCTION = 1.5
 
 
