@@ -15,6 +15,7 @@ flat however large the cache is.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -279,8 +280,6 @@ def _die_with_parent(parent: int) -> None:
     """Have the kernel kill this worker when its parent dies (Linux), so that a `catdog prepare`
     killed by SIGKILL or SIGTERM leaves no decoding process waiting for work for ever."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         pr_set_pdeathsig = 1
         try:
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)

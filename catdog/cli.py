@@ -1,23 +1,27 @@
-"""The `catdog` command line: each command parses, calls one library function, prints the result."""
+"""The `catdog` command line: each command parses, calls one library function, prints the result.
+
+Each command imports the library it calls inside its function: most of catdog imports TensorFlow,
+OpenCV or matplotlib, and `catdog --help` should answer at once.
+"""
 
 from __future__ import annotations
 
 import errno
 import functools
 import json
+import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
+from tqdm import tqdm
 
 from catdog import __version__
 from catdog.errors import CatdogError, shown
-
-if TYPE_CHECKING:
-    from tqdm import tqdm
 
 # TensorFlow's C++ start-up chatter buries catdog's own output; its warnings and errors still show.
 # CATDOG_BACKEND_LOGS=1 shows everything the backend says, for bug reports.
@@ -119,8 +123,6 @@ class Bar:
         self.bar: tqdm | None = None
 
     def __call__(self, done: int, total: int | None) -> None:
-        from tqdm import tqdm
-
         if self.bar is None or self.bar.total != total or done < self.bar.n:
             self.close()
             self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr, leave=False,
@@ -327,8 +329,6 @@ def demo(workdir, epochs):
 
     Example: catdog demo
     """
-    import tempfile
-
     from catdog.demo import run_demo
 
     root = workdir or tempfile.mkdtemp(prefix="catdog-demo-")
@@ -464,8 +464,6 @@ def serve(run, host, port, no_explain):
 
     Example: catdog serve, then open http://127.0.0.1:8000/
     """
-    import logging
-
     from catdog.serve import ServeConfig
     from catdog.serve import serve as run_server
 

@@ -1,4 +1,8 @@
-"""Finding labelled images in a folder, splitting them, and feeding batches to Keras."""
+"""Finding labelled images in a folder, splitting them, and feeding batches to Keras.
+
+Keras is imported inside functions, so that importing this module never starts TensorFlow
+(training sets devices up first; the CLI's light commands never need it).
+"""
 
 from __future__ import annotations
 

@@ -11,6 +11,9 @@
 gives the same optimisation on one device or many. The learning rate is therefore never scaled
 behind the user's back; raising batch_size to fill more GPUs calls for raising learning_rate by
 the same factor (the linear scaling rule), which is the user's choice (see docs/gpus.md).
+
+TensorFlow, JAX and Keras are imported inside functions: strategies must be set up before
+TensorFlow starts, and only the backend in use is loaded.
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from catdog.config import Config
+from catdog.devices import backend as keras_backend
+from catdog.devices import configure_gpus, dtype_policy, resolve_precision
 from catdog.errors import DistributeError
 
 # One MultiWorkerMirroredStrategy per process: TensorFlow cannot configure collectives twice.
@@ -67,8 +74,6 @@ class Distribution:
         Variables made here are mirrored (TensorFlow) or laid out over the devices (JAX); on JAX
         the scope must cover fit too, since that is when Keras shards each batch.
         """
-        from catdog.devices import dtype_policy
-
         with contextlib.ExitStack() as stack:
             if self.engine is not None:
                 stack.enter_context(self.engine.scope())
@@ -93,20 +98,19 @@ class Distribution:
         return path
 
 
-def start(config: Config) -> Distribution:
+def start(config: Config, backend: str | None = None) -> Distribution:
     """Set up the devices and the strategy for `config`; call it before TensorFlow runs anything.
 
     MultiWorkerMirroredStrategy must exist before TensorFlow's runtime starts in this process,
     and GPU memory growth must be set before the first allocation, so training calls this first.
+    `backend` names the Keras backend (default: the one Keras runs on).
 
     Raises:
         DistributeError: the backend cannot do the asked distribution, TF_CONFIG is missing or
             malformed, or TensorFlow already ran in this process.
     """
-    from catdog.devices import backend, configure_gpus, resolve_precision
-
     mode = config.train.distribute
-    name = backend()
+    name = backend or keras_backend()
     if mode != "none" and name == "torch":
         raise DistributeError(f"train.distribute {mode} runs on the tensorflow and jax backends; "
                               f"Keras is on torch (set KERAS_BACKEND, or train.distribute: none)")
@@ -196,7 +200,6 @@ def _multi_worker(precision: str) -> Distribution:
 def _even_batches(dataset: Any, multiple: int) -> Any:
     """A PyDataset yielding `dataset`'s batches cut to a multiple of `multiple` rows."""
     import keras
-    import numpy as np
 
     class _Even(keras.utils.PyDataset):
         def __init__(self) -> None:

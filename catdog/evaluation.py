@@ -13,6 +13,8 @@ from catdog.cache import Prepared, Progress, folder_digest
 from catdog.data import prepare_folder
 from catdog.dataset import batches
 from catdog.errors import DataError, shown
+from catdog.pictures import evaluation_pictures
+from catdog.prediction import as_class_probabilities, with_mirror_averaged
 from catdog.runs import Run, load_run, write_json
 
 # Kaggle's "Dogs vs. Cats Redux" log loss clips probabilities so one confident mistake stays finite.
@@ -125,8 +127,6 @@ def write_photos_csv(report: EvalReport, path: Path) -> Path:
 
 def class_probabilities(model, images, rows: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """(N, classes) probabilities; a 1-unit sigmoid output p becomes [1 - p, p]."""
-    from catdog.prediction import as_class_probabilities
-
     return as_class_probabilities(model.predict(batches(images, rows, None, batch_size), verbose=0))
 
 
@@ -139,8 +139,6 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None,
     photo's probabilities are averaged with its mirror image's (prediction.with_mirror_averaged);
     the report then goes to a folder of its own, named with "-tta".
     """
-    from catdog.prediction import with_mirror_averaged
-
     r = load_run(run)
     model = with_mirror_averaged(r.model) if tta else r.model
     if data is not None:
@@ -161,8 +159,6 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None,
     report.out_dir.mkdir(parents=True, exist_ok=True)
     write_photos_csv(report, report.out_dir / PHOTOS_FILE)
     write_json(report.out_dir / REPORT_FILE, report.to_dict())
-    from catdog.pictures import evaluation_pictures
-
     report.pictures = evaluation_pictures(report, r.config.data.image_size, r.config.data.resize)
     return report
 

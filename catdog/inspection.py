@@ -3,6 +3,8 @@
 Numbers only; catdog.plots draws them. Works on the TensorFlow and the JAX backend: the only
 backend-specific code is the gradient in `_gradient`, and resizing uses PIL rather than tf.image
 so nothing here needs TensorFlow when Keras runs on JAX.
+
+TensorFlow and JAX are imported inside `_gradient`: only the backend in use is loaded.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from PIL import Image
 from catdog.errors import ImageError, InspectionError
 from catdog.keras_private import graph_calls, output_layer
 from catdog.layers import L2Pooling2D
+from catdog.summary import inbound_layers
 
 CONV_TYPES: tuple[type[Any], ...] = (keras.layers.Conv2D, keras.layers.SeparableConv2D,
                                 keras.layers.DepthwiseConv2D)
@@ -78,8 +81,6 @@ def _is_nested(layer: keras.layers.Layer) -> bool:
 
 def _consumers(model: keras.Model) -> dict[str, list[str]]:
     """Layer name -> the layers of `model` that take its output."""
-    from catdog.summary import inbound_layers
-
     consumers: dict[str, list[str]] = {}
     for layer_name, sources in inbound_layers(model).items():
         for source in sources:

@@ -1,5 +1,8 @@
 """The pictures each command draws: `show` for one photo, curves while training, evaluation
 pictures, and the summary's diagram. Glue between run folders and reports and catdog.plots.
+
+Keras and catdog.inspection (which imports it) are imported inside functions: evaluation and
+training import this module without needing a model's internals.
 """
 
 from __future__ import annotations
@@ -11,7 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catdog.errors import PlotError, shown
+from catdog import plots
+from catdog.checkpoints import best_index
+from catdog.errors import ImageError, PlotError, shown
+from catdog.images import load_image
+from catdog.runs import load_run
 
 if TYPE_CHECKING:
     from catdog.evaluation import EvalReport
@@ -64,9 +71,7 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
         PlotError: `out` already holds one of the pictures.
         RunError: no usable run folder.
     """
-    from catdog import inspection, plots
-    from catdog.images import load_image
-    from catdog.runs import load_run
+    from catdog import inspection
 
     r = load_run(run)
     image = Path(image)
@@ -110,8 +115,6 @@ def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss") ->
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
                 self.history.setdefault(key, []).append(float(value))
-            from catdog import plots
-
             kept = best_epoch(self.history, monitor) if monitor else len(next(iter(self.history.values()), []))
             plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, kept or None,
                                   kept_last=monitor is None)
@@ -127,8 +130,6 @@ def best_epoch(history: dict[str, list[float]], monitor: str | None = "val_loss"
     values = history.get(key)
     if not values:
         return None
-    from catdog.checkpoints import best_index
-
     return best_index(values, key) + 1
 
 
@@ -167,10 +168,6 @@ def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize:
     """
     if report.out_dir is None:
         return []
-    from catdog import plots
-    from catdog.errors import ImageError
-    from catdog.images import load_image
-
     # Class folder names may hold bytes that are not UTF-8, which no font can draw: escape them.
     names = [shown(c, 40) for c in report.classes]
     files = [plots.confusion_matrix(np.asarray(report.confusion), names, report.out_dir / CONFUSION_FILE)]
@@ -194,8 +191,6 @@ def summary_diagram(summary: Summary, path: str | Path) -> Path:
     Raises:
         PlotError: `path` exists (it is the user's file).
     """
-    from catdog import plots
-
     path = Path(path)
     if path.exists():
         raise PlotError(f"--diagram {path} already exists; pick another path")

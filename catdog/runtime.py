@@ -4,6 +4,8 @@ Importing TensorFlow takes seconds; ONNX Runtime a fraction of one. `catdog pred
 `catdog serve` use this when the run holds a model.onnx (written at the end of training when
 `catdog[export]` is installed, or by `catdog export`) and fall back to Keras otherwise. Nothing
 here may import TensorFlow or Keras, directly or through another catdog module.
+
+ONNX Runtime is imported inside functions: it is an optional extra.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ that arrived, so throughput grows with load instead of each request paying a who
 Every bad upload is answered with a 4xx and a JSON error naming the problem.
 
 Needs `pip install 'catdog[serve]'`.
+
+Starlette and uvicorn are imported inside functions: they are an optional extra, and a missing
+one is reported in one line.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import importlib.util
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -215,8 +219,6 @@ def serve(run: str | Path | Run | None = None, config: ServeConfig | None = None
     Raises:
         ServeError: the extra is missing, or the address cannot be bound.
     """
-    import socket
-
     config = config or ServeConfig()
     if not is_loopback(config.host):
         log.warning("serving on %s: anyone who can reach this machine can use the model (no authentication)",

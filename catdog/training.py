@@ -1,9 +1,15 @@
-"""Training: config and folder in, a complete run directory out."""
+"""Training: config and folder in, a complete run directory out.
+
+Keras, and the catdog modules that import it (models, export), are imported inside functions:
+`distribute.start` must set up devices and strategies before TensorFlow starts, and the CLI
+imports this module for commands that never train.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 import warnings
@@ -13,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog import distribute
 from catdog.cache import Progress, write_skip_list
 from catdog.checkpoints import (
     CHECKPOINT_DIR,
@@ -28,8 +35,18 @@ from catdog.checkpoints import (
 from catdog.config import Config, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
+from catdog.devices import backend as keras_backend
+from catdog.devices import gpus, resolve_jit_compile, training_device
 from catdog.errors import ConfigError, RunError, TrainingError, naming, shown
-from catdog.optimizers import warmup_epochs
+from catdog.optimizers import (
+    FINE_TUNE_FACTOR,
+    check_schedule,
+    learning_rate,
+    make_optimizer,
+    plateau_callback,
+    warmup_epochs,
+)
+from catdog.pictures import learning_curves_callback
 from catdog.runs import (
     CLASSES_FILE,
     CONFIG_FILE,
@@ -106,8 +123,6 @@ def check_config(config: Config) -> list[tuple[int, int, bool]]:
     Raises:
         ConfigError: the phases, the schedule or the validation settings do not fit together.
     """
-    from catdog.optimizers import check_schedule
-
     plan = phases(config)
     for start, end, _frozen in plan:
         check_schedule(config.train, end - start, warmup=start == 0)
@@ -177,8 +192,6 @@ def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | Non
     """
     import keras
 
-    from catdog.optimizers import FINE_TUNE_FACTOR, learning_rate, make_optimizer
-
     t = config.train
     base = t.learning_rate * (FINE_TUNE_FACTOR if fine_tune else 1.0)
     rate = learning_rate(t, steps_per_epoch, epochs or t.epochs, base, warmup=not fine_tune)
@@ -186,8 +199,6 @@ def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | Non
         loss = keras.losses.BinaryCrossentropy(label_smoothing=t.label_smoothing)
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
-    from catdog.devices import resolve_jit_compile
-
     with warnings.catch_warnings():
         # Keras's "Model doesn't support jit_compile=True" names no layer; train() says which.
         warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
@@ -207,8 +218,6 @@ def micro_batch(config: Config) -> int:
     t = config.train
     size = t.micro_batch
     if size is None:
-        from catdog.devices import gpus
-
         size = t.batch_size if t.distribute != "none" or gpus() else CPU_MICRO_BATCH
     size = min(size, t.batch_size)
     while t.batch_size % size:
@@ -263,8 +272,6 @@ def _set_phase(model, config: Config, steps_per_epoch: int, phase: tuple[int, in
 def finite_guard():
     """A Keras callback that stops training with a TrainingError as soon as a loss or metric is
     not finite: NaN weights would otherwise be checkpointed and saved as the "best" model."""
-    import math
-
     import keras
 
     class FiniteGuard(keras.callbacks.Callback):
@@ -380,8 +387,6 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         say(f"train.warmup_epochs={config.train.warmup_epochs} is not shorter than the {plan[0][1]} epochs "
             f"it warms up; warming up over {warm} instead")
     state = _resume or State()
-    from catdog import distribute
-
     # First of all: multi-worker training and GPU memory growth must be set before TensorFlow runs.
     dist = distribute.start(config)
     from catdog.models import check_model
@@ -435,8 +440,6 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
     """Build, train and save the model into a run folder whose config, classes and split are written."""
     classes = sp.train.classes
 
-    from catdog.devices import backend as keras_backend
-    from catdog.devices import training_device
     from catdog.models import build_model
 
     device = training_device()
@@ -467,8 +470,6 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
         if size < t.batch_size and accumulation(config, steps) < t.batch_size // size:
             say(f"an epoch has only {steps} micro-batches: each update averages all {steps} of them")
         writer = history_writer(None, state.history)
-        from catdog.pictures import learning_curves_callback
-
         # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
         curves = learning_curves_callback(run_dir, monitor if t.keep_best else None)
         curves.history = {k: list(v) for k, v in state.history.items()}  # the epochs before a resume
@@ -476,8 +477,6 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
         clock = lambda: before + time.perf_counter() - start  # noqa: E731
         keeper = checkpointer(run_dir, monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock,
                               history_file=run_dir / HISTORY_FILE)
-        from catdog.optimizers import plateau_callback
-
         accumulate = accumulation(config, steps)
         epoch_lines = epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress)
         callbacks = [reseeder(model, config.seed), finite_guard(), writer, curves, keeper, epoch_lines,
