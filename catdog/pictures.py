@@ -1,8 +1,9 @@
-"""The pictures each command draws: `show` for one photo, curves while training, evaluation
-pictures, and the summary's diagram. Glue between run folders and reports and catdog.plots.
+"""The pictures the commands draw: `show` for one photo, the evaluation pictures and the summary's
+diagram. Glue between run folders and reports and catdog.plots (the learning curves are drawn by a
+training callback, catdog.callbacks).
 
-Keras and catdog.inspection (which imports it) are imported inside functions: evaluation and
-training import this module without needing a model's internals.
+catdog.inspection (which imports Keras) is imported inside `show`: evaluation imports this module
+without needing a model's internals.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from catdog import plots
-from catdog.checkpoints import best_index
 from catdog.errors import ImageError, PlotError, shown
 from catdog.images import load_image
 from catdog.runs import load_run
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from catdog.evaluation import EvalReport
     from catdog.summary import Summary
 
-LEARNING_CURVES_FILE = "learning_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 MISTAKES_FILE = "top_mistakes.png"
 # Three rows of four: enough to see a pattern in the failures, small enough to look at each.
@@ -97,40 +96,6 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
                                         out_dir / names["gradcam"]))
     return ShowResult(image, r.dir, label, float(probabilities[index]),
                       {c: float(p) for c, p in zip(r.classes, probabilities, strict=True)}, out_dir, files)
-
-
-def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss") -> Any:
-    """A Keras callback redrawing <run_dir>/learning_curves.png after every epoch.
-
-    The epoch whose weights training keeps is marked: the best by `monitor` (lowest val_loss or
-    highest val_accuracy), or with `monitor` None (train.keep_best off) the last one.
-    """
-    import keras
-
-    class LearningCurves(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.history: dict[str, list[float]] = {}
-
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                self.history.setdefault(key, []).append(float(value))
-            kept = best_epoch(self.history, monitor) if monitor else len(next(iter(self.history.values()), []))
-            plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, kept or None,
-                                  kept_last=monitor is None)
-
-    return LearningCurves()
-
-
-def best_epoch(history: dict[str, list[float]], monitor: str | None = "val_loss") -> int | None:
-    """The 1-based epoch with the best `monitor` value (falling back to val_loss), or None."""
-    if monitor is None:
-        return None
-    key = monitor if history.get(monitor) else "val_loss"
-    values = history.get(key)
-    if not values:
-        return None
-    return best_index(values, key) + 1
 
 
 # Longer file names are shortened in the middle so a title stays within its tile.

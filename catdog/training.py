@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import time
 import warnings
@@ -21,6 +20,13 @@ import numpy as np
 
 from catdog import distribute
 from catdog.cache import Progress, write_skip_list
+from catdog.callbacks import (
+    epoch_reporter,
+    finite_guard,
+    history_writer,
+    learning_curves_callback,
+    reseeder,
+)
 from catdog.checkpoints import (
     CHECKPOINT_DIR,
     STATE_FILE,
@@ -46,7 +52,6 @@ from catdog.optimizers import (
     plateau_callback,
     warmup_epochs,
 )
-from catdog.pictures import learning_curves_callback
 from catdog.runs import (
     CLASSES_FILE,
     CONFIG_FILE,
@@ -267,99 +272,6 @@ def _set_phase(model, config: Config, steps_per_epoch: int, phase: tuple[int, in
         # Trainability changes take effect at compile time, which follows.
         model.get_layer("backbone").trainable = not frozen
     compile_model(model, config, steps_per_epoch, end - start, fine_tune=start > 0)
-
-
-def finite_guard():
-    """A Keras callback that stops training with a TrainingError as soon as a loss or metric is
-    not finite: NaN weights would otherwise be checkpointed and saved as the "best" model."""
-    import keras
-
-    class FiniteGuard(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
-            if bad:
-                key, value = next(iter(bad.items()))
-                raise TrainingError(f"training diverged: {key} became {float(value)} in epoch {epoch + 1}; "
-                                    f"lower train.learning_rate")
-
-    return FiniteGuard()
-
-
-def seed_generators(model) -> list:
-    """Every keras.random.SeedGenerator of the model's layers (augmentation, dropout), nested
-    models included, in a fixed order."""
-    import keras
-
-    found: list = []
-    for layer in model.layers:
-        # Keras offers no public list of a layer's generators; they are plain attributes.
-        found += [v for _k, v in sorted(vars(layer).items()) if isinstance(v, keras.random.SeedGenerator)]
-        if hasattr(layer, "layers"):
-            found += seed_generators(layer)
-    return found
-
-
-def reseeder(model, seed: int):
-    """A Keras callback that sets every random layer's generator from (seed, epoch, layer) at the
-    start of each epoch, so that a resumed run draws the same augmentation and dropout as one
-    never interrupted (the generators' running state is not part of a checkpoint)."""
-    import keras
-
-    generators = seed_generators(model)
-
-    class Reseeder(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            for i, gen in enumerate(generators):
-                word = np.random.SeedSequence([seed, epoch, i]).generate_state(1)[0]
-                gen.state.assign(np.array([word, 0], dtype="uint32"))
-
-    return Reseeder()
-
-
-def history_writer(path: Path | None, history: dict[str, list[float]] | None = None):
-    """A Keras callback writing history.json after every epoch, so a crash keeps what was learned.
-
-    `history` holds the epochs before a resume; new epochs are appended to it. With `path` None it
-    only collects (training lets the checkpointer write the file after the epoch's checkpoint, so
-    history.json never records an epoch that --resume would not continue from).
-    """
-    import keras
-
-    class HistoryWriter(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
-
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                self.history.setdefault(key, []).append(float(value))
-            if path is not None:
-                write_json(path, self.history)
-
-    return HistoryWriter()
-
-
-def epoch_reporter(say: Report, epochs: int, batches: int, accumulate: int, progress: Progress | None):
-    """A Keras callback that reports one plain line per epoch and feeds `progress` (done, total) batches.
-
-    Keras's own progress bar counts optimizer calls, which are micro-batches here, and writes
-    terminal control codes into log files; this counts the batches of train.batch_size a user set.
-    """
-    import keras
-
-    class EpochReport(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            if progress is not None:
-                progress(min(-(-(batch + 1) // accumulate), batches), batches)
-
-        def on_epoch_end(self, epoch, logs=None):
-            numbers = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-            say(f"epoch {epoch + 1}/{epochs}: {batches} batches in {time.perf_counter() - self.start:.1f} s  {numbers}")
-
-    return EpochReport()
 
 
 def train(config: Config, data: str | Path | None = None, out: str | Path | None = None,
