@@ -6,7 +6,7 @@ from pathlib import Path
 
 import keras
 
-from catdog.errors import ConfigError
+from catdog.errors import ConfigError, first_line
 
 # keras.applications backbones by lower-case name: (constructor, preprocessing of 0-255 pixels).
 # None: the backbone scales its own input (EfficientNet, ConvNeXt). "tf": [-1, 1].
@@ -56,12 +56,12 @@ def backbone(name: str | None, weights: str, shape: tuple[int, int, int]) -> tup
     try:
         net = ctor(weights="imagenet" if imagenet else None, **kwargs)
     except ValueError as exc:  # keras.applications' argument checks, e.g. an image too small
-        raise ConfigError(f"model.backbone {name}: {_first_line(exc)} (data.image_size {list(shape[:2])})") from None
+        raise ConfigError(f"model.backbone {name}: {first_line(exc)} (data.image_size {list(shape[:2])})") from None
     except Exception as exc:  # keras.utils.get_file raises a bare Exception when a fetch fails
         if not imagenet:
             raise
         raise ConfigError(f"model.weights imagenet: cannot download the {ctor_name} ImageNet weights "
-                          f"({_first_line(exc)}); without network, fetch the file elsewhere and set "
+                          f"({first_line(exc)}); without network, fetch the file elsewhere and set "
                           f"model.weights: /path/to/file.h5") from None
     if not imagenet and weights.lower() != "none":
         if not Path(weights).is_file():
@@ -70,10 +70,5 @@ def backbone(name: str | None, weights: str, shape: tuple[int, int, int]) -> tup
         try:
             net.load_weights(weights)
         except Exception as exc:  # h5py and Keras raise assorted types for a file that does not fit
-            raise ConfigError(f"model.weights {weights!r} does not fit {ctor_name} ({_first_line(exc)})") from None
+            raise ConfigError(f"model.weights {weights!r} does not fit {ctor_name} ({first_line(exc)})") from None
     return net, mode
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

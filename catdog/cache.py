@@ -15,6 +15,7 @@ flat however large the cache is.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -128,11 +129,15 @@ def default_cache_root() -> Path:
     return Path(base) / "catdog"
 
 
+def folder_digest(folder: Path, length: int) -> str:
+    """A short hex digest of a folder's absolute path, telling apart folders of the same name."""
+    return hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:length]
+
+
 def cache_dir_for(root: Path, size: tuple[int, int], resize: str, cache_root: str | Path | None) -> Path:
     root = root.resolve()
-    digest = hashlib.sha1(str(root).encode()).hexdigest()[:10]
     base = Path(cache_root) if cache_root else default_cache_root()
-    return base / f"{root.name or 'data'}-{digest}" / f"{size[0]}x{size[1]}-{resize}"
+    return base / f"{root.name or 'data'}-{folder_digest(root, 10)}" / f"{size[0]}x{size[1]}-{resize}"
 
 
 def prepare(found: Found, size: tuple[int, int], resize: str = "squash", cache_root: str | Path | None = None,
@@ -275,8 +280,6 @@ def _die_with_parent(parent: int) -> None:
     """Have the kernel kill this worker when its parent dies (Linux), so that a `catdog prepare`
     killed by SIGKILL or SIGTERM leaves no decoding process waiting for work for ever."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         pr_set_pdeathsig = 1
         try:
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)

@@ -4,11 +4,16 @@ A run folder being trained holds checkpoint/: `state.json` names the last comple
 checkpoint (weights and optimizer state) and the best epoch's weights, and records the history
 so far. Files are written first and named second, so a run killed at any moment (kill -9
 included) leaves a state that points at complete files only.
+
+Keras and h5py are imported inside functions, so that importing this module never starts
+TensorFlow (training sets devices up first).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,8 +61,6 @@ def read_state(run_dir: str | Path) -> State:
             raise RunError(f"--resume {run_dir}: this run finished ({MODEL_FILE} is there); nothing to resume")
         raise RunError(f"--resume {run_dir}: no completed epoch to resume from ({CHECKPOINT_DIR}/{STATE_FILE} "
                        f"missing); start it again with catdog train")
-    import json
-
     try:
         state = State(**json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
@@ -170,6 +173,4 @@ def restore_checkpoint(model: Any, run_dir: Path, state: State) -> None:
 
 def finish(run_dir: Path) -> None:
     """Remove the checkpoints of a run whose model is saved: they are no use to a finished run."""
-    import shutil
-
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)

@@ -1,23 +1,27 @@
-"""The `catdog` command line: each command parses, calls one library function, prints the result."""
+"""The `catdog` command line: each command parses, calls one library function, prints the result.
+
+Each command imports the library it calls inside its function: most of catdog imports TensorFlow,
+OpenCV or matplotlib, and `catdog --help` should answer at once.
+"""
 
 from __future__ import annotations
 
 import errno
 import functools
 import json
+import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
+from tqdm import tqdm
 
 from catdog import __version__
 from catdog.errors import CatdogError, shown
-
-if TYPE_CHECKING:
-    from tqdm import tqdm
 
 # TensorFlow's C++ start-up chatter buries catdog's own output; its warnings and errors still show.
 # CATDOG_BACKEND_LOGS=1 shows everything the backend says, for bug reports.
@@ -107,28 +111,34 @@ def load(config_path: str | None, overrides: tuple[str, ...]):
 
 
 class Bar:
-    """A tqdm bar fed by the library's (done, total) progress callback.
+    """A tqdm bar fed by the library's (done, total) progress callback; a context manager that
+    closes it, so that an error line never lands after a half-drawn bar.
 
     Drawn only on a terminal: a log file gets the library's plain lines, not carriage returns.
     """
 
-    def __init__(self, desc: str, unit: str = "img") -> None:
+    def __init__(self, desc: str, unit: str = "img", **options: Any) -> None:
         self.desc, self.unit = desc, unit
+        self.options = {"disable": None, **options}
         self.bar: tqdm | None = None
 
-    def __call__(self, done: int, total: int) -> None:
-        from tqdm import tqdm
-
+    def __call__(self, done: int, total: int | None) -> None:
         if self.bar is None or self.bar.total != total or done < self.bar.n:
             self.close()
             self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr, leave=False,
-                            disable=None)
+                            **self.options)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -156,11 +166,8 @@ def prepare(config_path, overrides, data):
     from catdog.data import data_dir, prepare_folder
 
     config = load(config_path, overrides)
-    bar = Bar("prepare")
-    try:
+    with Bar("prepare") as bar:
         p = prepare_folder(config, data_dir(config, data), progress=bar)
-    finally:
-        bar.close()
     print_prepared(p)
 
 
@@ -195,17 +202,16 @@ def train(config_path, overrides, data, out, quiet, resume):
     from catdog.training import resume as resume_training
     from catdog.training import train as run_training
 
-    bar, batches = Bar("prepare"), Bar("batches", unit="batch")
-    say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000)))  # noqa: E731
-    feed = None if quiet else batches
-    if resume is not None:
-        if config_path or overrides or out:
-            raise click.UsageError("--resume continues a run with its own config and folder; drop -c, --set and --out")
-        result = resume_training(resume, data, report=say, progress=bar, batch_progress=feed)
-    else:
-        config = load(config_path, overrides)
-        result = run_training(config, data, out, report=say, progress=bar, batch_progress=feed)
-    batches.close()
+    if resume is not None and (config_path or overrides or out):
+        raise click.UsageError("--resume continues a run with its own config and folder; drop -c, --set and --out")
+    with Bar("prepare") as bar, Bar("batches", unit="batch") as batches:
+        say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000)))  # noqa: E731
+        feed = None if quiet else batches
+        if resume is not None:
+            result = resume_training(resume, data, report=say, progress=bar, batch_progress=feed)
+        else:
+            config = load(config_path, overrides)
+            result = run_training(config, data, out, report=say, progress=bar, batch_progress=feed)
     click.echo(shown(result.line(), 10_000))
 
 
@@ -224,11 +230,8 @@ def evaluate(run, data, as_json, tta):
     from catdog.evaluation import evaluate as run_evaluation
 
     run = chosen_run(run)
-    bar = Bar("prepare")
-    try:
+    with Bar("prepare") as bar:
         report = run_evaluation(run, data, progress=bar, tta=tta)
-    finally:
-        bar.close()
     if as_json:
         click.echo(dumps(report.to_dict()))
     else:
@@ -326,13 +329,11 @@ def demo(workdir, epochs):
 
     Example: catdog demo
     """
-    import tempfile
-
     from catdog.demo import run_demo
 
-    bar = Bar("prepare")
     root = workdir or tempfile.mkdtemp(prefix="catdog-demo-")
-    run_demo(root, epochs, say=lambda m: (bar.close(), click.echo(m)), progress=bar)
+    with Bar("prepare") as bar:
+        run_demo(root, epochs, say=lambda m: (bar.close(), click.echo(m)), progress=bar)
 
 
 @main.command()
@@ -347,8 +348,6 @@ def download(dataset, to, url, sha256):
 
     Example: catdog download petimages --to data
     """
-    from tqdm import tqdm
-
     from catdog.download import DATASETS, DEFAULT_DATASET, existing
     from catdog.download import download as fetch
 
@@ -358,20 +357,9 @@ def download(dataset, to, url, sha256):
         click.echo(f"{name} is already in {to}; nothing downloaded")
     elif known and not (sha256 or known.sha256):
         click.echo(f"note: no published SHA-256 for {name}; pass --sha256 to verify the archive", err=True)
-    bar = None
-
-    def progress(done: int, total: int | None) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
-                       desc="download", file=sys.stderr, leave=False)
-        bar.update(done - bar.n)
-
-    try:
-        root = fetch(name, Path(to), url=url, sha256=sha256, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    # Drawn in a log file too: a download is long enough that its progress is worth keeping there.
+    with Bar("download", unit="B", unit_scale=True, unit_divisor=1024, disable=False) as bar:
+        root = fetch(name, Path(to), url=url, sha256=sha256, progress=bar)
     counts = {d.name: sum(1 for f in d.iterdir() if f.is_file()) for d in sorted(root.iterdir()) if d.is_dir()}
     summary_line = ", ".join(f"{k}: {n}" for k, n in counts.items())
     click.echo(f"{sum(counts.values())} photos in {shown(root)} ({shown(summary_line)})")
@@ -476,8 +464,6 @@ def serve(run, host, port, no_explain):
 
     Example: catdog serve, then open http://127.0.0.1:8000/
     """
-    import logging
-
     from catdog.serve import ServeConfig
     from catdog.serve import serve as run_server
 

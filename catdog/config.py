@@ -32,6 +32,9 @@ MAX_SEED = 2**32 - 1
 # has a few hundred values; an alias "bomb" of a few hundred bytes would expand to billions.
 MAX_CONFIG_NODES = 10_000
 
+# How a photo becomes data.image_size; catdog.images checks its `resize` argument against these.
+ResizeMode = Literal["squash", "crop", "pad"]
+
 if TYPE_CHECKING:
     from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11 on
 
@@ -54,7 +57,7 @@ class DataConfig:
     # The article resizes every photo to 300x300; an int means a square.
     image_size: tuple[int, int] = (300, 300)
     # How a photo becomes image_size: plain resize (the article's), center crop, or letterbox.
-    resize: Literal["squash", "crop", "pad"] = "squash"
+    resize: ResizeMode = "squash"
     # The article holds out 30% of the photos for validation.
     validation_split: float = _opt(0.3, min=0.0, max=0.9)
     # Photos held out from training and validation alike, scored by `catdog evaluate`.
@@ -128,10 +131,9 @@ class TrainConfig:
     batch_size: int = _opt(128, min=1, max=MAX_COUNT)
     # Largest batch computed at once. A larger batch_size is computed in micro-batches of this
     # size whose gradients are averaged into one update: the same step as the whole batch (batch
-    # norm aside, which sees each micro-batch), with a fraction of the activation memory. On a CPU
-    # it is faster too (article model, 300x300, batch 128: an epoch in about half the time and
-    # 0.9 GB less memory with micro-batches of 32). null: 32 on a CPU, the whole batch on a GPU
-    # or when distributed.
+    # norm aside, which sees each micro-batch), with a fraction of the activation memory; on a CPU
+    # it is faster too (docs/speed.md). null: 32 on a CPU, the whole batch on a GPU or when
+    # distributed.
     micro_batch: Optional[int] = _opt(None, min=1, max=MAX_COUNT)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: float = _opt(0.001, min=0.0, max=10.0, min_exclusive=True)

@@ -1,4 +1,8 @@
-"""Finding labelled images in a folder, splitting them, and feeding batches to Keras."""
+"""Finding labelled images in a folder, splitting them, and feeding batches to Keras.
+
+Keras is imported inside functions, so that importing this module never starts TensorFlow
+(training sets devices up first; the CLI's light commands never need it).
+"""
 
 from __future__ import annotations
 
@@ -201,7 +205,7 @@ def batches(images: np.ndarray | CacheArray, indices: np.ndarray, y: np.ndarray 
             return math.ceil(len(self.order) / batch_size)
 
         def __getitem__(self, i: int):
-            # Sorted indices within a batch turn random reads into forward reads of the memmap.
+            # Sorted indices within a batch turn random reads of the cache file into forward reads.
             chunk = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
             x = images[chunk]
             if y is None:

@@ -8,6 +8,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from catdog.config import load_config
+from catdog.evaluation import evaluate
+from catdog.pictures import show
+from catdog.prediction import predict
+from catdog.runs import load_run
+from catdog.summary import summarize
+from catdog.training import train
+
 # Two classes a one-layer CNN can tell apart in a couple of epochs: round blobs vs. stripes.
 CLASSES = ("circles", "stripes")
 
@@ -49,12 +57,6 @@ def run_demo(root: str | Path, epochs: int = 4, say: Callable[[str], None] = lam
 
     Every step reports through `say`; returns the run folder.
     """
-    from catdog.config import load_config
-    from catdog.evaluation import evaluate
-    from catdog.prediction import predict
-    from catdog.runs import load_run
-    from catdog.summary import summarize
-    from catdog.training import train
 
     root = Path(root)
     say(f"1/6 drawing a SYNTHETIC image set (not photos): {', '.join(CLASSES)}, 120 each, in {root / 'images'}")
@@ -73,13 +75,8 @@ def run_demo(root: str | Path, epochs: int = 4, say: Callable[[str], None] = lam
     say("5/6 the model, layer by layer")
     say(summarize(load_run(result.run_dir).model).table())
     say("6/6 what the network sees in one new image (catdog show)")
-    from catdog.pictures import can_draw, show
-
-    if can_draw():
-        shown = show(fresh / CLASSES[1] / f"{CLASSES[1]}_000.jpg", result.run_dir)
-        for path in shown.files:
-            say(f"    wrote {path}")
-    else:
-        say("    skipped: drawing needs matplotlib (pip install matplotlib)")
+    shown = show(fresh / CLASSES[1] / f"{CLASSES[1]}_000.jpg", result.run_dir)
+    for path in shown.files:
+        say(f"    wrote {path}")
     say(f"\ndone. Everything is in {root}; try: catdog predict --run {result.run_dir} {images / CLASSES[0]}")
     return result.run_dir

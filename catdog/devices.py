@@ -2,6 +2,9 @@
 
 Works on every Keras backend: only the backend in use is imported, so `catdog info` and training
 run where TensorFlow is not installed at all (JAX or PyTorch alone).
+
+The backends (Keras, TensorFlow, JAX, torch) and catdog.models are imported inside functions:
+GPU settings must be made before a backend starts, and only the backend in use is loaded.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from catdog import __version__
+from catdog.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -268,11 +274,7 @@ def info(config: Any = None) -> Info:
     """
     import keras
 
-    from catdog import __version__
-
     if config is None:
-        from catdog.config import Config
-
         config = Config()
     from catdog.models import warps
 

@@ -11,13 +11,15 @@
 gives the same optimisation on one device or many. The learning rate is therefore never scaled
 behind the user's back; raising batch_size to fill more GPUs calls for raising learning_rate by
 the same factor (the linear scaling rule), which is the user's choice (see docs/gpus.md).
+
+TensorFlow, JAX and Keras are imported inside functions: strategies must be set up before
+TensorFlow starts, and only the backend in use is loaded.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -27,7 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from catdog.config import Config
+from catdog.devices import backend as keras_backend
+from catdog.devices import configure_gpus, dtype_policy, resolve_precision
 from catdog.errors import DistributeError
 
 # One MultiWorkerMirroredStrategy per process: TensorFlow cannot configure collectives twice.
@@ -68,8 +74,6 @@ class Distribution:
         Variables made here are mirrored (TensorFlow) or laid out over the devices (JAX); on JAX
         the scope must cover fit too, since that is when Keras shards each batch.
         """
-        from catdog.devices import dtype_policy
-
         with contextlib.ExitStack() as stack:
             if self.engine is not None:
                 stack.enter_context(self.engine.scope())
@@ -94,20 +98,19 @@ class Distribution:
         return path
 
 
-def start(config: Config) -> Distribution:
+def start(config: Config, backend: str | None = None) -> Distribution:
     """Set up the devices and the strategy for `config`; call it before TensorFlow runs anything.
 
     MultiWorkerMirroredStrategy must exist before TensorFlow's runtime starts in this process,
     and GPU memory growth must be set before the first allocation, so training calls this first.
+    `backend` names the Keras backend (default: the one Keras runs on).
 
     Raises:
         DistributeError: the backend cannot do the asked distribution, TF_CONFIG is missing or
             malformed, or TensorFlow already ran in this process.
     """
-    from catdog.devices import backend, configure_gpus, resolve_precision
-
     mode = config.train.distribute
-    name = backend()
+    name = backend or keras_backend()
     if mode != "none" and name == "torch":
         raise DistributeError(f"train.distribute {mode} runs on the tensorflow and jax backends; "
                               f"Keras is on torch (set KERAS_BACKEND, or train.distribute: none)")
@@ -177,7 +180,10 @@ def _multi_worker(precision: str) -> Distribution:
     worker, workers = cluster_role()
     import tensorflow as tf
 
+    from catdog import keras_private
+
     if _MULTI_WORKER is None:
+        keras_private.check_multi_worker_keras()
         try:
             _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
         except RuntimeError as exc:
@@ -185,62 +191,15 @@ def _multi_worker(precision: str) -> Distribution:
                 raise
             raise DistributeError("train.distribute multi_worker must start before TensorFlow runs anything in this "
                                   "process; run catdog train in a fresh process") from None
-        _patch_keras_for_multi_worker()
+        keras_private.patch_trainer_for_multi_worker()
     strategy = _MULTI_WORKER
     return Distribution("multi_worker", "tensorflow", strategy.num_replicas_in_sync, precision, worker, workers,
                         engine=strategy)
 
 
-def _patch_keras_for_multi_worker() -> None:
-    """Work around Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy.
-
-    keras-team/keras#20585 (also tensorflow/tensorflow#72388): fit() fails on more than one
-    worker in two places. (1) Before the first step it all-reduces a whole input batch just to
-    learn its shapes, which MultiWorkerMirroredStrategy rejects; the shapes of this worker's
-    own part are as good. (2) Each step averages the loss and metrics across workers along
-    axis 0, which scalars do not have; they are averaged as scalars here. Both patches change
-    nothing for other strategies, and training itself (gradients, all-reduce, variable
-    updates) stays TensorFlow's own.
-    """
-    import keras
-    from keras.src.backend.tensorflow import trainer
-
-    is_multi_worker = getattr(trainer, "_collective_all_reduce_multi_worker", None)
-    if getattr(trainer, "_catdog_patched", False) or is_multi_worker is None:
-        return  # patched already, or a Keras whose trainer no longer looks like this
-    reduce_per_replica = trainer.reduce_per_replica
-    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
-
-    @functools.wraps(reduce_per_replica)
-    def reduce_scalars(values, strategy, reduction):
-        if reduction in ("auto", "mean") and is_multi_worker(strategy):
-            return keras.tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return reduce_per_replica(values, strategy, reduction)
-
-    @functools.wraps(symbolic_build)
-    def build_from_local_batch(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if iterator is None or strategy is None or not is_multi_worker(strategy):
-            return symbolic_build(self, iterator=iterator, data_batch=data_batch)
-        batch = None
-        for _, _, it in iterator:
-            batch = next(it)
-            break
-        if batch is None:
-            return symbolic_build(self, iterator=iterator, data_batch=data_batch)
-        local = keras.tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], batch)
-        with strategy.scope():
-            self._symbolic_build(data_batch=local)
-
-    trainer.reduce_per_replica = reduce_scalars
-    trainer.TensorFlowTrainer._maybe_symbolic_build = build_from_local_batch
-    trainer._catdog_patched = True
-
-
 def _even_batches(dataset: Any, multiple: int) -> Any:
     """A PyDataset yielding `dataset`'s batches cut to a multiple of `multiple` rows."""
     import keras
-    import numpy as np
 
     class _Even(keras.utils.PyDataset):
         def __init__(self) -> None:

@@ -39,6 +39,28 @@ class TrainingError(CatdogError):
     """Training ran but produced no usable model (loss not finite, weights never updated)."""
 
 
+class PlotError(CatdogError):
+    """A picture cannot be drawn: data of the wrong shape, or a user's file in the way."""
+
+
+class InspectionError(CatdogError):
+    """The model has no layer that can be inspected the way that was asked (e.g. no convolution)."""
+
+
+class ExportError(CatdogError):
+    """A run cannot be exported as asked (missing converter, existing output, failed parity)."""
+
+
+class ServeError(CatdogError):
+    """The server cannot start as asked (missing extra, address in use)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def shown(name: object, limit: int = 200) -> str:
     """`name` as one printable line that round-trips: a file name or a value from the user.
 

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog.cache import Prepared, Progress
+from catdog.cache import Prepared, Progress, folder_digest
 from catdog.data import prepare_folder
 from catdog.dataset import batches
 from catdog.errors import DataError, shown
+from catdog.pictures import evaluation_pictures
+from catdog.prediction import as_class_probabilities, with_mirror_averaged
 from catdog.runs import Run, load_run, write_json
 
 # Kaggle's "Dogs vs. Cats Redux" log loss clips probabilities so one confident mistake stays finite.
@@ -44,7 +46,7 @@ class EvalReport:
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
     # Where report.json, photos.csv (and the pictures of this evaluation) are written, inside the run folder.
     out_dir: Path | None = None
-    # confusion_matrix.png and top_mistakes.png beside report.json (none without matplotlib).
+    # confusion_matrix.png and top_mistakes.png beside report.json.
     pictures: list[Path] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -125,8 +127,6 @@ def write_photos_csv(report: EvalReport, path: Path) -> Path:
 
 def class_probabilities(model, images, rows: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """(N, classes) probabilities; a 1-unit sigmoid output p becomes [1 - p, p]."""
-    from catdog.prediction import as_class_probabilities
-
     return as_class_probabilities(model.predict(batches(images, rows, None, batch_size), verbose=0))
 
 
@@ -139,8 +139,6 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None,
     photo's probabilities are averaged with its mirror image's (prediction.with_mirror_averaged);
     the report then goes to a folder of its own, named with "-tta".
     """
-    from catdog.prediction import with_mirror_averaged
-
     r = load_run(run)
     model = with_mirror_averaged(r.model) if tta else r.model
     if data is not None:
@@ -161,18 +159,13 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None,
     report.out_dir.mkdir(parents=True, exist_ok=True)
     write_photos_csv(report, report.out_dir / PHOTOS_FILE)
     write_json(report.out_dir / REPORT_FILE, report.to_dict())
-    from catdog.pictures import evaluation_pictures
-
     report.pictures = evaluation_pictures(report, r.config.data.image_size, r.config.data.resize)
     return report
 
 
 def _slug(folder: Path) -> str:
     """A folder name for the reports on one data folder, e.g. 'validation-3f2a9c'."""
-    import hashlib
-
-    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:6]
-    return f"{folder.resolve().name}-{digest}"
+    return f"{folder.resolve().name}-{folder_digest(folder, 6)}"
 
 
 def _held_out(r: Run, progress: Progress | None) -> tuple[Prepared, np.ndarray, str]:

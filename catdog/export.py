@@ -7,6 +7,9 @@ load, and augmentation is an inference no-op that has no place in a deployed gra
 artifact's contract (classes, input size, resize mode, pixel range) travels with it, as ONNX
 metadata and as a JSON file beside it; and a parity check compares the artifact's answers with
 the Keras model's before the artifact is moved into place.
+
+Keras, TensorFlow, ONNX, ONNX Runtime and LiteRT are imported inside functions: each format
+loads only its own converter, and some are optional extras.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from catdog import __version__
-from catdog.errors import CatdogError
+from catdog.errors import ExportError
+from catdog.prediction import as_class_probabilities
 from catdog.runs import Run, load_run, write_json
 
 FORMATS = ("onnx", "savedmodel", "litert")
@@ -40,10 +44,6 @@ _NEEDS = {"onnx": ("tf2onnx", "onnx"), "savedmodel": (), "litert": ()}
 PARITY_TOLERANCE = 1e-4
 # Photos in the parity check: enough to cover both classes' answers, few enough to take a second.
 PARITY_IMAGES = 8
-
-
-class ExportError(CatdogError):
-    """A run cannot be exported as asked (missing converter, existing output, failed parity)."""
 
 
 @dataclass
@@ -161,8 +161,6 @@ def parity_images(size: tuple[int, int], count: int = PARITY_IMAGES, seed: int =
 
 
 def _class_probs(out) -> np.ndarray:
-    from catdog.prediction import as_class_probabilities
-
     return as_class_probabilities(np.asarray(out, dtype="float32"))
 
 

@@ -12,6 +12,7 @@ import io
 import math
 import re
 import stat
+import typing
 import warnings
 from pathlib import Path
 
@@ -19,14 +20,15 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
-from catdog.errors import ImageError
+from catdog.config import ResizeMode
+from catdog.errors import ImageError, first_line
 from catdog.jpeg import decode_jpeg_strictly, jpeg_structure_problem
 
 # Files a photo folder collects that are never images.
 SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 
 # How `load_image` fits an image to the model's size; "squash" is the seed article's plain resize.
-RESIZE_MODES = ("squash", "crop", "pad")
+RESIZE_MODES: tuple[str, ...] = typing.get_args(ResizeMode)
 
 # No photo a classifier learns from needs more; a header that claims more is a broken file or a
 # decompression bomb, and decoding it would take gigabytes of memory.
@@ -187,7 +189,7 @@ def _open(path: Path, data: bytes | None) -> Image.Image:
     except FileNotFoundError:
         raise ImageError("file not found (moved or deleted?)") from None
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"unreadable image header: {_first_line(exc)}") from None
+        raise ImageError(f"unreadable image header: {first_line(exc)}") from None
     pixels = im.width * im.height
     if pixels > MAX_PIXELS:
         im.close()
@@ -292,10 +294,8 @@ def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """`rgb` resized to (width, height) with OpenCV, as a new array.
 
     Shrinking by 2 or more averages each output pixel's whole area (no aliasing); anything gentler
-    interpolates linearly, as TensorFlow's and Keras's own resizing do. JPEGs reach this point
-    already reduced in the DCT domain, so their remaining factor is small. OpenCV's SIMD resize is
-    about 7x faster than Pillow's (0.3 against 2.3 ms for a 500x375 photo to 300x300), which made
-    resizing, not decoding, the larger part of preparing a photo.
+    interpolates linearly, as TensorFlow's and Keras's own resizing do. OpenCV rather than Pillow
+    because its resize is several times faster (docs/speed.md).
     """
     h, w = rgb.shape[:2]
     if (w, h) == (width, height):
@@ -307,17 +307,12 @@ def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def _decode_reason(fmt: str, exc: BaseException) -> str:
     """One stable line for a decoding failure, so that skip lists group by reason."""
-    message = _first_line(exc)
+    message = first_line(exc)
     if "truncated" in message:
         return f"truncated {fmt}: image file is truncated"
     # Drop per-file details such as "(137 bytes not processed)".
     message = re.sub(r"\s*\([^)]*\)$", "", message)
     return f"corrupt {fmt}: {message}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def load_image_bytes(data: bytes, size: tuple[int, int], resize: str = "squash",

@@ -3,6 +3,8 @@
 Numbers only; catdog.plots draws them. Works on the TensorFlow and the JAX backend: the only
 backend-specific code is the gradient in `_gradient`, and resizing uses PIL rather than tf.image
 so nothing here needs TensorFlow when Keras runs on JAX.
+
+TensorFlow and JAX are imported inside `_gradient`: only the backend in use is loaded.
 """
 
 from __future__ import annotations
@@ -15,16 +17,14 @@ import keras
 import numpy as np
 from PIL import Image
 
-from catdog.errors import CatdogError, ImageError
+from catdog.errors import ImageError, InspectionError
+from catdog.keras_private import graph_calls, output_layer
 from catdog.layers import L2Pooling2D
+from catdog.summary import inbound_layers
 
 CONV_TYPES: tuple[type[Any], ...] = (keras.layers.Conv2D, keras.layers.SeparableConv2D,
                                 keras.layers.DepthwiseConv2D)
 POOL_TYPES: tuple[type[Any], ...] = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, L2Pooling2D)
-
-
-class InspectionError(CatdogError):
-    """The model has no layer that can be inspected the way that was asked (e.g. no convolution)."""
 
 
 @dataclass(frozen=True)
@@ -79,35 +79,8 @@ def _is_nested(layer: keras.layers.Layer) -> bool:
     return isinstance(layer, keras.Model) and bool(getattr(layer, "inputs", None))
 
 
-def _graph_calls(model: keras.Model) -> dict[int, tuple[Any, Any]]:
-    """For each layer called exactly once in `model`'s own graph: its (input, output) tensors.
-
-    Found by walking back from the outputs, because a layer's `input`/`output` can mislead: for
-    a sub-model they are its inner tensors, not the ones in the graph that calls it, and a layer
-    may also have been called elsewhere (Grad-CAM's head re-calls the layers after the conv).
-    A layer called twice in the graph (shared weights) has no single answer and is left out.
-    """
-    calls: dict[int, list[tuple[Any, Any]]] = {}
-    seen: set[tuple[int, int]] = set()
-    stack = list(model.outputs)
-    while stack:
-        operation, node_index, _ = stack.pop()._keras_history
-        if (id(operation), node_index) in seen:
-            continue
-        seen.add((id(operation), node_index))
-        node = operation._inbound_nodes[node_index]
-        ins, outs = node.input_tensors, node.outputs
-        calls.setdefault(id(operation), []).append(
-            (ins[0] if len(ins) == 1 else None, outs[0] if len(outs) == 1 else None))
-        stack.extend(ins)
-    return {key: found[0] for key, found in calls.items()
-            if len(found) == 1 and found[0][0] is not None and found[0][1] is not None}
-
-
 def _consumers(model: keras.Model) -> dict[str, list[str]]:
     """Layer name -> the layers of `model` that take its output."""
-    from catdog.summary import inbound_layers
-
     consumers: dict[str, list[str]] = {}
     for layer_name, sources in inbound_layers(model).items():
         for source in sources:
@@ -167,7 +140,7 @@ def _maps_in(model: keras.Model, batch: np.ndarray) -> list[LayerMaps]:
     the value that reaches it.
     """
     wanted: list[tuple[str, keras.layers.Layer, Any]] = []
-    calls = _graph_calls(model)
+    calls = graph_calls(model)
     for layer in model.layers:
         tensors = calls.get(id(layer))
         if tensors is None:
@@ -234,7 +207,7 @@ def first_conv_filters(model: keras.Model) -> np.ndarray:
 
 def _last_conv(model: keras.Model) -> tuple[keras.layers.Layer, Any]:
     """The last top-level convolution (or convolutional sub-model) with a spatial output."""
-    calls = _graph_calls(model)
+    calls = graph_calls(model)
     for layer in reversed(model.layers):
         is_conv = isinstance(layer, CONV_TYPES) or (
             _is_nested(layer) and any(isinstance(inner, CONV_TYPES) for inner in _all_layers(layer)))
@@ -242,10 +215,6 @@ def _last_conv(model: keras.Model) -> tuple[keras.layers.Layer, Any]:
         if tensors is not None and len(tensors[1].shape) == 4:
             return layer, tensors[1]
     raise InspectionError(f"model {model.name!r} has no convolution layer for Grad-CAM")
-
-
-def _output_layer(model: keras.Model) -> keras.layers.Layer:
-    return model.outputs[0]._keras_history[0]
 
 
 def _head(model: keras.Model, conv_tensor: Any) -> tuple[keras.Model, bool, str | None]:
@@ -256,11 +225,11 @@ def _head(model: keras.Model, conv_tensor: Any) -> tuple[keras.Model, bool, str 
     pre-activation: Grad-CAM follows the class score before softmax, whose gradient does not
     vanish when the network is very sure.
     """
-    last = _output_layer(model)
+    last = output_layer(model)
     activation = getattr(getattr(last, "activation", None), "__name__", None)
     target = model.outputs[0]
     if isinstance(last, keras.layers.Dense) and activation in ("softmax", "sigmoid"):
-        tensors = _graph_calls(model).get(id(last))
+        tensors = graph_calls(model).get(id(last))
         target = tensors[0] if tensors is not None else target
         activation = activation if tensors is not None else None
     else:
@@ -320,7 +289,7 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = No
         parts = _PARTS[model] = (keras.Model(_inputs(model), conv_tensor), *_head(model, conv_tensor))
     front, head, needs_image, activation = parts
     conv = np.asarray(ops.convert_to_numpy(front(batch, training=False)), dtype=np.float32)
-    final = _output_layer(model)
+    final = output_layer(model)
     # Keras refuses a list that mixes numpy arrays and backend tensors.
     image_tensor = ops.convert_to_tensor(batch)
     state: dict[str, int] = {}

@@ -11,53 +11,17 @@ import re
 import numpy as np
 import simplejpeg
 
-from catdog.errors import ImageError
+from catdog.errors import ImageError, first_line
 
+# Pillow ignores libjpeg's warnings, so a JPEG damaged mid-stream decodes into a garbled picture.
+# YCbCr and grayscale JPEGs are therefore decoded by libjpeg-turbo with strict=True (its first
+# warning is an error); a file refused for its metadata alone is decoded again without it. The rest
+# (CMYK, very large files, subsampling TurboJPEG cannot name) go to Pillow after the byte-level check
+# of `jpeg_structure_problem`. What is detected and what cannot be: docs/reliability.md.
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-# --- JPEG --------------------------------------------------------------------------------------
-#
-# Pillow's JPEG decoder silently swallows libjpeg's warnings ("Corrupt JPEG data: premature end of
-# data segment", "bad Huffman code", "N extraneous bytes before marker"): its output_message hook
-# does nothing and the warning count is never checked, so a JPEG whose entropy-coded data is
-# damaged in the middle decodes without error into a partly garbled picture. YCbCr and grayscale
-# JPEGs (nearly every photo) are therefore decoded by libjpeg-turbo through simplejpeg with
-# strict=True, which turns libjpeg's first warning into an error, so decoding is checked to the end
-# of the image data.
-#   detected: a file cut short or missing its end-of-image marker; bytes overwritten, zeroed or
-#     bit-flipped inside the entropy-coded data; an end-of-image marker spliced in early; a marker
-#     code inside image data that cannot be there; restart markers out of sequence.
-#   not detected: a lone flipped bit that lands in a coefficient's value rather than in a Huffman
-#     code changes one block and leaves the decoder in step; JPEG has no checksum to catch it.
-#   tolerated: data after the end-of-image marker (camera trailers, the second picture of an MPO;
-#     libjpeg stops at the marker). Metadata warnings that leave the pixels intact (junk bytes
-#     between header segments, an unknown JFIF revision, a bad ICC profile marker) stop a strict
-#     decode as well, so a file that fails is decoded once more without its application and comment
-#     segments and without the junk between them, its image data unchanged; it is rejected only if
-#     that fails too.
-#   rejected although the picture may be whole: "N extraneous bytes before marker" after the last
-#     block, which a sloppy encoder can leave behind. Zeroed or overwritten data look exactly the
-#     same (the Huffman decoder runs out of blocks before it runs out of bytes), and a damaged photo
-#     in a training set costs more than a missing one.
-#   left to Pillow: CMYK/YCCK JPEGs (its Adobe CMYK conversion is the tested one), files over
-#     MAX_READ_BYTES, and any chroma subsampling TurboJPEG cannot name. For those, the check below
-#     finds from the bytes alone, in well under a millisecond: a missing end-of-image marker, a
-#     marker code inside image data that cannot be there (random bytes or a splice from another
-#     file that happen to hold 0xFF), restart markers out of sequence and a header segment running
-#     past the end of the file; damage that creates no marker still loads there as smeared blocks.
-
-# libjpeg-turbo scales in the DCT domain by n/8. Measured on the cats-and-dogs photos (process CPU
-# time per image): decoding at 7/8 or 3/4 was no faster than decoding whole and resizing (those
-# IDCTs are plain C; the full 8x8 one is SIMD), while 5/8 and 3/8 beat the next larger scale that
-# Pillow's draft offers (1/1, 1/2, 1/4) by 7-40%. So only reductions of at least 1.6 are asked for.
+# libjpeg-turbo scales by n/8 while decoding; only reductions of at least 1.5 (5/8 and below) are
+# asked for, since the 7/8 and 3/4 scales are no faster than decoding whole (docs/speed.md).
 _MIN_JPEG_REDUCTION = 1.5
-# fastdct and fastupsample were 1-3% faster, within the noise of a shared machine, and moved pixels
-# by about one level on average where the exact decode matches Pillow's to 0.03; they stay off.
-_FAST_JPEG = False
 
 
 def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> np.ndarray | None:
@@ -75,7 +39,7 @@ def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> np.ndarray | Non
     try:
         pixels = _turbo_decode(data, need)
     except ValueError as exc:
-        message = _first_line(exc)
+        message = first_line(exc)
         if "subsampling level" in message:
             return None
         bare = _without_metadata(data)
@@ -85,7 +49,7 @@ def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> np.ndarray | Non
             pixels = _turbo_decode(bare, need)
         except ValueError as again:
             # The image data is what is left, so its verdict is the one to report.
-            raise ImageError(_libjpeg_reason(_first_line(again))) from None
+            raise ImageError(_libjpeg_reason(first_line(again))) from None
     return pixels
 
 
@@ -94,8 +58,9 @@ def _turbo_decode(data: bytes, need: tuple[int, int]) -> np.ndarray:
         data,
         colorspace="RGB",
         strict=True,
-        fastdct=_FAST_JPEG,
-        fastupsample=_FAST_JPEG,
+        # The exact IDCT and upsampling, so pixels match Pillow's decode of the same file.
+        fastdct=False,
+        fastupsample=False,
         min_width=need[0],
         min_height=need[1],
         min_factor=_MIN_JPEG_REDUCTION,

@@ -23,8 +23,10 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
+from catdog.backbones import backbone
 from catdog.config import BlockConfig, Config, ModelConfig
-from catdog.errors import CatdogError, ConfigError, shown
+from catdog.errors import CatdogError, ConfigError, first_line, shown
+from catdog.layers import ImagenetPreprocessing, L2Pooling2D, RandomGeometry
 
 # Batch-norm running statistics forget at 0.9 per step rather than Keras's 0.99: 2,000 photos make
 # ~60 steps an epoch, and slower statistics lag so far behind the weights that validation sits at
@@ -82,8 +84,6 @@ def check_model(config: Config, fetch: bool = False) -> None:
         raise ConfigError(f"model.activation must be a Keras activation such as relu, gelu, swish; "
                           f"got {shown(m.activation, 60)!r}") from None
     if m.name == "transfer":
-        from catdog.backbones import backbone
-
         weights = m.weights if fetch or m.weights.lower() != "imagenet" else "none"
         backbone(m.backbone, weights, (*config.data.image_size, 3))
     else:
@@ -92,9 +92,8 @@ def check_model(config: Config, fetch: bool = False) -> None:
         except CatdogError:
             raise
         except ValueError as exc:  # a layer's own argument checks: a kernel larger than the image, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"model settings do not fit data.image_size {list(config.data.image_size)}: "
-                              f"{shown(first, 200)}") from None
+                              f"{shown(first_line(exc), 200)}") from None
     if config.train.distribute == "none":
         # Forget the check's model, so the real one gets the same automatic layer names; a
         # distribution strategy already set up is left alone.
@@ -109,8 +108,6 @@ def pooling(kind: str, size: int, name: str | None = None, padding: str = "valid
         return layers.MaxPooling2D(size, padding=padding, name=name)
     if kind == "average":
         return layers.AveragePooling2D(size, padding=padding, name=name)
-    from catdog.layers import L2Pooling2D
-
     return L2Pooling2D(size, padding=padding, name=name)
 
 
@@ -150,8 +147,6 @@ def augmentation(m: ModelConfig) -> list[layers.Layer]:
     Rotation, zoom and translation (and the flip, when any of them is on) are one affine warp,
     RandomGeometry: one resampling pass per photo, not one per transform.
     """
-    from catdog.layers import RandomGeometry
-
     out: list[layers.Layer] = []
     if warps(m):
         out.append(RandomGeometry(m.flip, m.rotation, m.zoom, m.translation, name="geometry"))
@@ -306,8 +301,6 @@ def transfer(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> k
     The backbone runs in inference mode (training=False) even when unfrozen for fine-tuning, so
     its batch-norm statistics from pre-training survive small batches of new data.
     """
-    from catdog.backbones import backbone
-    from catdog.layers import ImagenetPreprocessing
 
     net, mode = backbone(m.backbone, m.weights, shape)
     inp, x = raw_input(m, shape)

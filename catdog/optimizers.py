@@ -1,4 +1,8 @@
-"""Optimizers and learning-rate schedules from the `train` section of the config."""
+"""Optimizers and learning-rate schedules from the `train` section of the config.
+
+Keras is imported inside functions, so that importing this module never starts TensorFlow
+(training sets devices up first; the CLI's light commands never need it).
+"""
 
 from __future__ import annotations
 

@@ -1,39 +1,33 @@
-"""The pictures each command draws: `show` for one photo, curves while training, evaluation
-pictures, and the summary's diagram. Glue between run folders and reports and catdog.plots.
+"""The pictures the commands draw: `show` for one photo, the evaluation pictures and the summary's
+diagram. Glue between run folders and reports and catdog.plots (the learning curves are drawn by a
+training callback, catdog.callbacks).
 
-Drawing needs matplotlib (a dependency of catdog, but a trimmed install may lack it): what the
-user asks for by name (`show`, `summary --diagram`) fails with a PlotError naming the fix; what
-other commands draw on the side (learning curves, evaluation pictures) is skipped without it.
+catdog.inspection (which imports Keras) is imported inside `show`: evaluation imports this module
+without needing a model's internals.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from catdog.errors import shown
-from catdog.plots import PlotError
+from catdog import plots
+from catdog.errors import ImageError, PlotError, shown
+from catdog.images import load_image
+from catdog.runs import load_run
 
 if TYPE_CHECKING:
     from catdog.evaluation import EvalReport
     from catdog.summary import Summary
 
-LEARNING_CURVES_FILE = "learning_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 MISTAKES_FILE = "top_mistakes.png"
 # Three rows of four: enough to see a pattern in the failures, small enough to look at each.
 TOP_MISTAKES = 12
-
-
-def can_draw() -> bool:
-    """Whether matplotlib is installed (without importing it)."""
-    return importlib.util.find_spec("matplotlib") is not None
 
 
 @dataclass
@@ -73,15 +67,11 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
 
     Raises:
         ImageError: the photo cannot be read.
-        PlotError: matplotlib is missing, or `out` already holds one of the pictures.
+        PlotError: `out` already holds one of the pictures.
         RunError: no usable run folder.
     """
-    from catdog import inspection, plots
-    from catdog.images import load_image
-    from catdog.runs import load_run
+    from catdog import inspection
 
-    if not can_draw():
-        raise PlotError("drawing pictures needs matplotlib: pip install matplotlib")
     r = load_run(run)
     image = Path(image)
     pixels = load_image(image, r.config.data.image_size, r.config.data.resize)
@@ -106,51 +96,6 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
                                         out_dir / names["gradcam"]))
     return ShowResult(image, r.dir, label, float(probabilities[index]),
                       {c: float(p) for c, p in zip(r.classes, probabilities, strict=True)}, out_dir, files)
-
-
-def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss",
-                             report: Callable[[str], None] | None = None) -> Any:
-    """A Keras callback redrawing <run_dir>/learning_curves.png after every epoch.
-
-    The epoch whose weights training keeps is marked: the best by `monitor` (lowest val_loss or
-    highest val_accuracy), or with `monitor` None (train.keep_best off) the last one. Without
-    matplotlib it draws nothing and says so once through `report`.
-    """
-    import keras
-
-    drawable = can_draw()
-    if not drawable and report is not None:
-        report("learning curves not drawn: pip install matplotlib for pictures")
-
-    class LearningCurves(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.history: dict[str, list[float]] = {}
-
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                self.history.setdefault(key, []).append(float(value))
-            if drawable:
-                from catdog import plots
-
-                kept = best_epoch(self.history, monitor) if monitor else len(next(iter(self.history.values()), []))
-                plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, kept or None,
-                                      kept_last=monitor is None)
-
-    return LearningCurves()
-
-
-def best_epoch(history: dict[str, list[float]], monitor: str | None = "val_loss") -> int | None:
-    """The 1-based epoch with the best `monitor` value (falling back to val_loss), or None."""
-    if monitor is None:
-        return None
-    key = monitor if history.get(monitor) else "val_loss"
-    values = history.get(key)
-    if not values:
-        return None
-    from catdog.checkpoints import best_index
-
-    return best_index(values, key) + 1
 
 
 # Longer file names are shortened in the middle so a title stays within its tile.
@@ -181,17 +126,13 @@ def mistakes(report: EvalReport) -> list[tuple[Path, str]]:
 
 
 def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize: str = "squash") -> list[Path]:
-    """Write confusion_matrix.png and top_mistakes.png next to the report; [] without matplotlib.
+    """Write confusion_matrix.png and top_mistakes.png next to the report; [] when it has no folder.
 
     The mistakes are the most confidently wrong photos, shown at the model's input size and
     titled with their file names (photos.csv beside the report has the full paths).
     """
-    if not can_draw() or report.out_dir is None:
+    if report.out_dir is None:
         return []
-    from catdog import plots
-    from catdog.errors import ImageError
-    from catdog.images import load_image
-
     # Class folder names may hold bytes that are not UTF-8, which no font can draw: escape them.
     names = [shown(c, 40) for c in report.classes]
     files = [plots.confusion_matrix(np.asarray(report.confusion), names, report.out_dir / CONFUSION_FILE)]
@@ -213,10 +154,8 @@ def summary_diagram(summary: Summary, path: str | Path) -> Path:
     """Draw a model summary as boxes and arrows at `path`, which must not exist yet.
 
     Raises:
-        PlotError: `path` exists (it is the user's file) or matplotlib is missing.
+        PlotError: `path` exists (it is the user's file).
     """
-    from catdog import plots
-
     path = Path(path)
     if path.exists():
         raise PlotError(f"--diagram {path} already exists; pick another path")

@@ -5,19 +5,23 @@ the path. Matplotlib is imported inside `_figure`, so importing this module cost
 `catdog --help` and `predict` never load it. Figures use the Agg canvas directly (no pyplot), so
 drawing leaves no global state behind, and they are saved without tight cropping: a figure's
 pixel size is exactly its `figsize` times DPI.
+
+matplotlib is imported inside functions: it takes long to load, and `catdog --help` and
+`predict` never draw.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catdog.errors import CatdogError, naming
+from catdog.errors import PlotError, naming
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,10 +33,6 @@ DPI = 100
 MAX_MAPS = 64
 # Beyond this many layers the diagram shows the first and last half of this many.
 MAX_DIAGRAM_ROWS = 60
-
-
-class PlotError(CatdogError):
-    """A picture cannot be drawn: no matplotlib, data of the wrong shape, or a user's file in the way."""
 
 
 def _figure(width: float, height: float, constrained: bool = True) -> Figure:
@@ -250,8 +250,6 @@ def activation_grid(layer_maps: LayerMaps, path: str | Path) -> Path:
     what = maps_description(layer_maps)
     more = f"; showing {shown} of {count}" if shown < count else ""
     # About 10 pixels a character at the title's size: wrap what would run past the figure's edges.
-    import textwrap
-
     width = int(fig.get_figwidth() * DPI / 10)
     fig.suptitle(f"{activation_title(layer_maps)}\n" + textwrap.fill(f"({what}{more})", width))
     assert image is not None  # a layer has at least one map

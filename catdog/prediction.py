@@ -1,8 +1,13 @@
-"""Answering for new photos with a trained run."""
+"""Answering for new photos with a trained run.
+
+Keras is imported inside functions: predicting through ONNX Runtime needs no TensorFlow.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +16,7 @@ import numpy as np
 from catdog.errors import DataError, ImageError
 from catdog.images import is_system_file, load_image
 from catdog.runs import load_run
+from catdog.runtime import onnx_model
 
 BATCH = 32
 
@@ -76,8 +82,6 @@ def answerer(r, tta: bool = False):
     ONNX Runtime on the run's model.onnx when it has one (no TensorFlow import, see
     catdog.runtime), Keras otherwise and for `tta`.
     """
-    from catdog.runtime import onnx_model
-
     fast = None if tta else onnx_model(r.dir, r.classes)
     if fast is not None:
         return fast
@@ -91,9 +95,6 @@ def decoded_chunks(files: list[Path], size: tuple[int, int], resize: str, batch:
     The next chunk is decoded on every core while the caller runs the model on this one: the
     decoders (libjpeg-turbo, Pillow, OpenCV) release the GIL, so both overlap.
     """
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
     def load(path: Path):
         try:
             return load_image(path, size, resize)

@@ -1,10 +1,15 @@
-"""Run directories: everything needed to use a trained model later, in one folder."""
+"""Run directories: everything needed to use a trained model later, in one folder.
+
+Keras (and catdog.layers) are imported inside functions: reading a run's files and its ONNX
+model needs no TensorFlow.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +118,6 @@ def load_model(path: Path) -> Any:
     Raises:
         RunError: naming the file and what is wrong with it.
     """
-    import zipfile
-
     import keras
 
     import catdog.layers  # noqa: F401  (registers custom layers for deserialisation)

@@ -4,6 +4,8 @@ Importing TensorFlow takes seconds; ONNX Runtime a fraction of one. `catdog pred
 `catdog serve` use this when the run holds a model.onnx (written at the end of training when
 `catdog[export]` is installed, or by `catdog export`) and fall back to Keras otherwise. Nothing
 here may import TensorFlow or Keras, directly or through another catdog module.
+
+ONNX Runtime is imported inside functions: it is an optional extra.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class OnnxModel:
         # Idle worker threads sleep instead of spinning: spinning takes the cores that decode the
         # next photos (predict, serve) away from them.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Memory patterns are planned and kept per input shape: a server that sees batches of
-        # 1 to 8 images kept eight plans, 130 MB more than one (measured at 300x300, speed alike).
+        # Memory patterns are planned and kept per input shape, so a server seeing batches of
+        # 1 to 8 images would keep eight plans for no speed (docs/speed.md).
         options.enable_mem_pattern = False
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -8,6 +8,9 @@ that arrived, so throughput grows with load instead of each request paying a who
 Every bad upload is answered with a 4xx and a JSON error naming the problem.
 
 Needs `pip install 'catdog[serve]'`.
+
+Starlette and uvicorn are imported inside functions: they are an optional extra, and a missing
+one is reported in one line.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import importlib.util
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -25,17 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from catdog.errors import CatdogError
+from catdog.errors import ServeError
 from catdog.runs import Run, load_run
 from catdog.service import Reject, ServeConfig, Service
 
 log = logging.getLogger("catdog.serve")
 
 __all__ = ["ServeConfig", "ServeError", "build", "is_loopback", "make_app", "serve"]
-
-
-class ServeError(CatdogError):
-    """The server cannot start as asked (missing extra, address in use)."""
 
 
 # How far past the size limit a body is still read (and dropped) so that the client gets its 413.
@@ -228,8 +228,6 @@ def serve(run: str | Path | Run | None = None, config: ServeConfig | None = None
     Raises:
         ServeError: the extra is missing, or the address cannot be bound.
     """
-    import socket
-
     config = config or ServeConfig()
     if not is_loopback(config.host):
         log.warning("serving on %s: anyone who can reach this machine can use the model (no authentication)",

@@ -1,6 +1,10 @@
 """What `catdog serve` computes, apart from HTTP: its settings, the models, dynamic batching,
 and the page's pictures (Grad-CAM and activation maps from catdog.inspection, drawn without
-matplotlib)."""
+matplotlib).
+
+catdog.inspection (Keras) and ONNX are imported inside functions: the explanation pictures and
+model metadata are optional, and answering needs neither.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+from PIL import Image
 
 from catdog import __version__
 from catdog.errors import ImageError
 from catdog.images import load_image_bytes
-from catdog.prediction import as_class_probabilities
+from catdog.prediction import answerer, as_class_probabilities
 from catdog.runs import Run
+from catdog.runtime import OnnxModel
 
 
 @dataclass(frozen=True)
@@ -137,8 +144,6 @@ class Batcher:
 # --- pictures for the page: computed by catdog.inspection, drawn here without matplotlib ----
 
 def _png_data_url(rgb: np.ndarray) -> str:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -146,8 +151,6 @@ def _png_data_url(rgb: np.ndarray) -> str:
 
 def grad_cam_overlay(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """The photo with Grad-CAM's heat map blended over it (jet colours, where the evidence lies)."""
-    import cv2
-
     colours = cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
     return (0.55 * pixels.astype(np.float32) + 0.45 * colours.astype(np.float32)).astype(np.uint8)
 
@@ -171,9 +174,6 @@ class Service:
     """The run's models and what each endpoint computes, apart from HTTP."""
 
     def __init__(self, run: Run, config: ServeConfig) -> None:
-        from catdog.prediction import answerer
-        from catdog.runtime import OnnxModel
-
         self.run, self.config = run, config
         self.size, self.resize = run.config.data.image_size, run.config.data.resize
         self.infer = answerer(run)

@@ -1,4 +1,8 @@
-"""Layer-by-layer shapes, parameter counts and the article's output-size formula, worked out."""
+"""Layer-by-layer shapes, parameter counts and the article's output-size formula, worked out.
+
+catdog.models (Keras) is imported inside functions: summarising a config builds a model, reading
+one does not.
+"""
 
 from __future__ import annotations
 

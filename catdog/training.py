@@ -1,4 +1,9 @@
-"""Training: config and folder in, a complete run directory out."""
+"""Training: config and folder in, a complete run directory out.
+
+Keras, and the catdog modules that import it (models, export), are imported inside functions:
+`distribute.start` must set up devices and strategies before TensorFlow starts, and the CLI
+imports this module for commands that never train.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog import distribute
 from catdog.cache import Progress, write_skip_list
+from catdog.callbacks import (
+    epoch_reporter,
+    finite_guard,
+    history_writer,
+    learning_curves_callback,
+    reseeder,
+)
 from catdog.checkpoints import (
     CHECKPOINT_DIR,
     STATE_FILE,
@@ -28,8 +41,17 @@ from catdog.checkpoints import (
 from catdog.config import Config, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
+from catdog.devices import backend as keras_backend
+from catdog.devices import emulated_bfloat16, gpus, resolve_jit_compile, training_device
 from catdog.errors import ConfigError, RunError, TrainingError, naming, shown
-from catdog.optimizers import warmup_epochs
+from catdog.optimizers import (
+    FINE_TUNE_FACTOR,
+    check_schedule,
+    learning_rate,
+    make_optimizer,
+    plateau_callback,
+    warmup_epochs,
+)
 from catdog.runs import (
     CLASSES_FILE,
     CONFIG_FILE,
@@ -106,8 +128,6 @@ def check_config(config: Config) -> list[tuple[int, int, bool]]:
     Raises:
         ConfigError: the phases, the schedule or the validation settings do not fit together.
     """
-    from catdog.optimizers import check_schedule
-
     plan = phases(config)
     for start, end, _frozen in plan:
         check_schedule(config.train, end - start, warmup=start == 0)
@@ -177,8 +197,6 @@ def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | Non
     """
     import keras
 
-    from catdog.optimizers import FINE_TUNE_FACTOR, learning_rate, make_optimizer
-
     t = config.train
     base = t.learning_rate * (FINE_TUNE_FACTOR if fine_tune else 1.0)
     rate = learning_rate(t, steps_per_epoch, epochs or t.epochs, base, warmup=not fine_tune)
@@ -186,8 +204,6 @@ def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | Non
         loss = keras.losses.BinaryCrossentropy(label_smoothing=t.label_smoothing)
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
-    from catdog.devices import resolve_jit_compile
-
     with warnings.catch_warnings():
         # Keras's "Model doesn't support jit_compile=True" names no layer; train() says which.
         warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
@@ -207,8 +223,6 @@ def micro_batch(config: Config) -> int:
     t = config.train
     size = t.micro_batch
     if size is None:
-        from catdog.devices import gpus
-
         size = t.batch_size if t.distribute != "none" or gpus() else CPU_MICRO_BATCH
     size = min(size, t.batch_size)
     while t.batch_size % size:
@@ -260,101 +274,6 @@ def _set_phase(model, config: Config, steps_per_epoch: int, phase: tuple[int, in
     compile_model(model, config, steps_per_epoch, end - start, fine_tune=start > 0)
 
 
-def finite_guard():
-    """A Keras callback that stops training with a TrainingError as soon as a loss or metric is
-    not finite: NaN weights would otherwise be checkpointed and saved as the "best" model."""
-    import math
-
-    import keras
-
-    class FiniteGuard(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
-            if bad:
-                key, value = next(iter(bad.items()))
-                raise TrainingError(f"training diverged: {key} became {float(value)} in epoch {epoch + 1}; "
-                                    f"lower train.learning_rate")
-
-    return FiniteGuard()
-
-
-def seed_generators(model) -> list:
-    """Every keras.random.SeedGenerator of the model's layers (augmentation, dropout), nested
-    models included, in a fixed order."""
-    import keras
-
-    found: list = []
-    for layer in model.layers:
-        # Keras offers no public list of a layer's generators; they are plain attributes.
-        found += [v for _k, v in sorted(vars(layer).items()) if isinstance(v, keras.random.SeedGenerator)]
-        if hasattr(layer, "layers"):
-            found += seed_generators(layer)
-    return found
-
-
-def reseeder(model, seed: int):
-    """A Keras callback that sets every random layer's generator from (seed, epoch, layer) at the
-    start of each epoch, so that a resumed run draws the same augmentation and dropout as one
-    never interrupted (the generators' running state is not part of a checkpoint)."""
-    import keras
-
-    generators = seed_generators(model)
-
-    class Reseeder(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            for i, gen in enumerate(generators):
-                word = np.random.SeedSequence([seed, epoch, i]).generate_state(1)[0]
-                gen.state.assign(np.array([word, 0], dtype="uint32"))
-
-    return Reseeder()
-
-
-def history_writer(path: Path | None, history: dict[str, list[float]] | None = None):
-    """A Keras callback writing history.json after every epoch, so a crash keeps what was learned.
-
-    `history` holds the epochs before a resume; new epochs are appended to it. With `path` None it
-    only collects (training lets the checkpointer write the file after the epoch's checkpoint, so
-    history.json never records an epoch that --resume would not continue from).
-    """
-    import keras
-
-    class HistoryWriter(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
-
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                self.history.setdefault(key, []).append(float(value))
-            if path is not None:
-                write_json(path, self.history)
-
-    return HistoryWriter()
-
-
-def epoch_reporter(say: Report, epochs: int, batches: int, accumulate: int, progress: Progress | None):
-    """A Keras callback that reports one plain line per epoch and feeds `progress` (done, total) batches.
-
-    Keras's own progress bar counts optimizer calls, which are micro-batches here, and writes
-    terminal control codes into log files; this counts the batches of train.batch_size a user set.
-    """
-    import keras
-
-    class EpochReport(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            if progress is not None:
-                progress(min(-(-(batch + 1) // accumulate), batches), batches)
-
-        def on_epoch_end(self, epoch, logs=None):
-            numbers = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-            say(f"epoch {epoch + 1}/{epochs}: {batches} batches in {time.perf_counter() - self.start:.1f} s  {numbers}")
-
-    return EpochReport()
-
-
 def train(config: Config, data: str | Path | None = None, out: str | Path | None = None,
           report: Report | None = None, progress: Progress | None = None,
           batch_progress: Progress | None = None, callbacks: list | None = None,
@@ -380,8 +299,6 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         say(f"train.warmup_epochs={config.train.warmup_epochs} is not shorter than the {plan[0][1]} epochs "
             f"it warms up; warming up over {warm} instead")
     state = _resume or State()
-    from catdog import distribute
-
     # First of all: multi-worker training and GPU memory growth must be set before TensorFlow runs.
     dist = distribute.start(config)
     from catdog.models import check_model
@@ -435,14 +352,10 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
     """Build, train and save the model into a run folder whose config, classes and split are written."""
     classes = sp.train.classes
 
-    from catdog.devices import backend as keras_backend
-    from catdog.devices import training_device
     from catdog.models import build_model
 
     device = training_device()
     say(f"training on {device}; {dist.describe()}; run folder {run_dir}")
-    from catdog.devices import emulated_bfloat16
-
     if emulated_bfloat16(dist.precision):
         say("warning: this CPU has no bfloat16 instructions (AMX or AVX512-BF16), so mixed_bfloat16 is emulated "
             "and several times slower than float32 here; --set train.precision=float32 trains faster")
@@ -472,17 +385,13 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
         if size < t.batch_size and accumulation(config, steps) < t.batch_size // size:
             say(f"an epoch has only {steps} micro-batches: each update averages all {steps} of them")
         writer = history_writer(None, state.history)
-        from catdog.pictures import learning_curves_callback
-
         # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
-        curves = learning_curves_callback(run_dir, monitor if t.keep_best else None, say)
+        curves = learning_curves_callback(run_dir, monitor if t.keep_best else None)
         curves.history = {k: list(v) for k, v in state.history.items()}  # the epochs before a resume
         start, before = time.perf_counter(), state.seconds
         clock = lambda: before + time.perf_counter() - start  # noqa: E731
         keeper = checkpointer(run_dir, monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock,
                               history_file=run_dir / HISTORY_FILE)
-        from catdog.optimizers import plateau_callback
-
         accumulate = accumulation(config, steps)
         epoch_lines = epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress)
         callbacks = [reseeder(model, config.seed), finite_guard(), writer, curves, keeper, epoch_lines,

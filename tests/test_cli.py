@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from catdog.cli import main
+from catdog.devices import training_device
 
 FAST = ["--set", "train.epochs=1", "--set", "data.image_size=16", "--set", "train.batch_size=8"]
 
@@ -117,7 +118,7 @@ def run_dir(tiny_data, tmp_path):
     result = invoke("train", "-c", "article", "--data", tiny_data, "--out", out, "--quiet",
                     *FAST, "--set", "data.test_split=0.25")
     assert result.exit_code == 0, result.output
-    assert re.search(r"training on CPU", result.output)
+    assert f"training on {training_device()};" in result.output
     assert re.search(r"best epoch 1/1: val_accuracy [01]\.\d{4}, val_loss \d+\.\d{4}", result.output)
     return out
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from catdog.config import Config, load_config
+from catdog.config import load_config
 from catdog.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,11 +18,6 @@ def test_article_config_matches_the_article():
     assert (c.model.pool, c.model.pool_size, c.model.head) == ("max", 2, "softmax")
     assert (c.train.epochs, c.train.batch_size, c.train.optimizer) == (5, 128, "adam")
     assert c.data.validation_split == 0.3
-
-
-def test_every_shipped_config_loads():
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
-        assert isinstance(load_config(path), Config)
 
 
 def test_built_in_configs_load_by_name_from_the_package():

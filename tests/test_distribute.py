@@ -77,12 +77,9 @@ def test_multi_worker_without_tf_config_fails_in_one_line(tiny_data, tmp_path, m
     ("jax", "multi_worker", "train.distribute multi_worker uses TensorFlow's MultiWorkerMirroredStrategy; "
                             "Keras is on jax"),
 ])
-def test_backend_without_that_distribution(backend, mode, message, monkeypatch):
-    import catdog.devices
-
-    monkeypatch.setattr(catdog.devices, "backend", lambda: backend)
+def test_backend_without_that_distribution(backend, mode, message):
     with pytest.raises(DistributeError, match=message):
-        distribute.start(load_config(None, [f"train.distribute={mode}"]))
+        distribute.start(load_config(None, [f"train.distribute={mode}"]), backend=backend)
 
 
 def test_even_batches_for_jax_devices():

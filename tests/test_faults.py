@@ -194,7 +194,7 @@ def test_an_epoch_shorter_than_the_accumulation_still_updates(tiny_data, tmp_pat
 
 
 def test_a_loss_that_is_not_finite_stops_training_loudly():
-    from catdog.training import finite_guard
+    from catdog.callbacks import finite_guard
 
     guard = finite_guard()
     guard.on_epoch_end(0, {"loss": 0.7, "val_loss": 0.69})

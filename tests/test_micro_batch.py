@@ -3,12 +3,14 @@ from __future__ import annotations
 import numpy as np
 
 from catdog.config import load_config
-from catdog.training import micro_batch
+from catdog.devices import gpus
+from catdog.training import CPU_MICRO_BATCH, micro_batch
 
 
 def test_micro_batch_divides_the_batch():
-    assert micro_batch(load_config(None)) == 32  # CPU default for batches of 128
-    assert micro_batch(load_config(None, ["train.batch_size=100"])) == 25
+    # The default depends on the device: the whole batch on a GPU, CPU_MICRO_BATCH on a CPU.
+    assert micro_batch(load_config(None)) == (128 if gpus() else CPU_MICRO_BATCH)
+    assert micro_batch(load_config(None, ["train.batch_size=100", "train.micro_batch=32"])) == 25
     assert micro_batch(load_config(None, ["train.batch_size=16"])) == 16
     assert micro_batch(load_config(None, ["train.micro_batch=64"])) == 64
     assert micro_batch(load_config(None, ["train.distribute=mirrored"])) == 128

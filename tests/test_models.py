@@ -267,7 +267,13 @@ def test_backbone_table_names_real_applications():
 # --- shipped configs ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_shipped_config_builds_and_trains_a_step(path):
+def test_shipped_config_passes_the_checks_and_trains_a_step(path):
+    from catdog.models import check_model
+    from catdog.training import check_config
+
+    config = load_config(path)
+    assert check_config(config)
+    check_model(config)  # without fetching ImageNet weights: tests never touch the network
     # Tiny images and no download: the config's architecture, not its data or weights, is under test.
     config = load_config(path, [f"data.image_size={SIZE}", "model.weights=none"])
     net = build_model(config, 2)

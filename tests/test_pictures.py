@@ -6,14 +6,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import write_images
 from PIL import Image
 
-pytest.importorskip("matplotlib")
-
-from conftest import write_images  # noqa: E402
-
-from catdog.cli import main  # noqa: E402
-from catdog.pictures import best_epoch  # noqa: E402
+from catdog.callbacks import best_epoch
+from catdog.cli import main
 
 
 def invoke(*args):
@@ -131,7 +128,7 @@ def green_and_blue_columns(path: Path) -> tuple[set[int], int]:
 
 @pytest.mark.parametrize("monitor, kept", [("val_loss", 2), (None, 3)])
 def test_learning_curves_mark_the_kept_epoch_with_and_without_keep_best(tmp_path, monitor, kept):
-    from catdog.pictures import learning_curves_callback
+    from catdog.callbacks import learning_curves_callback
 
     curves = learning_curves_callback(tmp_path, monitor)
     for loss, val_loss in ((0.9, 0.8), (0.7, 0.6), (0.6, 0.7)):

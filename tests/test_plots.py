@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("matplotlib")
-
-from catdog import plots  # noqa: E402
-from catdog.inspection import LayerMaps  # noqa: E402
+from catdog import plots
+from catdog.inspection import LayerMaps
 
 ROOT = Path(__file__).resolve().parents[1]
 rng = np.random.default_rng(0)

@@ -37,7 +37,8 @@ def rate_at(schedule, step: int) -> float:
 # --- schedules and optimizers ---------------------------------------------------------------
 
 def test_constant_rate_is_a_number():
-    assert learning_rate(cfg().train, 10, 5) == 0.001
+    rate = learning_rate(cfg("train.learning_rate=0.02").train, 10, 5)
+    assert isinstance(rate, float) and rate == 0.02
 
 
 def test_cosine_decays_from_the_rate_to_zero():
@@ -115,7 +116,7 @@ def test_label_smoothing_reaches_the_loss(head, cls):
     model = build_model(config, 2)
     compile_model(model, config, steps_per_epoch=4)
     assert isinstance(model.loss, cls) and model.loss.label_smoothing == pytest.approx(0.1)
-    assert isinstance(model.optimizer.learning_rate, float) or model.optimizer.iterations is not None
+    assert model.optimizer.get_config()["learning_rate"]["class_name"] == "CosineDecay"
 
 
 # --- early stopping and best epoch (driven directly, no training) -----------------------------
@@ -213,18 +214,14 @@ def crash_in_epoch(epoch: int, batch: int = 1):
     return Crasher()
 
 
-def test_interrupted_run_resumes_to_the_same_epochs_with_history(tiny_data, tmp_path, monkeypatch):
-    import catdog.optimizers
-
+def test_interrupted_run_resumes_to_the_same_epochs_with_history(tiny_data, tmp_path):
     config = cfg("train.epochs=3", "train.schedule=cosine", "train.optimizer=adamw", "train.weight_decay=0.01")
-    # The crash rides in with the plateau callback slot, which the cosine schedule leaves empty.
-    monkeypatch.setattr(catdog.optimizers, "plateau_callback", lambda t: crash_in_epoch(1))
+    # The crash rides in as an extra callback, which runs after each epoch is checkpointed.
     with pytest.raises(Crash):
-        train(config, tiny_data, tmp_path / "run")
+        train(config, tiny_data, tmp_path / "run", callbacks=[crash_in_epoch(1)])
     state = read_state(tmp_path / "run")
     assert state.epochs_done == 1 and not (tmp_path / "run" / "model.keras").exists()
     first = state.history
-    monkeypatch.undo()
 
     result = resume(tmp_path / "run")
     assert result.epochs == 3 and len(result.history["loss"]) == 3
@@ -382,14 +379,3 @@ def test_choosing_by_validation_needs_validation_photos(tiny_data, tmp_path, mon
     assert (f"{key} needs validation photos, but data.validation_split is 0 and no data.validation_dir is set; "
             f"hold some out or set ") in result.output
     assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
-
-
-@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")),
-                         ids=lambda p: p.name)
-def test_shipped_config_passes_the_checks_made_before_training(path):
-    from catdog.models import check_model
-    from catdog.training import check_config
-
-    config = load_config(path)
-    assert check_config(config)
-    check_model(config)  # without fetching ImageNet weights: tests never touch the network

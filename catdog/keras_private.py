@@ -1,0 +1,128 @@
+"""The one place catdog reaches into Keras internals (`keras.src`, private attributes), each use
+guarded so that a Keras release that changed them fails in one line instead of misbehaving.
+
+Public Keras has no equivalent for these: a layer's `input`/`output` cannot tell which call of a
+layer a tensor in a model's graph came from (the graph as `get_config` serialises it names layers,
+not tensors), and the multi-worker bug keras-team/keras#20585 has no supported workaround.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import keras
+
+from catdog.errors import DistributeError, InspectionError
+
+# The Keras releases (first, last; inclusive) the multi-worker trainer patch was written and
+# tested against; on others train.distribute=multi_worker stops before training.
+MULTI_WORKER_KERAS = ((3, 5), (3, 15))
+
+
+def keras_version(text: str | None = None) -> tuple[int, int]:
+    """(major, minor) of `text`, by default the installed Keras's version."""
+    major, minor = re.findall(r"\d+", text or keras.__version__)[:2]
+    return int(major), int(minor)
+
+
+def check_multi_worker_keras(version: str | None = None) -> None:
+    """Raise DistributeError unless `version` (default: the installed Keras) is one the
+    multi-worker patch was written for."""
+    first, last = MULTI_WORKER_KERAS
+    if not first <= keras_version(version) <= last:
+        raise DistributeError(
+            f"train.distribute multi_worker needs Keras {first[0]}.{first[1]} to {last[0]}.{last[1]} "
+            f"(catdog works around keras-team/keras#20585 in those); this is Keras {version or keras.__version__}")
+
+
+def _changed_graph() -> InspectionError:
+    return InspectionError(f"this Keras ({keras.__version__}) keeps a model's graph in a way catdog cannot read; "
+                           f"pictures of layers need a Keras release catdog knows")
+
+
+def _history(tensor: Any) -> tuple[Any, int, int]:
+    try:
+        return tensor._keras_history
+    except AttributeError:
+        raise _changed_graph() from None
+
+
+def output_layer(model: keras.Model) -> keras.layers.Layer:
+    """The layer whose call produced the model's (first) output."""
+    return _history(model.outputs[0])[0]
+
+
+def graph_calls(model: keras.Model) -> dict[int, tuple[Any, Any]]:
+    """For each layer called exactly once in `model`'s own graph: its (input, output) tensors.
+
+    Found by walking back from the outputs, because a layer's `input`/`output` can mislead: for
+    a sub-model they are its inner tensors, not the ones in the graph that calls it, and a layer
+    may also have been called elsewhere (Grad-CAM's head re-calls the layers after the conv).
+    A layer called twice in the graph (shared weights) has no single answer and is left out.
+    """
+    calls: dict[int, list[tuple[Any, Any]]] = {}
+    seen: set[tuple[int, int]] = set()
+    stack = list(model.outputs)
+    while stack:
+        operation, node_index, _ = _history(stack.pop())
+        if (id(operation), node_index) in seen:
+            continue
+        seen.add((id(operation), node_index))
+        try:
+            node = operation._inbound_nodes[node_index]
+            ins, outs = node.input_tensors, node.outputs
+        except (AttributeError, IndexError):
+            raise _changed_graph() from None
+        calls.setdefault(id(operation), []).append(
+            (ins[0] if len(ins) == 1 else None, outs[0] if len(outs) == 1 else None))
+        stack.extend(ins)
+    return {key: found[0] for key, found in calls.items()
+            if len(found) == 1 and found[0][0] is not None and found[0][1] is not None}
+
+
+def patch_trainer_for_multi_worker() -> None:
+    """Work around Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy.
+
+    keras-team/keras#20585 (also tensorflow/tensorflow#72388): fit() fails on more than one
+    worker in two places. (1) Before the first step it all-reduces a whole input batch just to
+    learn its shapes, which MultiWorkerMirroredStrategy rejects; the shapes of this worker's
+    own part are as good. (2) Each step averages the loss and metrics across workers along
+    axis 0, which scalars do not have; they are averaged as scalars here. Both patches change
+    nothing for other strategies, and training itself (gradients, all-reduce, variable
+    updates) stays TensorFlow's own.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    check_multi_worker_keras()
+    if getattr(trainer, "_catdog_patched", False):
+        return
+    is_multi_worker = trainer._collective_all_reduce_multi_worker
+    reduce_per_replica = trainer.reduce_per_replica
+    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    @functools.wraps(reduce_per_replica)
+    def reduce_scalars(values, strategy, reduction):
+        if reduction in ("auto", "mean") and is_multi_worker(strategy):
+            return keras.tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return reduce_per_replica(values, strategy, reduction)
+
+    @functools.wraps(symbolic_build)
+    def build_from_local_batch(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is None or strategy is None or not is_multi_worker(strategy):
+            return symbolic_build(self, iterator=iterator, data_batch=data_batch)
+        batch = None
+        for _, _, it in iterator:
+            batch = next(it)
+            break
+        if batch is None:
+            return symbolic_build(self, iterator=iterator, data_batch=data_batch)
+        local = keras.tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], batch)
+        with strategy.scope():
+            self._symbolic_build(data_batch=local)
+
+    trainer.reduce_per_replica = reduce_scalars
+    trainer.TensorFlowTrainer._maybe_symbolic_build = build_from_local_batch
+    trainer._catdog_patched = True
