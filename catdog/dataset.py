@@ -51,7 +51,7 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
         raise DataError(f"data folder not found: {root} "
                         f"(expected a folder of class sub-folders, e.g. train/cats, train/dogs)")
     ignored: list[tuple[str, str]] = []
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not is_system_file(p))
+    subdirs = _subfolders(root)
     by_class: dict[str, list[str]] = {}
     if subdirs:
         _refuse_split_folders(root, subdirs)
@@ -108,26 +108,37 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    """The sub-folders of `folder` that may be classes (hidden and system folders left out), sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_system_file(p))
+
+
+def _split_of_classes(folders: list[Path]) -> tuple[Path, list[Path]] | None:
+    """The first folder named like a split (train/, validation/) that holds class folders, with them."""
+    for d in folders:
+        inner = _subfolders(d)
+        if d.name.lower() in SPLIT_NAMES and len(inner) >= 2:
+            return d, inner
+    return None
+
+
 def _deeper_hint(folder: Path) -> str:
     """Where the class folders may be when `folder` is the only one found: a level or two down."""
     if not folder.is_dir():
         return ""
-    for d in sorted(p for p in folder.iterdir() if p.is_dir() and not is_system_file(p)):
-        inner = [p for p in d.iterdir() if p.is_dir() and not is_system_file(p)]
-        if d.name.lower() in SPLIT_NAMES and len(inner) >= 2:
-            return f"; {folder.name}/ holds split folders: pass e.g. --data {d}"
-    inner = [p for p in folder.iterdir() if p.is_dir() and not is_system_file(p)]
+    inner = _subfolders(folder)
+    if (found := _split_of_classes(inner)) is not None:
+        return f"; {folder.name}/ holds split folders: pass e.g. --data {found[0]}"
     return f"; did you mean --data {folder}?" if len(inner) >= 2 else ""
 
 
 def _refuse_split_folders(root: Path, subdirs: list[Path]) -> None:
     """Refuse a folder of splits (train/, validation/, each holding class folders) taken as classes."""
-    for d in subdirs:
-        inner = sorted(p.name for p in d.iterdir() if p.is_dir() and not is_system_file(p))
-        if d.name.lower() in SPLIT_NAMES and len(inner) >= 2:
-            raise DataError(f"{root} holds split folders ({', '.join(p.name for p in subdirs)}), not classes: "
-                            f"{d.name}/ holds the class folders {', '.join(inner)}; pass --data {d} "
-                            f"(and --set data.validation_dir=... for a validation folder)")
+    if (found := _split_of_classes(subdirs)) is not None:
+        d, inner = found
+        raise DataError(f"{root} holds split folders ({', '.join(p.name for p in subdirs)}), not classes: "
+                        f"{d.name}/ holds the class folders {', '.join(p.name for p in inner)}; pass --data {d} "
+                        f"(and --set data.validation_dir=... for a validation folder)")
 
 
 def split_indices(labels: np.ndarray, fractions: tuple[float, float],
