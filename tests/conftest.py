@@ -36,3 +36,20 @@ def tiny_data(tmp_path) -> Path:
     write_images(root / "cats", 24, seed=1)
     write_images(root / "dogs", 24, seed=2, bright=True)
     return root
+
+
+def train_tiny_run(root: Path, *overrides: str) -> tuple[Path, Path]:
+    """(run folder, photo folder): 12 dark 'cats' and 12 bright 'dogs' under `root`, trained through
+    `catdog train --quiet` with a private cache and these `--set` overrides."""
+    from click.testing import CliRunner
+
+    from catdog.cli import main
+
+    write_images(root / "photos" / "cats", 12, seed=1)
+    write_images(root / "photos" / "dogs", 12, seed=2, bright=True)
+    run = root / "run"
+    sets = [arg for o in [*overrides, f"data.cache_dir={root / 'cache'}"] for arg in ("--set", o)]
+    result = CliRunner().invoke(main, ["train", "--data", str(root / "photos"), "--out", str(run), "--quiet", *sets],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return run, root / "photos"

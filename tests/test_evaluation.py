@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_images
+from conftest import train_tiny_run
 
 from catdog.cli import main
 from catdog.evaluation import EvalReport, scores
@@ -75,13 +75,7 @@ ODD_NAMES = ["one, two.jpg", 'say "cheese".jpg', "two\nlines.jpg", os.fsdecode(b
 @pytest.fixture(scope="module")
 def run_and_photos(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("evaluation")
-    write_images(root / "photos" / "cats", 12, seed=1)
-    write_images(root / "photos" / "dogs", 12, seed=2, bright=True)
-    run = root / "run"
-    result = invoke("train", "--data", root / "photos", "--out", run, "--quiet", "--set", "train.epochs=1",
-                    "--set", "data.image_size=16", "--set", "train.batch_size=8",
-                    "--set", f"data.cache_dir={root / 'cache'}")
-    assert result.exit_code == 0, result.output
+    run, _photos = train_tiny_run(root, "train.epochs=1", "data.image_size=16", "train.batch_size=8")
     scored = root / "scored"
     for i, name in enumerate(ODD_NAMES):
         cls = "cats" if i % 2 == 0 else "dogs"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_images
+from conftest import train_tiny_run
 from PIL import Image
 
 from catdog.callbacks import best_epoch
@@ -27,14 +27,7 @@ def png_size(path: Path) -> tuple[int, int]:
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """One tiny two-epoch run shared by this file's tests: (run folder, photo folder)."""
     root = tmp_path_factory.mktemp("pictures")
-    write_images(root / "photos" / "cats", 12, seed=1)
-    write_images(root / "photos" / "dogs", 12, seed=2, bright=True)
-    run = root / "run"
-    result = invoke("train", "--data", root / "photos", "--out", run, "--quiet",
-                    "--set", "train.epochs=2", "--set", "data.image_size=24", "--set", "train.batch_size=8",
-                    "--set", f"data.cache_dir={root / 'cache'}", "--set", "data.test_split=0.25")
-    assert result.exit_code == 0, result.output
-    return run, root / "photos"
+    return train_tiny_run(root, "train.epochs=2", "data.image_size=24", "train.batch_size=8", "data.test_split=0.25")
 
 
 def test_train_draws_learning_curves(trained):
