@@ -1,5 +1,6 @@
 """The Keras callbacks training adds to fit: a stop on diverging numbers, per-epoch reseeding of
-random layers, the epoch history, one line per epoch, and the learning-curves picture.
+random layers, early stopping across phases and resumes, one line per epoch, and the
+learning-curves picture. (Checkpoints and the best weights: catdog.checkpoints.)
 
 Keras is imported inside functions, so that importing this module never starts TensorFlow
 (training sets devices up first).
@@ -17,9 +18,8 @@ import numpy as np
 
 from catdog import plots
 from catdog.cache import Progress
-from catdog.checkpoints import best_index
+from catdog.checkpoints import best_index, mode
 from catdog.errors import TrainingError
-from catdog.runs import write_json
 
 LEARNING_CURVES_FILE = "learning_curves.png"
 
@@ -73,27 +73,24 @@ def reseeder(model, seed: int):
     return Reseeder()
 
 
-def history_writer(path: Path | None, history: dict[str, list[float]] | None = None):
-    """A Keras callback writing history.json after every epoch, so a crash keeps what was learned.
+def early_stopping(monitor: str, patience: int, history: Callable[[], dict[str, list[float]]]):
+    """Keras's EarlyStopping, counting the epochs without improvement over the whole run.
 
-    `history` holds the epochs before a resume; new epochs are appended to it. With `path` None it
-    only collects (training lets the checkpointer write the file after the epoch's checkpoint, so
-    history.json never records an epoch that --resume would not continue from).
+    Keras's own starts counting afresh at every fit call; a run spans two fit calls when it
+    fine-tunes after a frozen backbone, and a resumed run starts a new one, so this one picks up
+    the best value and the epochs since it from `history` (the epochs recorded so far).
     """
     import keras
 
-    class HistoryWriter(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
+    class EarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            values = history().get(monitor)
+            if values:
+                best = best_index(values, monitor)
+                self.best, self.best_epoch, self.wait = values[best], best, len(values) - 1 - best
 
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                self.history.setdefault(key, []).append(float(value))
-            if path is not None:
-                write_json(path, self.history)
-
-    return HistoryWriter()
+    return EarlyStopping(monitor=monitor, patience=patience, mode=mode(monitor))
 
 
 def epoch_reporter(say: Report, epochs: int, batches: int, accumulate: int, progress: Progress | None):
@@ -119,8 +116,9 @@ def epoch_reporter(say: Report, epochs: int, batches: int, accumulate: int, prog
     return EpochReport()
 
 
-def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss") -> Any:
-    """A Keras callback redrawing <run_dir>/learning_curves.png after every epoch.
+def learning_curves_callback(run_dir: Path, history: Callable[[], dict[str, list[float]]],
+                             monitor: str | None = "val_loss") -> Any:
+    """A Keras callback redrawing <run_dir>/learning_curves.png from `history` after every epoch.
 
     The epoch whose weights training keeps is marked: the best by `monitor` (lowest val_loss or
     highest val_accuracy), or with `monitor` None (train.keep_best off) the last one.
@@ -128,16 +126,10 @@ def learning_curves_callback(run_dir: Path, monitor: str | None = "val_loss") ->
     import keras
 
     class LearningCurves(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.history: dict[str, list[float]] = {}
-
         def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                self.history.setdefault(key, []).append(float(value))
-            kept = best_epoch(self.history, monitor) if monitor else len(next(iter(self.history.values()), []))
-            plots.learning_curves(self.history, run_dir / LEARNING_CURVES_FILE, kept or None,
-                                  kept_last=monitor is None)
+            hist = history()
+            kept = best_epoch(hist, monitor) if monitor else len(next(iter(hist.values()), []))
+            plots.learning_curves(hist, run_dir / LEARNING_CURVES_FILE, kept or None, kept_last=monitor is None)
 
     return LearningCurves()
 

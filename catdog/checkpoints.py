@@ -1,9 +1,15 @@
-"""Checkpoints at every epoch, the best epoch's weights, early stopping, and resuming a run.
+"""Checkpoints at every epoch, the best epoch's weights, and resuming a run.
 
 A run folder being trained holds checkpoint/: `state.json` names the last complete epoch's
-checkpoint (weights and optimizer state) and the best epoch's weights, and records the history
-so far. Files are written first and named second, so a run killed at any moment (kill -9
-included) leaves a state that points at complete files only.
+checkpoint (weights and optimizer state) and the best epoch's weights, and holds the run's
+history (the one copy training keeps). Files are written first and named second, so a run
+killed at any moment (kill -9 included) leaves a state that points at complete files only.
+
+The best epoch's weights are Keras's ModelCheckpoint. The per-epoch checkpoint is catdog's own
+rather than Keras's BackupAndRestore, which cannot do two things training needs: it writes its
+weights and its epoch number in place one after the other (a kill between them resumes the wrong
+epoch), and the epoch it restores stays on the model and overrides `initial_epoch` of every later
+fit call, which would rerun epochs in the fine-tuning phase that follows a frozen backbone.
 
 Keras and h5py are imported inside functions, so that importing this module never starts
 TensorFlow (training sets devices up first).
@@ -12,8 +18,8 @@ TensorFlow (training sets devices up first).
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ class State:
     best_weights: str | None = None
     seconds: float = 0.0  # training time before the interruption
     data: str | None = None  # the training folder, so a resume needs no --data
+    stopped: bool = False  # early stopping ended training: a resume only saves the model
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -66,9 +73,11 @@ def read_state(run_dir: str | Path) -> State:
     except (ValueError, TypeError) as exc:
         raise RunError(f"--resume {run_dir}: {path} is damaged ({shown(exc, 120)})") from None
     folder = run_dir / CHECKPOINT_DIR
-    for name, check in ((state.checkpoint, _h5_whole), (state.best_weights, _npz_whole)):
+    for name in (state.checkpoint, state.best_weights):
         if name is None:
             continue
+        # Runs interrupted before catdog kept its best weights with ModelCheckpoint hold an .npz.
+        check = _npz_whole if name.endswith(".npz") else _h5_whole
         if not (folder / name).is_file():
             raise RunError(f"--resume {run_dir}: {folder / name} is missing; start again with catdog train")
         if not check(folder / name):
@@ -105,13 +114,37 @@ def best_index(values: list[float], monitor: str) -> int:
     return int(np.argmin(values) if monitor.endswith("loss") else np.argmax(values))
 
 
-def checkpointer(run_dir: Path, monitor: str, keep_best: bool, patience: int,
-                 history: Callable[[], dict[str, list[float]]], state: State,
-                 clock: Callable[[], float], history_file: Path | None = None) -> Any:
-    """A Keras callback that checkpoints every epoch, keeps the best weights and stops early.
+def mode(monitor: str) -> str:
+    """Keras's `mode` for a monitored value: losses fall, accuracies rise."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+BEST_FILE = "best-{epoch:04d}.weights.h5"  # ModelCheckpoint fills in the 1-based epoch
+
+
+def best_keeper(run_dir: Path, monitor: str, state: State) -> Any:
+    """Keras's ModelCheckpoint saving the weights of each epoch that improves `monitor`.
+
+    Each best epoch gets its own file, named in state.json only after it is complete (by the
+    checkpointer, which runs after this callback); a resumed run starts from the best so far.
+    """
+    import keras
+
+    values = state.history.get(monitor)
+    return keras.callbacks.ModelCheckpoint(
+        str(run_dir / CHECKPOINT_DIR / BEST_FILE), monitor=monitor, mode=mode(monitor), save_best_only=True,
+        save_weights_only=True, initial_value_threshold=values[best_index(values, monitor)] if values else None)
+
+
+def checkpointer(run_dir: Path, monitor: str, state: State, clock: Callable[[], float],
+                 history_file: Path | None = None) -> Any:
+    """A Keras callback that records each epoch in `state` and checkpoints it.
+
+    After every epoch: the logs are appended to state.history, the weights and optimizer state
+    saved, then state.json names them (and the best epoch's weights, when the best keeper wrote
+    them), then history.json is rewritten, and files no longer named are removed.
 
     Args:
-        history: the history so far, read after each epoch (the history writer runs first).
         state: the state to continue (a fresh State for a new run); updated in place.
         clock: seconds of training so far, including time before any interruption.
         history_file: where to write the history after the epoch's checkpoint is named.
@@ -125,34 +158,25 @@ def checkpointer(run_dir: Path, monitor: str, keep_best: bool, patience: int,
         def __init__(self) -> None:
             super().__init__()
             self.phase = state.phase
-            # Set when `patience` epochs passed without a better `monitor`.
-            self.stopped = False
 
         def on_epoch_end(self, epoch, logs=None):
-            hist = history()
             epochs = epoch + 1
-            best = best_index(hist[monitor], monitor) + 1
+            for key, value in (logs or {}).items():
+                state.history.setdefault(key, []).append(float(value))
             checkpoint = f"epoch-{epochs:04d}.weights.h5"
             with naming(folder / checkpoint):
                 self.model.save_weights(folder / checkpoint)
-            if keep_best and best == epochs:
-                # Model weights only, as arrays: they load into either phase's compiled model.
-                name = f"best-{epochs:04d}.npz"
-                with naming(folder / name), open(folder / (name + ".tmp"), "wb") as f:
-                    np.savez(f, *self.model.get_weights())
-                os.replace(folder / (name + ".tmp"), folder / name)
-                state.best_weights = name
-            state.epochs_done, state.history, state.checkpoint = epochs, hist, checkpoint
-            state.phase, state.best_epoch, state.seconds = self.phase, best, clock()
+            if (folder / BEST_FILE.format(epoch=epochs)).is_file():
+                state.best_weights = BEST_FILE.format(epoch=epochs)
+            state.epochs_done, state.checkpoint, state.phase, state.seconds = epochs, checkpoint, self.phase, clock()
+            state.best_epoch = best_index(state.history[monitor], monitor) + 1
+            state.stopped = bool(self.model.stop_training)
             write_json(folder / STATE_FILE, state.to_dict())
             if history_file is not None:
-                write_json(history_file, hist)
+                write_json(history_file, state.history)
             for old in folder.iterdir():
                 if old.name not in (STATE_FILE, checkpoint, state.best_weights):
                     old.unlink()
-            if patience and epochs - best >= patience:
-                self.stopped = True
-                self.model.stop_training = True
 
     return Checkpointer()
 
@@ -161,8 +185,16 @@ def restore_best(model: Any, run_dir: Path, state: State) -> None:
     """Load the best epoch's weights into `model` (nothing when none were kept)."""
     if state.best_weights is None:
         return
-    with np.load(run_dir / CHECKPOINT_DIR / state.best_weights) as arrays:
-        model.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
+    path = run_dir / CHECKPOINT_DIR / state.best_weights
+    if path.suffix == ".npz":
+        with np.load(path) as arrays:
+            model.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
+        return
+    with warnings.catch_warnings():
+        # A best epoch of the frozen phase holds fewer optimizer variables than the fine-tuning
+        # phase compiles; only the model's weights are wanted here.
+        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 def restore_checkpoint(model: Any, run_dir: Path, state: State) -> None:

@@ -12,7 +12,8 @@ import json
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,18 +21,13 @@ import numpy as np
 
 from catdog import distribute
 from catdog.cache import Progress, write_skip_list
-from catdog.callbacks import (
-    epoch_reporter,
-    finite_guard,
-    history_writer,
-    learning_curves_callback,
-    reseeder,
-)
+from catdog.callbacks import early_stopping, epoch_reporter, finite_guard, learning_curves_callback, reseeder
 from catdog.checkpoints import (
     CHECKPOINT_DIR,
     STATE_FILE,
     State,
     best_index,
+    best_keeper,
     checkpointer,
     finish,
     read_state,
@@ -294,19 +290,44 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     """
     say = report or (lambda _msg: None)
     plan = check_config(config)  # config errors before any data is read or folder written
-    if ((warm := warmup_epochs(config.train, plan[0][1])) < config.train.warmup_epochs
-            and config.train.schedule != "plateau"):
-        say(f"train.warmup_epochs={config.train.warmup_epochs} is not shorter than the {plan[0][1]} epochs "
-            f"it warms up; warming up over {warm} instead")
-    state = _resume or State()
-    # First of all: multi-worker training and GPU memory growth must be set before TensorFlow runs.
+    _say_warm_up(config, plan, say)
+    # Multi-worker training and GPU memory growth must be set before TensorFlow starts.
     dist = distribute.start(config)
-    from catdog.models import check_model
+    from catdog.models import build_model, check_model
 
-    # The model next (it needs TensorFlow, so after start): a bad name or activation, layers that
-    # do not fit the image size, weights that cannot be had, all before any photo is prepared.
+    # A bad model name or activation, layers that do not fit the image size, weights that cannot
+    # be had: all found before any photo is prepared.
     check_model(config, fetch=True)
     sp = load_data(config, data, progress)
+    weights = _class_weights_said(config, sp, say)
+    state = _resume or State()
+    run_dir = _open_run(config, data, out, sp, dist, state, resuming=_resume is not None)
+    with _removed_unless_resumable(run_dir, fresh=_resume is None or not dist.chief):
+        device = training_device()
+        say(f"training on {device}; {dist.describe()}; run folder {run_dir}")
+        if emulated_bfloat16(dist.precision):
+            say("warning: this CPU has no bfloat16 instructions (AMX or AVX512-BF16), so mixed_bfloat16 is "
+                "emulated and several times slower than float32 here; --set train.precision=float32 trains faster")
+        # The strategy (or JAX's device layout) and the precision policy cover build, compile and fit.
+        with dist.scope():
+            model = build_model(config, len(sp.train.classes))
+            monitor, seconds = _fit(model, config, sp, run_dir, plan, state, say, weights, dist, batch_progress,
+                                    callbacks or [])
+        _save_model(model, run_dir)
+    if dist.chief:
+        _write_onnx(run_dir, model, say)
+    return _result(config, run_dir, device, state, monitor, seconds)
+
+
+def _say_warm_up(config: Config, plan: list[tuple[int, int, bool]], say: Report) -> None:
+    t = config.train
+    if (warm := warmup_epochs(t, plan[0][1])) < t.warmup_epochs and t.schedule != "plateau":
+        say(f"train.warmup_epochs={t.warmup_epochs} is not shorter than the {plan[0][1]} epochs "
+            f"it warms up; warming up over {warm} instead")
+
+
+def _class_weights_said(config: Config, sp: Split, say: Report) -> dict[int, float] | None:
+    """Say what was found, warn about uneven classes, and return train.class_weight for Keras."""
     classes = sp.train.classes
     say(f"data: {len(sp.train_idx)} train, {len(sp.val_idx)} validation, {len(sp.test_idx)} test images; "
         f"classes {', '.join(classes)}; {len(sp.train.skipped)} skipped")
@@ -317,119 +338,131 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     if weights is not None:
         say("class weights: " + ", ".join(f"{c} {weights.get(i, 1.0):.3g}" for i, c in enumerate(classes))
             + " (train.class_weight)")
+    return weights
 
+
+def _open_run(config: Config, data: str | Path | None, out: str | Path | None, sp: Split, dist, state: State,
+              resuming: bool) -> Path:
+    """The run folder: a resumed run's own (checked against the photos found now), else a new one
+    holding the config, classes, split and skipped files."""
     record = sp.record()
     state.data = record["root"]
-    if _resume is not None and dist.chief:
+    if resuming and dist.chief:
         run_dir = Path(str(out))
         recorded = json.loads((run_dir / SPLIT_FILE).read_text())
         if any(recorded.get(k) != record[k] for k in ("train", "validation", "test")):
             raise RunError(f"--resume {run_dir}: the photos found now differ from the run's {SPLIT_FILE}; "
                            f"resume with the data it was trained on (--data)")
-    else:
-        # Only the chief worker writes the run folder; other workers save into a scratch folder.
-        run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(config.model.name)) if dist.chief
-                   else dist.scratch_dir())
-        # The run records the folder it trained on: `--data` (absolute, as split.json) over data.dir.
-        used = config if data is None else config.replace(data=dataclasses.replace(config.data, dir=record["root"]))
-        try:
-            save_config(used, run_dir / CONFIG_FILE)
-            write_json(run_dir / CLASSES_FILE, classes)
-            write_json(run_dir / SPLIT_FILE, record)
-            write_skip_list(run_dir / SKIPPED_FILE, sp.train.skipped)
-            return _fit(config, sp, run_dir, plan, state, dist, say, weights, batch_progress, callbacks or [])
-        except BaseException:
-            # A run that failed (or was interrupted) before its first epoch was checkpointed can
-            # be neither resumed nor reused with --out: take the half-made folder away.
-            if not (run_dir / CHECKPOINT_DIR / STATE_FILE).is_file():
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-    return _fit(config, sp, run_dir, plan, state, dist, say, weights, batch_progress, callbacks or [])
+        return run_dir
+    # Only the chief worker writes the run folder; other workers save into a scratch folder.
+    run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(config.model.name)) if dist.chief
+               else dist.scratch_dir())
+    # The run records the folder it trained on: `--data` (absolute, as split.json) over data.dir.
+    used = config if data is None else config.replace(data=dataclasses.replace(config.data, dir=record["root"]))
+    with _removed_unless_resumable(run_dir, fresh=True):
+        save_config(used, run_dir / CONFIG_FILE)
+        write_json(run_dir / CLASSES_FILE, sp.train.classes)
+        write_json(run_dir / SPLIT_FILE, record)
+        write_skip_list(run_dir / SKIPPED_FILE, sp.train.skipped)
+    return run_dir
 
 
-def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say: Report,
-         weights: dict[int, float] | None, batch_progress: Progress | None, extra: list) -> TrainResult:
-    """Build, train and save the model into a run folder whose config, classes and split are written."""
-    classes = sp.train.classes
+@contextmanager
+def _removed_unless_resumable(run_dir: Path, fresh: bool) -> Iterator[None]:
+    """Remove a new run folder when what runs inside fails (or is interrupted) before the first
+    epoch is checkpointed: such a run can be neither resumed nor reused with --out."""
+    try:
+        yield
+    except BaseException:
+        if fresh and not (run_dir / CHECKPOINT_DIR / STATE_FILE).is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
-    from catdog.models import build_model
 
-    device = training_device()
-    say(f"training on {device}; {dist.describe()}; run folder {run_dir}")
-    if emulated_bfloat16(dist.precision):
-        say("warning: this CPU has no bfloat16 instructions (AMX or AVX512-BF16), so mixed_bfloat16 is emulated "
-            "and several times slower than float32 here; --set train.precision=float32 trains faster")
-    # The strategy (or JAX's device layout) and the precision policy cover build, compile and fit.
-    with dist.scope():
-        model = build_model(config, len(classes))
-        sigmoid = config.model.head == "sigmoid"
-        t = config.train
-        if t.jit_compile == "on" and (unjittable := _unjittable(model)):
-            say(f"train.jit_compile=on, but XLA on the {keras_backend()} backend cannot compile layer {unjittable!r}; "
-                f"training without XLA")
-        size = micro_batch(config)
-        if size < t.batch_size:
-            say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} "
-                f"(train.micro_batch)")
-        # A resumed run shuffles its next epoch as the uninterrupted run would have.
-        train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx],
-                                          sp.train.row_targets(sigmoid), size, shuffle=True, seed=config.seed,
-                                          mix=t.cutmix, first_epoch=state.epochs_done))
-        val_batches = None
-        if len(sp.val_idx):
-            val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), size))
-        # Without validation photos the numbers to watch are the training ones.
-        monitor = t.monitor if val_batches is not None else t.monitor.removeprefix("val_")
-        # Schedules count optimizer calls, which happen once per micro-batch.
-        steps = len(train_batches)
-        if size < t.batch_size and accumulation(config, steps) < t.batch_size // size:
-            say(f"an epoch has only {steps} micro-batches: each update averages all {steps} of them")
-        writer = history_writer(None, state.history)
-        # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
-        curves = learning_curves_callback(run_dir, monitor if t.keep_best else None)
-        curves.history = {k: list(v) for k, v in state.history.items()}  # the epochs before a resume
-        start, before = time.perf_counter(), state.seconds
-        clock = lambda: before + time.perf_counter() - start  # noqa: E731
-        keeper = checkpointer(run_dir, monitor, t.keep_best, t.early_stopping, lambda: writer.history, state, clock,
-                              history_file=run_dir / HISTORY_FILE)
-        accumulate = accumulation(config, steps)
-        epoch_lines = epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress)
-        callbacks = [reseeder(model, config.seed), finite_guard(), writer, curves, keeper, epoch_lines,
-                     *[c for c in [plateau_callback(t)] if c is not None], *extra]
-        compiled, state_start = None, state.epochs_done
-        if state.checkpoint is not None:
-            say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
-            _set_phase(model, config, steps, plan[state.phase])
-            restore_checkpoint(model, run_dir, state)
-            compiled = state.phase
-        # A run that ends with every trainable weight as it started learned nothing: refuse it.
-        watched = list(model.trainable_weights)
-        initial = [np.array(v) for v in watched]
-        for i, phase in enumerate(plan):
-            if state.epochs_done >= phase[1] or keeper.stopped:
-                continue
-            if compiled != i:
-                _set_phase(model, config, steps, phase)
-                compiled = keeper.phase = i
-            # shuffle=False: the batches shuffle themselves from (seed, epoch); Keras's own shuffle
-            # of the batch order draws from Python's global random state, which a resumed run
-            # would not continue. Keras turns class_weight into per-photo sample weights inside
-            # each (micro-)batch; the loss divides by the photos in the batch, not by their
-            # weights, so the accumulated micro-batches still make the whole batch's update. A
-            # cut-mixed target counts as the class that fills most of the photo.
-            model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
-                      epochs=phase[1], callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
-        if state.epochs_done > state_start and all(np.array_equal(a, np.array(v))
-                                                   for a, v in zip(initial, watched, strict=True)):
-            finish(run_dir)  # nothing worth resuming: the failed run's folder is removed (see train)
-            raise TrainingError(f"training changed no weight in {state.epochs_done - state_start} epochs "
-                                f"({steps} steps); check train.learning_rate and train.batch_size against the "
-                                f"{len(sp.train_idx)} training photos")
-        seconds = clock()
-        if t.keep_best:
-            restore_best(model, run_dir, state)
-    # Saved beside and renamed: a full disk or a kill leaves no half model.keras, which would make
-    # the run look finished (no --resume) while no command could load it.
+def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, int, bool]], state: State,
+         say: Report, weights: dict[int, float] | None, dist, batch_progress: Progress | None,
+         extra: list) -> tuple[str, float]:
+    """Train `model` phase by phase from where `state` stands; returns the monitored key and the
+    seconds of training (before an interruption included)."""
+    t, sigmoid = config.train, config.model.head == "sigmoid"
+    if t.jit_compile == "on" and (unjittable := _unjittable(model)):
+        say(f"train.jit_compile=on, but XLA on the {keras_backend()} backend cannot compile layer {unjittable!r}; "
+            f"training without XLA")
+    size = micro_batch(config)
+    if size < t.batch_size:
+        say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} "
+            f"(train.micro_batch)")
+    # A resumed run shuffles its next epoch as the uninterrupted run would have.
+    train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx], sp.train.row_targets(sigmoid),
+                                      size, shuffle=True, seed=config.seed, mix=t.cutmix,
+                                      first_epoch=state.epochs_done))
+    val_batches = None
+    if len(sp.val_idx):
+        val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), size))
+    # Without validation photos the numbers to watch are the training ones.
+    monitor = t.monitor if val_batches is not None else t.monitor.removeprefix("val_")
+    # Schedules count optimizer calls, which happen once per micro-batch.
+    steps = len(train_batches)
+    accumulate = accumulation(config, steps)
+    if size < t.batch_size and accumulate < t.batch_size // size:
+        say(f"an epoch has only {steps} micro-batches: each update averages all {steps} of them")
+    start, before = time.perf_counter(), state.seconds
+    clock = lambda: before + time.perf_counter() - start  # noqa: E731
+    keeper = checkpointer(run_dir, monitor, state, clock, history_file=run_dir / HISTORY_FILE)
+    history = lambda: state.history  # noqa: E731  the one history: the checkpointer records it
+    # In this order: nothing not finite is saved; the best weights and the early stop are decided
+    # before the checkpointer records them; the rest see the epoch recorded.
+    callbacks = [reseeder(model, config.seed), finite_guard(),
+                 *([best_keeper(run_dir, monitor, state)] if t.keep_best else []),
+                 *([early_stopping(monitor, t.early_stopping, history)] if t.early_stopping else []),
+                 keeper,
+                 # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
+                 learning_curves_callback(run_dir, history, monitor if t.keep_best else None),
+                 epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress),
+                 *([plateau] if (plateau := plateau_callback(t)) is not None else []), *extra]
+    compiled, epochs_before = None, state.epochs_done
+    if state.checkpoint is not None:
+        say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
+        _set_phase(model, config, steps, plan[state.phase])
+        restore_checkpoint(model, run_dir, state)
+        compiled = state.phase
+    # A run that ends with every trainable weight as it started learned nothing: refuse it.
+    watched = list(model.trainable_weights)
+    initial = [np.array(v) for v in watched]
+    # Keras fits one compiled model; a frozen backbone and its fine-tuning are two compilations,
+    # so each phase is its own fit call over its own range of epochs.
+    for i, phase in enumerate(plan):
+        if state.epochs_done >= phase[1] or state.stopped:
+            continue
+        if compiled != i:
+            _set_phase(model, config, steps, phase)
+            compiled = keeper.phase = i
+        # shuffle=False: the batches shuffle themselves from (seed, epoch); Keras's own shuffle
+        # of the batch order draws from Python's global random state, which a resumed run
+        # would not continue. Keras turns class_weight into per-photo sample weights inside
+        # each (micro-)batch; the loss divides by the photos in the batch, not by their
+        # weights, so the accumulated micro-batches still make the whole batch's update. A
+        # cut-mixed target counts as the class that fills most of the photo.
+        model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
+                  epochs=phase[1], callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
+    if state.epochs_done > epochs_before and all(np.array_equal(a, np.array(v))
+                                                 for a, v in zip(initial, watched, strict=True)):
+        finish(run_dir)  # nothing worth resuming: the failed run's folder is removed (see train)
+        raise TrainingError(f"training changed no weight in {state.epochs_done - epochs_before} epochs "
+                            f"({steps} steps); check train.learning_rate and train.batch_size against the "
+                            f"{len(sp.train_idx)} training photos")
+    seconds = clock()
+    if t.keep_best:
+        restore_best(model, run_dir, state)
+    return monitor, seconds
+
+
+def _save_model(model, run_dir: Path) -> None:
+    """model.keras, then the checkpoints go: the run is finished.
+
+    Saved beside and renamed: a full disk or a kill leaves no half model.keras, which would make
+    the run look finished (no --resume) while no command could load it.
+    """
     tmp = run_dir / f".partial-{MODEL_FILE}"
     try:
         with naming(run_dir / MODEL_FILE):
@@ -439,15 +472,15 @@ def _fit(config: Config, sp: Split, run_dir: Path, plan, state: State, dist, say
         tmp.unlink(missing_ok=True)
         raise
     finish(run_dir)
-    if dist.chief:
-        _write_onnx(run_dir, model, say)
 
-    history = writer.history
-    values = history[monitor]
+
+def _result(config: Config, run_dir: Path, device: str, state: State, monitor: str, seconds: float) -> TrainResult:
+    values = state.history[monitor]
     best = best_index(values, monitor)
-    val_accuracy, val_loss = (history[k][best] if k in history else None for k in ("val_accuracy", "val_loss"))
-    return TrainResult(run_dir, device, len(values), best + 1, val_accuracy, val_loss, seconds, history,
-                       keep_best=t.keep_best, monitor=monitor)
+    val_accuracy, val_loss = (state.history[k][best] if k in state.history else None
+                              for k in ("val_accuracy", "val_loss"))
+    return TrainResult(run_dir, device, len(values), best + 1, val_accuracy, val_loss, seconds, state.history,
+                       keep_best=config.train.keep_best, monitor=monitor)
 
 
 def _write_onnx(run_dir: Path, model, say: Report) -> None:

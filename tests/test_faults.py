@@ -482,7 +482,7 @@ def test_resumed_run_ends_as_the_uninterrupted_one(tiny_data, tmp_path, interrup
 @pytest.mark.parametrize("damage, line", [
     ("truncate checkpoint", "--resume {run}: {run}/checkpoint/epoch-0001.weights.h5 is damaged or truncated; "
                             "start again with catdog train"),
-    ("remove best", "--resume {run}: {run}/checkpoint/best-0001.npz is missing; start again with catdog train"),
+    ("remove best", "--resume {run}: {run}/checkpoint/best-0001.weights.h5 is missing; start again with catdog train"),
     ("remove config", "{run} has no config.yaml; restore it from a copy of the run or retrain"),
     ("damage state", None),
 ])
@@ -492,7 +492,7 @@ def test_resume_with_damaged_files_is_one_line_before_training(interrupted, dama
         path = ckpt / "epoch-0001.weights.h5"
         path.write_bytes(path.read_bytes()[:2000])
     elif damage == "remove best":
-        (ckpt / "best-0001.npz").unlink()
+        (ckpt / "best-0001.weights.h5").unlink()
     elif damage == "remove config":
         (interrupted / "config.yaml").unlink()
     else:

@@ -123,9 +123,12 @@ def green_and_blue_columns(path: Path) -> tuple[set[int], int]:
 def test_learning_curves_mark_the_kept_epoch_with_and_without_keep_best(tmp_path, monitor, kept):
     from catdog.callbacks import learning_curves_callback
 
-    curves = learning_curves_callback(tmp_path, monitor)
-    for loss, val_loss in ((0.9, 0.8), (0.7, 0.6), (0.6, 0.7)):
-        curves.on_epoch_end(0, {"loss": loss, "val_loss": val_loss})
+    history: dict[str, list[float]] = {"loss": [], "val_loss": []}
+    curves = learning_curves_callback(tmp_path, lambda: history, monitor)
+    for epoch, (loss, val_loss) in enumerate(((0.9, 0.8), (0.7, 0.6), (0.6, 0.7))):
+        history["loss"].append(loss)
+        history["val_loss"].append(val_loss)
+        curves.on_epoch_end(epoch, {"loss": loss, "val_loss": val_loss})
     green, last_epoch_x = green_and_blue_columns(tmp_path / "learning_curves.png")
     assert green, "no kept-epoch line"
     # Epochs 1..3 are evenly spaced: the line sits at the last epoch's x, or one step left of it.

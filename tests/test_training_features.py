@@ -16,11 +16,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from catdog.checkpoints import CHECKPOINT_DIR, STATE_FILE, State, checkpointer, read_state, restore_best
+from catdog.callbacks import early_stopping
+from catdog.checkpoints import (
+    CHECKPOINT_DIR,
+    STATE_FILE,
+    State,
+    best_keeper,
+    checkpointer,
+    read_state,
+    restore_best,
+)
 from catdog.cli import main
 from catdog.config import load_config
 from catdog.errors import ConfigError, RunError
-from catdog.optimizers import NO_DECAY, learning_rate, make_optimizer, plateau_callback
+from catdog.optimizers import FINE_TUNE_FACTOR, NO_DECAY, learning_rate, make_optimizer, plateau_callback
 from catdog.training import compile_model, phases, resume, train
 
 FAST = ["data.image_size=16", "train.batch_size=8"]
@@ -121,45 +130,66 @@ def test_label_smoothing_reaches_the_loss(head, cls):
 
 # --- early stopping and best epoch (driven directly, no training) -----------------------------
 
-def drive(tmp_path, monitor: str, values: list[float], keep_best: bool = True, patience: int = 0):
-    """Feed `values` of `monitor` to a checkpointer epoch by epoch; each epoch's weights are its number."""
+def drive(tmp_path, monitor: str, values: list[float], keep_best: bool = True, patience: int = 0,
+          state: State | None = None):
+    """Feed `values` of `monitor` epoch by epoch to the callbacks that keep the best weights, stop
+    early and checkpoint, in the order training uses; each epoch's weights are its number."""
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile("adam", "mse")
-    history: dict[str, list[float]] = {}
-    state = State()
-    cb = checkpointer(tmp_path, monitor, keep_best, patience, lambda: history, state, lambda: 1.0)
-    cb.set_model(model)
-    for epoch, value in enumerate(values):
+    state = state or State()
+    keeper = checkpointer(tmp_path, monitor, state, lambda: 1.0)
+    callbacks = [*([best_keeper(tmp_path, monitor, state)] if keep_best else []),
+                 *([early_stopping(monitor, patience, lambda: state.history)] if patience else []), keeper]
+    for cb in callbacks:
+        cb.set_model(model)
+        cb.on_train_begin()
+    for epoch, value in enumerate(values, start=state.epochs_done):
         model.set_weights([np.full(w.shape, epoch + 1.0, "float32") for w in model.get_weights()])
-        history.setdefault(monitor, []).append(value)
-        cb.on_epoch_end(epoch)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, {monitor: value})
         if model.stop_training:
             break
-    return model, state, cb
+    return model, state
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
-    model, state, cb = drive(tmp_path, "val_loss", [0.5, 0.4, 0.45, 0.41, 0.3], patience=2)
-    assert cb.stopped and state.epochs_done == 4 and state.best_epoch == 2
+    model, state = drive(tmp_path, "val_loss", [0.5, 0.4, 0.45, 0.41, 0.3], patience=2)
+    assert state.stopped and state.epochs_done == 4 and state.best_epoch == 2
+
+
+def test_early_stopping_counts_the_epochs_before_a_resume(tmp_path):
+    """Keras's EarlyStopping starts counting afresh in every fit call; catdog's continues the run's count."""
+    _, state = drive(tmp_path, "val_loss", [0.5, 0.4, 0.45], patience=2)
+    assert not state.stopped and state.epochs_done == 3
+    _, state = drive(tmp_path, "val_loss", [0.41, 0.3], patience=2, state=state)
+    assert state.stopped and state.epochs_done == 4 and state.best_epoch == 2
 
 
 def test_keep_best_restores_the_best_epochs_weights(tmp_path):
-    model, state, _ = drive(tmp_path, "val_accuracy", [0.6, 0.8, 0.7])
-    assert state.best_epoch == 2 and state.best_weights == "best-0002.npz"
+    model, state = drive(tmp_path, "val_accuracy", [0.6, 0.8, 0.7])
+    assert state.best_epoch == 2 and state.best_weights == "best-0002.weights.h5"
     restore_best(model, tmp_path, state)
     assert np.all(model.get_weights()[0] == 2.0)
 
 
 def test_checkpoint_folder_keeps_only_the_last_epoch_and_the_best(tmp_path):
-    _, state, _ = drive(tmp_path, "val_loss", [0.5, 0.4, 0.45])
+    _, state = drive(tmp_path, "val_loss", [0.5, 0.4, 0.45])
     files = sorted(p.name for p in (tmp_path / CHECKPOINT_DIR).iterdir())
-    assert files == ["best-0002.npz", "epoch-0003.weights.h5", STATE_FILE]
+    assert files == ["best-0002.weights.h5", "epoch-0003.weights.h5", STATE_FILE]
     saved = json.loads((tmp_path / CHECKPOINT_DIR / STATE_FILE).read_text())
     assert saved["epochs_done"] == 3 and saved["history"] == {"val_loss": [0.5, 0.4, 0.45]}
 
 
+def test_a_resumed_run_keeps_its_best_until_a_better_epoch(tmp_path):
+    _, state = drive(tmp_path, "val_loss", [0.5, 0.4, 0.45])
+    _, state = drive(tmp_path, "val_loss", [0.42, 0.3], state=state)
+    assert state.best_weights == "best-0005.weights.h5"
+    _, state = drive(tmp_path, "val_loss", [0.35], state=state)
+    assert state.best_weights == "best-0005.weights.h5" and state.best_epoch == 5
+
+
 def test_without_keep_best_no_best_weights_are_written(tmp_path):
-    _, state, _ = drive(tmp_path, "val_loss", [0.5, 0.4], keep_best=False)
+    _, state = drive(tmp_path, "val_loss", [0.5, 0.4], keep_best=False)
     assert state.best_weights is None and state.best_epoch == 2
 
 
@@ -286,26 +316,35 @@ def test_phases():
         phases(cfg("model.freeze_epochs=1"))
 
 
-def test_frozen_then_fine_tuned(tiny_data, tmp_path, monkeypatch):
-    import catdog.training
+def test_frozen_then_fine_tuned(tiny_data, tmp_path):
+    class Phases(keras.callbacks.Callback):
+        """Per fit call: whether the backbone trains, whether at the fine-tuning rate, and its epochs."""
 
-    seen = []
-    real = catdog.training.compile_model
+        def __init__(self):
+            super().__init__()
+            self.seen: list[list] = []
 
-    def spy(model, config, steps, epochs=None, fine_tune=False):
-        backbone = model.get_layer("backbone")
-        seen.append((backbone.trainable, fine_tune, epochs))
-        real(model, config, steps, epochs, fine_tune)
-        # Eager steps: tracing a MobileNetV2 training graph twice would cost most of this test.
-        model.run_eagerly = True
-        # Frozen: only the head trains; fine-tuning: the backbone's kernels too.
-        assert (len(model.trainable_weights) > 2) == backbone.trainable
+        def set_model(self, model):
+            super().set_model(model)
+            # Eager steps: tracing a MobileNetV2 training graph twice would cost most of this test.
+            model.run_eagerly = True
 
-    monkeypatch.setattr(catdog.training, "compile_model", spy)
+        def on_train_begin(self, logs=None):
+            backbone = self.model.get_layer("backbone")
+            rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.seen.append([backbone.trainable, rate == pytest.approx(0.001 * FINE_TUNE_FACTOR), 0])
+            # Frozen: only the head trains; fine-tuning: the backbone's kernels too.
+            assert (len(self.model.trainable_weights) > 2) == backbone.trainable
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.seen[-1][2] += 1
+
     config = load_config(None, ["data.image_size=32", "train.batch_size=16", "train.epochs=2", "model.name=transfer",
-                                "model.backbone=MobileNetV2", "model.freeze_epochs=1", "model.weights=none"])
-    result = train(config, tiny_data, tmp_path / "run")
-    assert seen == [(False, False, 1), (True, True, 1)]
+                                "model.backbone=MobileNetV2", "model.freeze_epochs=1", "model.weights=none",
+                                "train.learning_rate=0.001"])
+    phases = Phases()
+    result = train(config, tiny_data, tmp_path / "run", callbacks=[phases])
+    assert [tuple(s) for s in phases.seen] == [(False, False, 1), (True, True, 1)]
     assert result.epochs == 2
 
 
@@ -379,3 +418,41 @@ def test_choosing_by_validation_needs_validation_photos(tiny_data, tmp_path, mon
     assert (f"{key} needs validation photos, but data.validation_split is 0 and no data.validation_dir is set; "
             f"hold some out or set ") in result.output
     assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+
+
+def test_keras_backup_and_restore_still_overrides_a_later_fit(tmp_path):
+    """Why catdog.checkpoints keeps its own per-epoch checkpoint: after BackupAndRestore restores a run,
+    the restored epoch stays on the model and a later fit call (the fine-tuning phase) starts there
+    instead of at its own initial_epoch. When this fails, Keras fixed it: reconsider BackupAndRestore."""
+    x, y = np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32")
+
+    class Seen(keras.callbacks.Callback):
+        def __init__(self, stop_after: int | None = None):
+            super().__init__()
+            self.epochs: list[int] = []
+            self.stop_after = stop_after
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == self.stop_after:
+                raise KeyboardInterrupt
+
+    def fit(model, callbacks, **kwargs):
+        model.fit(x, y, verbose=0, callbacks=callbacks, **kwargs)
+
+    def model():
+        m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        m.compile("sgd", "mse")
+        return m
+
+    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path), delete_checkpoint=False)  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        fit(model(), [backup(), Seen(stop_after=1)], epochs=4)
+    resumed, first, second = model(), Seen(), Seen()
+    fit(resumed, [backup(), first], epochs=4)
+    resumed.compile("sgd", "mse")
+    fit(resumed, [second], initial_epoch=4, epochs=6)
+    assert first.epochs == [2, 3]
+    assert second.epochs == [2, 3, 4, 5]  # not [4, 5]
