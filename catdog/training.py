@@ -11,7 +11,6 @@ import dataclasses
 import json
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,16 +37,10 @@ from catdog.config import Config, save_config
 from catdog.data import Split, data_dir, prepare_folder, split
 from catdog.dataset import batches
 from catdog.devices import backend as keras_backend
-from catdog.devices import emulated_bfloat16, gpus, resolve_jit_compile, training_device
-from catdog.errors import ConfigError, RunError, TrainingError, naming, shown
-from catdog.optimizers import (
-    FINE_TUNE_FACTOR,
-    check_schedule,
-    learning_rate,
-    make_optimizer,
-    plateau_callback,
-    warmup_epochs,
-)
+from catdog.devices import emulated_bfloat16, training_device
+from catdog.errors import RunError, TrainingError, naming, shown
+from catdog.optimizers import accumulation, micro_batch, plateau_callback, unjittable, warmup_epochs
+from catdog.plan import check_config, class_weights, set_phase, uneven_warning
 from catdog.runs import (
     CLASSES_FILE,
     CONFIG_FILE,
@@ -96,83 +89,6 @@ class TrainResult:
                 f"{self.best_epoch})" + tail)
 
 
-def validated(config: Config) -> bool:
-    """Whether training holds photos out to validate on (a split or a separate folder)."""
-    return config.data.validation_split > 0 or bool(config.data.validation_dir)
-
-
-def check_validation(config: Config) -> None:
-    """Refuse settings that choose or stop by validation when no photos are held out for it.
-
-    Raises:
-        ConfigError: keep_best, early_stopping or the plateau schedule without validation photos.
-    """
-    if validated(config):
-        return
-    t = config.train
-    for key, on, off in (("train.keep_best", t.keep_best, "train.keep_best=false"),
-                         ("train.early_stopping", t.early_stopping, "train.early_stopping=0"),
-                         ("train.schedule plateau", t.schedule == "plateau", "train.schedule=cosine")):
-        if on:
-            raise ConfigError(f"{key} needs validation photos, but data.validation_split is 0 and no "
-                              f"data.validation_dir is set; hold some out or set {off}")
-
-
-def check_config(config: Config) -> list[tuple[int, int, bool]]:
-    """The checks that need more than one key, made before any data is read; returns the phases.
-
-    Raises:
-        ConfigError: the phases, the schedule or the validation settings do not fit together.
-    """
-    plan = phases(config)
-    for start, end, _frozen in plan:
-        check_schedule(config.train, end - start, warmup=start == 0)
-    check_validation(config)
-    return plan
-
-
-# Classes whose training photos differ by more than this factor get a warning: a model can score
-# well on accuracy by favouring the larger class.
-UNEVEN_RATIO = 1.5
-
-
-def class_weights(config: Config, classes: list[str], counts: list[int],
-                  root: str | Path = "") -> dict[int, float] | None:
-    """train.class_weight as Keras's class_weight ({class index: weight}), or None when off.
-
-    "balanced" weighs class c by n / (classes x n_c) over the training photos, so every class
-    contributes the same total weight to the loss.
-
-    Raises:
-        ConfigError: the mapping names a class that is not among the classes found.
-    """
-    wanted = config.train.class_weight
-    if wanted is None:
-        return None
-    if wanted == "balanced":
-        total = sum(counts)
-        return {i: total / (len(classes) * n) for i, n in enumerate(counts) if n}
-    unknown = [name for name in wanted if name not in classes]
-    if unknown:
-        where = f" in {root}" if root else ""
-        raise ConfigError(f"train.class_weight names {', '.join(map(repr, unknown))}, not a class of the photos; "
-                          f"the classes found{where} are {', '.join(classes)}")
-    return {i: float(wanted.get(name, 1.0)) for i, name in enumerate(classes)}
-
-
-def uneven_warning(classes: list[str], counts: list[int], weighted: bool) -> str | None:
-    """One line when the largest class has more than UNEVEN_RATIO times the photos of the smallest."""
-    small, large = min(counts), max(counts)
-    if small * UNEVEN_RATIO >= large:
-        return None
-    ratio = f"{large / small:.1f}x" if small else "one class has none"
-    counted = ", ".join(f"{c} {n}" for c, n in zip(classes, counts, strict=True))
-    advice = ("train.class_weight evens out their weight in the loss" if weighted else
-              "set train.class_weight=balanced to weigh them evenly")
-    return (f"warning: the training photos are uneven ({counted}; {ratio}): {advice}, and judge the run by "
-            f"balanced accuracy and macro-F1 (catdog evaluate)")
-
-
 def load_data(config: Config, data: str | Path | None, progress: Progress | None = None) -> Split:
     """Prepare the training (and validation) folders and split them by the config."""
     train = prepare_folder(config, data_dir(config, data), progress=progress)
@@ -180,94 +96,6 @@ def load_data(config: Config, data: str | Path | None, progress: Progress | None
     if config.data.validation_dir:
         val = prepare_folder(config, config.data.validation_dir, classes=train.classes, progress=progress)
     return split(config, train, val)
-
-
-def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | None = None,
-                  fine_tune: bool = False, accumulate: int | None = None) -> None:
-    """Attach the optimizer, learning-rate schedule, loss and metrics the config asks for.
-
-    Args:
-        epochs: how many epochs the schedule spans (default train.epochs).
-        fine_tune: the phase that trains an unfrozen backbone: a tenth of the rate, no warm-up.
-        accumulate: micro-batches averaged into one update (default `accumulation(config, steps_per_epoch)`).
-    """
-    import keras
-
-    t = config.train
-    base = t.learning_rate * (FINE_TUNE_FACTOR if fine_tune else 1.0)
-    rate = learning_rate(t, steps_per_epoch, epochs or t.epochs, base, warmup=not fine_tune)
-    if config.model.head == "sigmoid":
-        loss = keras.losses.BinaryCrossentropy(label_smoothing=t.label_smoothing)
-    else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
-    with warnings.catch_warnings():
-        # Keras's "Model doesn't support jit_compile=True" names no layer; train() says which.
-        warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
-        if accumulate is None:
-            accumulate = accumulation(config, steps_per_epoch)
-        model.compile(optimizer=make_optimizer(t, rate, accumulate), loss=loss,
-                      metrics=["accuracy"], jit_compile=resolve_jit_compile(t.jit_compile))
-
-
-# See train.micro_batch: 32 kept the article model's epoch fastest on a 2-core CPU.
-CPU_MICRO_BATCH = 32
-
-
-def micro_batch(config: Config) -> int:
-    """How many images one forward/backward pass computes: train.micro_batch, fitted to divide
-    train.batch_size so that every update averages whole micro-batches."""
-    t = config.train
-    size = t.micro_batch
-    if size is None:
-        size = t.batch_size if t.distribute != "none" or gpus() else CPU_MICRO_BATCH
-    size = min(size, t.batch_size)
-    while t.batch_size % size:
-        size -= 1
-    return size
-
-
-def accumulation(config: Config, steps_per_epoch: int) -> int:
-    """Micro-batches averaged into one update: train.batch_size / micro-batch, but never more than
-    an epoch has. Keras applies the update only when that many gradients have been summed, so an
-    epoch of fewer micro-batches would otherwise end without changing a single weight."""
-    return max(1, min(config.train.batch_size // micro_batch(config), steps_per_epoch))
-
-
-def phases(config: Config) -> list[tuple[int, int, bool]]:
-    """(first epoch, end epoch, backbone frozen) for each phase of training.
-
-    A transfer model with model.freeze_epochs trains its new head on a frozen backbone first,
-    then fine-tunes everything; every other model trains in one phase.
-
-    Raises:
-        ConfigError: freeze_epochs set for a model without a backbone.
-    """
-    m, epochs = config.model, config.train.epochs
-    if m.freeze_epochs and m.name != "transfer":
-        raise ConfigError(f"model.freeze_epochs needs model.name transfer (a backbone to freeze); "
-                          f"got {m.freeze_epochs} with model.name {m.name!r}")
-    if 0 < m.freeze_epochs < epochs:
-        return [(0, m.freeze_epochs, True), (m.freeze_epochs, epochs, False)]
-    return [(0, epochs, m.freeze_epochs > 0)]
-
-
-def _unjittable(model) -> str | None:
-    """The name of the first layer (nested models included) that XLA cannot compile, if any."""
-    for layer in model.layers:
-        if not getattr(layer, "supports_jit", True):
-            return layer.name
-        inner = _unjittable(layer) if hasattr(layer, "layers") else None
-        if inner:
-            return inner
-    return None
-
-
-def _set_phase(model, config: Config, steps_per_epoch: int, phase: tuple[int, int, bool]) -> None:
-    start, end, frozen = phase
-    if config.model.name == "transfer":
-        # Trainability changes take effect at compile time, which follows.
-        model.get_layer("backbone").trainable = not frozen
-    compile_model(model, config, steps_per_epoch, end - start, fine_tune=start > 0)
 
 
 def train(config: Config, data: str | Path | None = None, out: str | Path | None = None,
@@ -385,8 +213,8 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
     """Train `model` phase by phase from where `state` stands; returns the monitored key and the
     seconds of training (before an interruption included)."""
     t, sigmoid = config.train, config.model.head == "sigmoid"
-    if t.jit_compile == "on" and (unjittable := _unjittable(model)):
-        say(f"train.jit_compile=on, but XLA on the {keras_backend()} backend cannot compile layer {unjittable!r}; "
+    if t.jit_compile == "on" and (layer := unjittable(model)):
+        say(f"train.jit_compile=on, but XLA on the {keras_backend()} backend cannot compile layer {layer!r}; "
             f"training without XLA")
     size = micro_batch(config)
     if size < t.batch_size:
@@ -423,7 +251,7 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
     compiled, epochs_before = None, state.epochs_done
     if state.checkpoint is not None:
         say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
-        _set_phase(model, config, steps, plan[state.phase])
+        set_phase(model, config, steps, plan[state.phase])
         restore_checkpoint(model, run_dir, state)
         compiled = state.phase
     # A run that ends with every trainable weight as it started learned nothing: refuse it.
@@ -435,7 +263,7 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
         if state.epochs_done >= phase[1] or state.stopped:
             continue
         if compiled != i:
-            _set_phase(model, config, steps, phase)
+            set_phase(model, config, steps, phase)
             compiled = keeper.phase = i
         # shuffle=False: the batches shuffle themselves from (seed, epoch); Keras's own shuffle
         # of the batch order draws from Python's global random state, which a resumed run

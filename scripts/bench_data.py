@@ -135,8 +135,7 @@ def _run_catdog(root: Path, size: int, epochs: int, batch: int, cache: str) -> d
     from catdog.data import split
     from catdog.dataset import batches, discover
     from catdog.devices import resolve_precision
-    from catdog.optimizers import make_optimizer
-    from catdog.training import micro_batch
+    from catdog.optimizers import make_optimizer, micro_batch
 
     start = time.perf_counter()
     prepared = prepare(discover(root), (size, size), cache_root=cache)

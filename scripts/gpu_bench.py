@@ -53,7 +53,7 @@ def main() -> None:
     from catdog.demo import make_dataset
     from catdog.devices import gpus, jit_enabled, training_device
     from catdog.models import build_model
-    from catdog.training import compile_model
+    from catdog.optimizers import compile_model
 
     config = load_config(None, [f"model.name={args.model}", f"data.image_size={args.size}",
                                 f"train.batch_size={args.batch}", f"train.precision={args.precision}",

@@ -12,7 +12,7 @@ from PIL import Image
 from catdog.cli import main
 from catdog.config import load_config
 from catdog.errors import ConfigError
-from catdog.training import class_weights, uneven_warning
+from catdog.plan import class_weights, uneven_warning
 
 
 def invoke(*args):

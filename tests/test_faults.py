@@ -178,8 +178,9 @@ def test_an_epoch_shorter_than_the_accumulation_still_updates(tiny_data, tmp_pat
     import keras
 
     from catdog.models import build_model
+    from catdog.optimizers import accumulation
     from catdog.runs import load_run
-    from catdog.training import accumulation, train
+    from catdog.training import train
 
     config = load_config(None, ["train.epochs=1", "data.image_size=16", "train.batch_size=128",
                                 "train.micro_batch=8"])

@@ -4,7 +4,7 @@ import numpy as np
 
 from catdog.config import load_config
 from catdog.devices import gpus
-from catdog.training import CPU_MICRO_BATCH, micro_batch
+from catdog.optimizers import CPU_MICRO_BATCH, micro_batch
 
 
 def test_micro_batch_divides_the_batch():

@@ -269,7 +269,7 @@ def test_backbone_table_names_real_applications():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_passes_the_checks_and_trains_a_step(path):
     from catdog.models import check_model
-    from catdog.training import check_config
+    from catdog.plan import check_config
 
     config = load_config(path)
     assert check_config(config)

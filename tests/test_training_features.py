@@ -29,8 +29,9 @@ from catdog.checkpoints import (
 from catdog.cli import main
 from catdog.config import load_config
 from catdog.errors import ConfigError, RunError
-from catdog.optimizers import FINE_TUNE_FACTOR, NO_DECAY, learning_rate, make_optimizer, plateau_callback
-from catdog.training import compile_model, phases, resume, train
+from catdog.optimizers import FINE_TUNE_FACTOR, NO_DECAY, compile_model, learning_rate, make_optimizer, plateau_callback
+from catdog.plan import phases
+from catdog.training import resume, train
 
 FAST = ["data.image_size=16", "train.batch_size=8"]
 
