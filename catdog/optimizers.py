@@ -8,6 +8,7 @@ Keras is imported inside functions, so that importing this module never starts T
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from catdog.config import Config, TrainConfig
@@ -18,6 +19,8 @@ from catdog.errors import ConfigError
 # thousand photos validation numbers are noisy, so one bad epoch alone should not cut the rate.
 PLATEAU_FACTOR = 0.5
 PLATEAU_PATIENCE = 2
+# A change smaller than this is no improvement (Keras's default).
+PLATEAU_MIN_DELTA = 1e-4
 # Fine-tuning an ImageNet backbone runs at a tenth of the head's rate: large steps would overwrite
 # the pre-trained features the new head was just fitted to.
 FINE_TUNE_FACTOR = 0.1
@@ -96,15 +99,35 @@ def make_optimizer(t: TrainConfig, rate: Any, accumulate: int = 1) -> Any:
     return opt
 
 
-def plateau_callback(t: TrainConfig) -> Any | None:
-    """ReduceLROnPlateau for the plateau schedule, None for the others."""
+def plateau_callback(t: TrainConfig, history: Callable[[], dict[str, list[float]]] | None = None) -> Any | None:
+    """ReduceLROnPlateau for the plateau schedule, None for the others.
+
+    Keras's own forgets its count at every fit call. With `history` (the epochs recorded so far)
+    it picks up the best value and the epochs since the best or the last cut, so a run that
+    resumes, or fine-tunes after a frozen backbone, cuts the rate when an uninterrupted one would.
+    """
     if t.schedule != "plateau":
         return None
     import keras
 
     mode = "min" if t.monitor == "val_loss" else "max"
-    return keras.callbacks.ReduceLROnPlateau(t.monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
-                                             mode=mode, verbose=0)
+
+    class Plateau(keras.callbacks.ReduceLROnPlateau):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            best, wait = None, 0
+            for value in (history() if history else {}).get(t.monitor, []):
+                if best is None or (value < best - PLATEAU_MIN_DELTA if mode == "min"
+                                    else value > best + PLATEAU_MIN_DELTA):
+                    best, wait = value, 0
+                else:
+                    wait += 1
+                    if wait >= PLATEAU_PATIENCE:
+                        wait = 0  # the rate was cut (the cut itself is in the optimizer's checkpoint)
+            self.best, self.wait = best, wait
+
+    return Plateau(t.monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE, mode=mode,
+                   min_delta=PLATEAU_MIN_DELTA, verbose=0)
 
 
 def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | None = None,

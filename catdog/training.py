@@ -238,16 +238,17 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
     clock = lambda: before + time.perf_counter() - start  # noqa: E731
     keeper = checkpointer(run_dir, monitor, state, clock, history_file=run_dir / HISTORY_FILE)
     history = lambda: state.history  # noqa: E731  the one history: the checkpointer records it
-    # In this order: nothing not finite is saved; the best weights and the early stop are decided
-    # before the checkpointer records them; the rest see the epoch recorded.
+    # In this order: nothing not finite is saved; the best weights, the early stop and a cut of the
+    # rate are decided before the checkpointer records the epoch; the rest see it recorded.
     callbacks = [reseeder(model, config.seed), finite_guard(),
                  *([best_keeper(run_dir, monitor, state)] if t.keep_best else []),
                  *([early_stopping(monitor, t.early_stopping, history)] if t.early_stopping else []),
+                 # A cut of the rate goes into this epoch's checkpoint, as it does into the next epoch.
+                 *([plateau] if (plateau := plateau_callback(t, history)) is not None else []),
                  keeper,
                  # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
                  learning_curves_callback(run_dir, history, monitor if t.keep_best else None),
-                 epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress),
-                 *([plateau] if (plateau := plateau_callback(t)) is not None else []), *extra]
+                 epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress), *extra]
     compiled, epochs_before = None, state.epochs_done
     if state.checkpoint is not None:
         say(f"resuming after epoch {state.epochs_done}/{t.epochs}")

@@ -480,6 +480,22 @@ def test_resumed_run_ends_as_the_uninterrupted_one(tiny_data, tmp_path, interrup
     assert all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b, strict=True))
 
 
+def test_a_resumed_plateau_schedule_cuts_the_rate_when_the_uninterrupted_run_does(tiny_data, tmp_path):
+    """Keras's ReduceLROnPlateau counts afresh in every fit call; catdog's picks up the run's count."""
+    from catdog.training import resume, train
+
+    config = load_config(None, [*RESUMED, "train.epochs=5", "train.schedule=plateau", "train.monitor=val_accuracy",
+                                "train.learning_rate=0.01"])
+    whole = train(config, tiny_data, tmp_path / "whole")
+    rates = whole.history["learning_rate"]
+    assert rates[-1] < rates[0], f"the rate was never cut, so this test shows nothing: {whole.history}"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tiny_data, tmp_path / "run", callbacks=[Interrupt(2)])
+    resumed = resume(tmp_path / "run")
+    for key, values in whole.history.items():
+        assert resumed.history[key] == pytest.approx(values, rel=1e-5), key
+
+
 @pytest.mark.parametrize("damage, line", [
     ("truncate checkpoint", "--resume {run}: {run}/checkpoint/epoch-0001.weights.h5 is damaged or truncated; "
                             "start again with catdog train"),
