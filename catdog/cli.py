@@ -168,7 +168,7 @@ def prepare(config_path, overrides, data):
 
     Example: catdog prepare -c article --data photos/train
     """
-    from catdog.data import data_dir, prepare_folder
+    from catdog.splits import data_dir, prepare_folder
 
     config = load(config_path, overrides)
     with Bar("prepare") as bar:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog.batches import batches
 from catdog.cache import Prepared, Progress, folder_digest
-from catdog.data import prepare_folder
-from catdog.dataset import batches
 from catdog.errors import DataError, shown
 from catdog.pictures import evaluation_pictures
 from catdog.prediction import as_class_probabilities, with_mirror_averaged
 from catdog.runs import Run, load_run, write_json
+from catdog.splits import prepare_folder
 
 # Kaggle's "Dogs vs. Cats Redux" log loss clips probabilities so one confident mistake stays finite.
 LOG_LOSS_EPS = 1e-15
