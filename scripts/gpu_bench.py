@@ -2,7 +2,7 @@
 """Training throughput (images per second) of one catdog model on whatever device the backend picks.
 
 Runs catdog's own path: synthetic photos drawn by catdog.demo, prepared into catdog's cache,
-read back as catdog.batches batches, the model built and compiled by catdog under its
+read back in batches by catdog.batches, the model built and compiled by catdog under its
 precision policy and XLA setting (distribute.start, exactly as `catdog train` does). Only the
 steady state is timed: `--warmup` steps (XLA compilation, cache warm-up) are run first, then
 `--steps` steps are timed between two points where the device has finished its work.
