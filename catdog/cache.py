@@ -35,8 +35,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from catdog.dataset import Found, targets
+from catdog.batches import targets
 from catdog.errors import DataError, ImageError, naming, shown
+from catdog.folders import Found
 from catdog.images import load_image
 
 # Bumped whenever decoding changes (2: strict libjpeg-turbo decoding; 3: OpenCV resizing), so old

@@ -168,7 +168,7 @@ def prepare(config_path, overrides, data):
 
     Example: catdog prepare -c article --data photos/train
     """
-    from catdog.data import data_dir, prepare_folder
+    from catdog.splits import data_dir, prepare_folder
 
     config = load(config_path, overrides)
     with Bar("prepare") as bar:
@@ -286,7 +286,7 @@ def show(image, run, out):
 
     Example: catdog show photos/cat.jpg
     """
-    from catdog.pictures import show as draw
+    from catdog.show import show as draw
 
     result = draw(image, chosen_run(run), out)
     click.echo(f"{shown(result.image)}: {shown(result.label)} ({result.probability:.3f})")
@@ -319,7 +319,7 @@ def summary(config_path, overrides, run, classes, as_json, diagram):
         s = summarize_config(load(config_path, overrides), classes)
     click.echo(dumps(s.to_dict()) if as_json else s.table())
     if diagram is not None:
-        from catdog.pictures import summary_diagram
+        from catdog.summary import summary_diagram
 
         click.echo(f"diagram: {shown(summary_diagram(s, diagram))}", err=as_json)
 

@@ -10,9 +10,9 @@ from PIL import Image, ImageDraw
 
 from catdog.config import load_config
 from catdog.evaluation import evaluate
-from catdog.pictures import show
 from catdog.prediction import predict
 from catdog.runs import load_run
+from catdog.show import show
 from catdog.summary import summarize
 from catdog.training import train
 

@@ -1,5 +1,6 @@
 """Scoring a trained run: accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1,
-confusion matrix, log loss, and one CSV row per photo."""
+confusion matrix, log loss, one CSV row per photo, and the pictures of the confusion matrix and the
+most confident mistakes."""
 
 from __future__ import annotations
 
@@ -9,18 +10,23 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog import plots
+from catdog.batches import batches
 from catdog.cache import Prepared, Progress, folder_digest
-from catdog.data import prepare_folder
-from catdog.dataset import batches
-from catdog.errors import DataError, shown
-from catdog.pictures import evaluation_pictures
+from catdog.errors import DataError, ImageError, shown
+from catdog.images import load_image
 from catdog.prediction import as_class_probabilities, with_mirror_averaged
 from catdog.runs import Run, load_run, write_json
+from catdog.splits import prepare_folder
 
 # Kaggle's "Dogs vs. Cats Redux" log loss clips probabilities so one confident mistake stays finite.
 LOG_LOSS_EPS = 1e-15
 REPORT_FILE = "report.json"
 PHOTOS_FILE = "photos.csv"
+CONFUSION_FILE = "confusion_matrix.png"
+MISTAKES_FILE = "top_mistakes.png"
+# Three rows of four: enough to see a pattern in the failures, small enough to look at each.
+TOP_MISTAKES = 12
 
 
 @dataclass
@@ -123,6 +129,58 @@ def write_photos_csv(report: EvalReport, path: Path) -> Path:
             out.writerow([str(Path(file).absolute()), report.classes[label], report.classes[pred],
                           f"{probs[pred]:.6f}"])
     return path
+
+
+# Longer file names are shortened in the middle so a title stays within its tile.
+NAME_CHARS = 30
+
+
+def shown_name(name: str, limit: int = NAME_CHARS) -> str:
+    """A file name as a picture can show it: undecodable bytes as \\xNN, long names cut in the middle."""
+    name = shown(name, limit=10 * limit)
+    if len(name) > limit:
+        keep = limit - 1
+        name = name[:keep - keep // 2] + "…" + name[len(name) - keep // 2:]
+    return name
+
+
+def mistakes(report: EvalReport) -> list[tuple[Path, str]]:
+    """The wrongly classified photos, most confident first, each with its tile title:
+    the file name, then "true: cat / pred: dog (0.97)"."""
+    if not len(report.probabilities):
+        return []
+    predicted = report.probabilities.argmax(axis=1)
+    confidence = report.probabilities[np.arange(len(predicted)), predicted]
+    wrong = np.flatnonzero(predicted != report.labels)
+    return [(Path(report.files[i]),
+             f"{shown_name(Path(report.files[i]).name)}\ntrue: {shown(report.classes[report.labels[i]], 40)} / "
+             f"pred: {shown(report.classes[predicted[i]], 40)} ({confidence[i]:.2f})")
+            for i in wrong[np.argsort(-confidence[wrong], kind="stable")]]
+
+
+def evaluation_pictures(report: EvalReport, image_size: tuple[int, int], resize: str = "squash") -> list[Path]:
+    """Write confusion_matrix.png and top_mistakes.png next to the report; [] when it has no folder.
+
+    The mistakes are the most confidently wrong photos, shown at the model's input size and
+    titled with their file names (photos.csv beside the report has the full paths).
+    """
+    if report.out_dir is None:
+        return []
+    # Class folder names may hold bytes that are not UTF-8, which no font can draw: escape them.
+    names = [shown(c, 40) for c in report.classes]
+    files = [plots.confusion_matrix(np.asarray(report.confusion), names, report.out_dir / CONFUSION_FILE)]
+    images: list[np.ndarray] = []
+    titles: list[str] = []
+    for file, title in mistakes(report):
+        if len(images) == TOP_MISTAKES:
+            break
+        try:
+            images.append(load_image(file, image_size, resize))
+        except ImageError:
+            continue  # the photo changed or vanished since it was scored
+        titles.append(title)
+    files.append(plots.top_mistakes(images, titles, report.out_dir / MISTAKES_FILE))
+    return files
 
 
 def class_probabilities(model, images, rows: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Layer-by-layer shapes, parameter counts and the article's output-size formula, worked out.
+"""Layer-by-layer shapes, parameter counts and the article's output-size formula, worked out, and the
+model diagram `summary --diagram` draws.
 
 catdog.models (Keras) is imported inside functions: summarising a config builds a model, reading
 one does not.
@@ -8,6 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from catdog import plots
+from catdog.errors import PlotError
 
 
 @dataclass
@@ -158,3 +163,18 @@ def summarize_config(config, num_classes: int = 2) -> Summary:
 
     # The architecture is all a summary shows: no ImageNet download for a transfer backbone.
     return summarize(build_model(config, num_classes, pretrained=False))
+
+
+def summary_diagram(summary: Summary, path: str | Path) -> Path:
+    """Draw a model summary as boxes and arrows at `path`, which must not exist yet.
+
+    Raises:
+        PlotError: `path` exists (it is the user's file).
+    """
+    path = Path(path)
+    if path.exists():
+        raise PlotError(f"--diagram {path} already exists; pick another path")
+    rows = [{"name": r.name, "type": r.type, "output_shape": r.output_shape, "params": r.params, "inputs": r.inputs}
+            for r in summary.rows]
+    title = f"{summary.name}: {len(rows)} layers, {summary.total:,} parameters"
+    return plots.model_diagram(rows, path, title=title)

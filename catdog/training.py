@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog import distribute
+from catdog.batches import batches
 from catdog.cache import Progress, write_skip_list
 from catdog.callbacks import early_stopping, epoch_reporter, finite_guard, learning_curves_callback, reseeder
 from catdog.checkpoints import (
@@ -34,8 +35,6 @@ from catdog.checkpoints import (
     restore_checkpoint,
 )
 from catdog.config import Config, save_config
-from catdog.data import Split, data_dir, prepare_folder, split
-from catdog.dataset import batches
 from catdog.devices import backend as keras_backend
 from catdog.devices import emulated_bfloat16, training_device
 from catdog.errors import RunError, TrainingError, naming, shown
@@ -53,6 +52,7 @@ from catdog.runs import (
     read_run_config,
     write_json,
 )
+from catdog.splits import Split, data_dir, prepare_folder, split
 
 Report = Callable[[str], None]
 

@@ -130,12 +130,13 @@ def run_catdog(root: Path, size: int, epochs: int, batch: int) -> dict:
 
 
 def _run_catdog(root: Path, size: int, epochs: int, batch: int, cache: str) -> dict:
+    from catdog.batches import batches
     from catdog.cache import prepare
     from catdog.config import load_config
-    from catdog.data import split
-    from catdog.dataset import batches, discover
     from catdog.devices import resolve_precision
+    from catdog.folders import discover
     from catdog.optimizers import make_optimizer, micro_batch
+    from catdog.splits import split
 
     start = time.perf_counter()
     prepared = prepare(discover(root), (size, size), cache_root=cache)

@@ -2,7 +2,7 @@
 """Training throughput (images per second) of one catdog model on whatever device the backend picks.
 
 Runs catdog's own path: synthetic photos drawn by catdog.demo, prepared into catdog's cache,
-read back as catdog.dataset batches, the model built and compiled by catdog under its
+read back in batches by catdog.batches, the model built and compiled by catdog under its
 precision policy and XLA setting (distribute.start, exactly as `catdog train` does). Only the
 steady state is timed: `--warmup` steps (XLA compilation, cache warm-up) are run first, then
 `--steps` steps are timed between two points where the device has finished its work.
@@ -47,13 +47,13 @@ def main() -> None:
     import numpy as np
 
     from catdog import distribute
+    from catdog.batches import batches
     from catdog.config import load_config
-    from catdog.data import prepare_folder
-    from catdog.dataset import batches
     from catdog.demo import make_dataset
     from catdog.devices import gpus, jit_enabled, training_device
     from catdog.models import build_model
     from catdog.optimizers import compile_model
+    from catdog.splits import prepare_folder
 
     config = load_config(None, [f"model.name={args.model}", f"data.image_size={args.size}",
                                 f"train.batch_size={args.batch}", f"train.precision={args.precision}",

@@ -53,3 +53,18 @@ def train_tiny_run(root: Path, *overrides: str) -> tuple[Path, Path]:
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return run, root / "photos"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """The pixel size of a PNG file (and that it is one)."""
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """One tiny two-epoch run with a test split, shared by the tests of the pictures a run draws:
+    (run folder, photo folder)."""
+    root = tmp_path_factory.mktemp("pictures")
+    return train_tiny_run(root, "train.epochs=2", "data.image_size=24", "train.batch_size=8", "data.test_split=0.25")

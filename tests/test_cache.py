@@ -7,7 +7,7 @@ import numpy as np
 from conftest import write_images
 
 from catdog.cache import prepare
-from catdog.dataset import discover
+from catdog.folders import discover
 from catdog.images import load_image
 
 
@@ -76,7 +76,7 @@ def test_kill_9_mid_prepare_then_rerun_completes(tmp_path):
 
     write_images(tmp_path / "d" / "a", 150, size=64, seed=1)
     write_images(tmp_path / "d" / "b", 150, size=64, seed=2)
-    code = ("import sys; from catdog.cache import prepare; from catdog.dataset import discover; "
+    code = ("import sys; from catdog.cache import prepare; from catdog.folders import discover; "
             "prepare(discover(sys.argv[1]), (32, 32), cache_root=sys.argv[2], workers=1, "
             "progress=lambda d, t: d == 50 and print('half', flush=True))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "d"), str(tmp_path / "c")],
@@ -101,7 +101,7 @@ def test_unguarded_script_stops_with_one_error_instead_of_waiting(tmp_path):
     write_images(tmp_path / "d" / "a", 40, seed=1)
     write_images(tmp_path / "d" / "b", 40, seed=2)
     script = tmp_path / "unguarded.py"
-    script.write_text("from catdog.cache import prepare\nfrom catdog.dataset import discover\n"
+    script.write_text("from catdog.cache import prepare\nfrom catdog.folders import discover\n"
                       f"prepare(discover({str(tmp_path / 'd')!r}), (8, 8), "
                       f"cache_root={str(tmp_path / 'c')!r}, workers=2)\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)

@@ -79,7 +79,7 @@ def test_class_weight_in_accumulated_micro_batches_makes_the_whole_batch_update(
     into batches of 8 step exactly as batches of 8, and the weights change the step."""
     import keras
 
-    from catdog.dataset import batches
+    from catdog.batches import batches
     from catdog.models import build_model
     from catdog.optimizers import make_optimizer
 

@@ -165,7 +165,7 @@ def test_predictions_identical_after_reload(tiny_data, run_dir):
     import keras
 
     from catdog.cache import prepare
-    from catdog.dataset import discover
+    from catdog.folders import discover
     from catdog.prediction import predict
 
     first = [p.probabilities for p in predict([tiny_data / "dogs"], run_dir)]
@@ -181,7 +181,7 @@ def test_tta_averages_each_photo_with_its_mirror(tiny_data, run_dir):
     import keras
 
     from catdog.cache import prepare
-    from catdog.dataset import discover
+    from catdog.folders import discover
     from catdog.prediction import predict, with_mirror_averaged
 
     model = keras.saving.load_model(run_dir / "model.keras")

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import train_tiny_run
+from conftest import png_size, train_tiny_run
 
 from catdog.cli import main
-from catdog.evaluation import EvalReport, scores
-from catdog.pictures import mistakes, shown_name
+from catdog.evaluation import EvalReport, mistakes, scores, shown_name
 
 
 def invoke(*args):
@@ -120,3 +119,14 @@ def test_evaluate_table_and_json_give_balanced_accuracy_and_macro_f1(run_and_pho
     assert f"macro F1           {data['macro_f1']:.4f}\n" in table
     recalls = [data["per_class"][c]["recall"] for c in ("cats", "dogs")]
     assert data["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+
+
+def test_evaluate_draws_confusion_matrix_and_top_mistakes(trained):
+    run, _ = trained
+    result = invoke("evaluate", "--run", run)
+    assert result.exit_code == 0, result.output
+    folder = run / "evaluation" / "held-out"
+    assert f"picture: {folder / 'confusion_matrix.png'}" in result.output
+    assert f"picture: {folder / 'top_mistakes.png'}" in result.output
+    assert png_size(folder / "confusion_matrix.png") == (600, 500)
+    assert png_size(folder / "top_mistakes.png")[0] > 0

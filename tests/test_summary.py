@@ -2,10 +2,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from click.testing import CliRunner
+from conftest import png_size
+
+from catdog.cli import main
 from catdog.config import load_config
 from catdog.summary import summarize_config
 
 ARTICLE = Path(__file__).resolve().parents[1] / "configs" / "article.yaml"
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_article_shapes_and_parameter_counts():
@@ -58,3 +66,23 @@ def test_a_resnet_s_rows_name_the_skip_connection_and_the_projection():
     assert inputs["block2_unit1_proj_conv"] == ["block1_pool"] == inputs["block2_unit1_a_conv"]
     assert inputs["block2_unit1_add"] == ["block2_unit1_proj_bn", "block2_unit1_b_bn"]
     assert {r.name: r.shape for r in s.rows}["block2_unit1_add"] == [8, 8, 16]
+
+
+def test_summary_diagram(tmp_path):
+    path = tmp_path / "model.png"
+    result = invoke("summary", "--set", "data.image_size=32", "--diagram", path)
+    assert result.exit_code == 0, result.output
+    assert f"diagram: {path}" in result.output
+    width, height = png_size(path)
+    assert width == 700 and height > 400
+    again = invoke("summary", "--set", "data.image_size=32", "--diagram", path)
+    assert again.exit_code == 1 and "already exists; pick another path" in again.output
+
+
+def test_summary_diagram_of_a_resnet_draws_its_projection_as_a_branch(tmp_path):
+    path = tmp_path / "resnet.png"
+    result = invoke("summary", "--set", "model.name=resnet", "--set", "data.image_size=32",
+                    "--set", "model.blocks=[{filters: 8}, {filters: 16}]", "--diagram", path)
+    assert result.exit_code == 0, result.output
+    # One column for the main path, one for block2's projection; 23 levels (25 layers, 2 beside).
+    assert png_size(path) == (1170, round(100 * (0.9 + 0.85 * 23 + 0.2)))

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import write_images
 
 from catdog.config import load_config
 from catdog.errors import DataError
+from catdog.splits import split_indices
 from catdog.training import load_data
 
 
@@ -31,3 +33,15 @@ def test_validation_folder_with_unknown_class(tiny_data, tmp_path):
     config = load_config(None, ["data.image_size=8", f"data.validation_dir={tmp_path / 'val'}"])
     with pytest.raises(DataError, match="has classes the model does not know: birds"):
         load_data(config, tiny_data)
+
+
+def test_split_is_stratified_and_seeded():
+    labels = np.array([0] * 70 + [1] * 30)
+    tr, va, te = split_indices(labels, (0.2, 0.1), seed=3)
+    assert len(set(tr) | set(va) | set(te)) == 100 and not set(tr) & set(va) and not set(va) & set(te)
+    assert (labels[va] == 0).sum() == 14 and (labels[va] == 1).sum() == 6
+    assert (labels[te] == 0).sum() == 7 and (labels[te] == 1).sum() == 3
+    again = split_indices(labels, (0.2, 0.1), seed=3)
+    assert all((a == b).all() for a, b in zip((tr, va, te), again, strict=True))
+    other = split_indices(labels, (0.2, 0.1), seed=4)
+    assert not (other[1] == va).all()

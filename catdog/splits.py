@@ -1,4 +1,8 @@
-"""From a config and a folder to prepared, split data: the one entry point training uses."""
+"""Splitting a run's photos into train, validation and test: stratified, seeded, recorded with the run.
+
+The way there from a config lives here too: `data_dir` picks the folder and `prepare_folder` brings
+its photos into the cache at the config's image size (evaluation uses it on folders it scores).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import numpy as np
 
 from catdog.cache import Prepared, Progress, prepare
 from catdog.config import Config
-from catdog.dataset import discover, split_indices
 from catdog.errors import DataError
+from catdog.folders import discover
 
 
 def prepare_folder(config: Config, folder: str | Path, classes: list[str] | None = None,
@@ -27,6 +31,31 @@ def data_dir(config: Config, override: str | Path | None) -> Path:
     if not folder:
         raise DataError("no data folder given: pass --data DIR or set data.dir in the config")
     return Path(folder)
+
+
+def split_indices(labels: np.ndarray, fractions: tuple[float, float],
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified, seeded split into (train, validation, test) index arrays.
+
+    Each class is shuffled with the seed and cut separately, so every split keeps the class balance
+    and the same config always gives the same split.
+    """
+    val_frac, test_frac = fractions
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        # A non-zero fraction always holds out at least one photo of each class.
+        n_test = max(int(round(len(idx) * test_frac)), int(test_frac > 0))
+        n_val = max(int(round(len(idx) * val_frac)), int(val_frac > 0))
+        if n_val + n_test >= len(idx):
+            raise DataError(f"class {int(c)} has {len(idx)} images: "
+                            f"too few to split off validation/test photos and still train")
+        parts[2].append(idx[:n_test])
+        parts[1].append(idx[n_test:n_test + n_val])
+        parts[0].append(idx[n_test + n_val:])
+    return tuple(np.sort(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
 
 
 @dataclass

@@ -1,0 +1,49 @@
+"""Finding the labelled photos in a folder: class folders, nested folders, flat names, and refusals."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write_images
+
+from catdog.errors import DataError
+from catdog.folders import discover
+
+
+def test_class_folders(tiny_data):
+    (tiny_data / "cats" / ".DS_Store").write_bytes(b"junk")
+    found = discover(tiny_data)
+    assert found.classes == ["cats", "dogs"] and found.layout == "class folders"
+    assert len(found.files) == 48 and found.labels.count(0) == 24
+    assert ("cats/.DS_Store", "hidden or system file") in found.ignored
+
+
+def test_nested_class_folders_like_petimages(tmp_path):
+    write_images(tmp_path / "PetImages" / "Cat" / "batch1", 3)
+    write_images(tmp_path / "PetImages" / "Dog", 2)
+    found = discover(tmp_path / "PetImages")
+    assert found.classes == ["Cat", "Dog"] and len(found.files) == 5
+
+
+def test_kaggle_flat_names(tmp_path):
+    for i in range(3):
+        for kind in ("cat", "dog"):
+            write_images(tmp_path / "x", 1)[0].rename(tmp_path / f"{kind}.{i}.jpg")
+    (tmp_path / "x").rmdir()
+    (tmp_path / "notes.txt").write_text("hi")
+    found = discover(tmp_path)
+    assert found.layout == "flat names" and found.classes == ["cat", "dog"] and len(found.files) == 6
+    assert found.ignored == [("notes.txt", "no class in the name (expected e.g. cat.12.jpg)")]
+
+
+def test_errors(tmp_path):
+    with pytest.raises(DataError, match="data folder not found: .*missing"):
+        discover(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found in"):
+        discover(tmp_path / "empty")
+    write_images(tmp_path / "one" / "cats", 2)
+    with pytest.raises(DataError, match=r"only one class found in .*one \(cats\)"):
+        discover(tmp_path / "one")
+    (tmp_path / "one" / "dogs").mkdir()
+    with pytest.raises(DataError, match=r"class folder .*dogs holds no files"):
+        discover(tmp_path / "one")
