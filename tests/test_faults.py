@@ -496,6 +496,28 @@ def test_a_resumed_plateau_schedule_cuts_the_rate_when_the_uninterrupted_run_doe
         assert resumed.history[key] == pytest.approx(values, rel=1e-5), key
 
 
+def test_a_run_killed_as_it_stops_early_is_saved_not_trained_on_when_resumed(tiny_data, tmp_path):
+    import keras
+
+    from catdog.training import resume, train
+
+    class KillAtTheStop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if self.model.stop_training:
+                raise KeyboardInterrupt
+
+    config = load_config(None, [*RESUMED, "train.epochs=8", "train.early_stopping=1", "train.monitor=val_accuracy",
+                                "train.learning_rate=0.01"])
+    whole = train(config, tiny_data, tmp_path / "whole")
+    assert whole.epochs < 8, f"training never stopped early, so this test shows nothing: {whole.history}"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tiny_data, tmp_path / "run", callbacks=[KillAtTheStop()])
+    resumed = resume(tmp_path / "run")
+    assert resumed.epochs == whole.epochs
+    for key, values in whole.history.items():
+        assert resumed.history[key] == pytest.approx(values, rel=1e-5), key
+
+
 @pytest.mark.parametrize("damage, line", [
     ("truncate checkpoint", "--resume {run}: {run}/checkpoint/epoch-0001.weights.h5 is damaged or truncated; "
                             "start again with catdog train"),
