@@ -38,6 +38,8 @@ DEFAULT_NAMES = {"onnx": "model.onnx", "savedmodel": "savedmodel", "litert": "mo
 ONNX_FILE = DEFAULT_NAMES["onnx"]
 # Keras's name for each format.
 _KERAS_FORMATS = {"onnx": "onnx", "savedmodel": "tf_saved_model", "litert": "litert"}
+# The first Keras whose Model.export writes LiteRT (it needs Python 3.11); catdog's own floor is older.
+LITERT_KERAS = (3, 13)
 # Python modules each format needs to be written, beyond TensorFlow and Keras.
 _NEEDS = {"onnx": ("tf2onnx", "onnx"), "savedmodel": (), "litert": ()}
 # The issue's bar for an artifact that computes the same function: float32 against float32.
@@ -82,6 +84,19 @@ class ExportResult:
 def contract_path(artifact: Path) -> Path:
     """The JSON file beside an artifact: model.onnx -> model.onnx.json, savedmodel/ -> savedmodel.json."""
     return artifact.with_name(artifact.name + ".json")
+
+
+def check_keras_writes(fmt: str, version: str | None = None) -> None:
+    """Raise ExportError if Keras `version` (default: the installed one) cannot write `fmt`."""
+    from catdog.keras_private import keras_version
+
+    if fmt == "litert" and keras_version(version) < LITERT_KERAS:
+        if version is None:
+            import keras
+
+            version = keras.__version__
+        raise ExportError(f"exporting litert needs Keras {LITERT_KERAS[0]}.{LITERT_KERAS[1]} or newer "
+                          f"(on Python 3.11 or newer); this is Keras {version}: pip install -U keras")
 
 
 def missing_modules(fmt: str, find: Callable[[str], Any] = importlib.util.find_spec) -> list[str]:
@@ -252,7 +267,8 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
         find: how a module is looked up (importlib.util.find_spec); tests pass one that fails.
 
     Raises:
-        ExportError: unknown format, a converter missing, the output exists, or parity failed.
+        ExportError: unknown format, a converter missing, a Keras too old for the format, the
+            output exists, or parity failed.
         RunError: no usable run folder.
     """
     if fmt not in FORMATS:
@@ -264,6 +280,7 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
     target = Path(out) if out is not None else r.dir / DEFAULT_NAMES[fmt]
     if fmt == "litert" and target.suffix != ".tflite":
         raise ExportError(f"--out for litert must end in .tflite; got {target}")
+    check_keras_writes(fmt)
     beside = contract_path(target)
     for existing in (target, beside):
         if existing.exists():

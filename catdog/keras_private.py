@@ -17,8 +17,9 @@ import keras
 from catdog.errors import DistributeError, InspectionError
 
 # The Keras releases (first, last; inclusive) the multi-worker trainer patch was written and
-# tested against; on others train.distribute=multi_worker stops before training.
-MULTI_WORKER_KERAS = ((3, 5), (3, 15))
+# tested against; on others train.distribute=multi_worker stops before training. The first is
+# catdog's own floor (pyproject.toml), tested by scripts/check_minimums.sh.
+MULTI_WORKER_KERAS = ((3, 8), (3, 15))
 
 
 def keras_version(text: str | None = None) -> tuple[int, int]:
@@ -114,7 +115,9 @@ def patch_trainer_for_multi_worker() -> None:
         if iterator is None or strategy is None or not is_multi_worker(strategy):
             return symbolic_build(self, iterator=iterator, data_batch=data_batch)
         batch = None
-        for _, _, it in iterator:
+        # Each step of the epoch iterator ends with the data iterator: (step, it) up to Keras 3.10,
+        # (first step, last step, it) from 3.11.
+        for *_, it in iterator:
             batch = next(it)
             break
         if batch is None:

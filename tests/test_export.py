@@ -20,7 +20,16 @@ from conftest import write_images  # noqa: E402
 
 from catdog.cli import main  # noqa: E402
 from catdog.config import load_config  # noqa: E402
-from catdog.export import ExportError, export, inference_model, parity_images, read_contract  # noqa: E402
+from catdog.export import (  # noqa: E402
+    LITERT_KERAS,
+    ExportError,
+    check_keras_writes,
+    export,
+    inference_model,
+    parity_images,
+    read_contract,
+)
+from catdog.keras_private import keras_version  # noqa: E402
 from catdog.prediction import predict  # noqa: E402
 from catdog.runs import load_run  # noqa: E402
 from catdog.training import train  # noqa: E402
@@ -79,7 +88,8 @@ def test_onnx_metadata_float32_graph_and_no_augmentation(run_dir):
                 or "flip" in n.name]
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "savedmodel", "litert"])
+@pytest.mark.parametrize("fmt", ["onnx", "savedmodel", pytest.param("litert", marks=pytest.mark.skipif(
+    keras_version() < LITERT_KERAS, reason="Model.export writes LiteRT from Keras 3.13"))])
 def test_every_format_matches_keras(run_dir, fmt, tmp_path):
     out = tmp_path / {"onnx": "m.onnx", "savedmodel": "sm", "litert": "m.tflite"}[fmt]
     result = export(run_dir, fmt, out)
@@ -164,6 +174,18 @@ def test_failed_parity_writes_nothing(run_dir, tmp_path):
     with pytest.raises(ExportError, match="does not match the Keras model"):
         export(run_dir, "onnx", tmp_path / "m.onnx", tolerance=-1.0)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("fmt", "version"), [("litert", "3.13.0"), ("onnx", "3.8.0"), ("savedmodel", "3.8.0")])
+def test_keras_that_writes_the_format_passes(fmt, version):
+    check_keras_writes(fmt, version)
+
+
+def test_litert_on_an_older_keras_is_one_line():
+    with pytest.raises(ExportError) as info:
+        check_keras_writes("litert", "3.12.1")
+    assert str(info.value) == ("exporting litert needs Keras 3.13 or newer (on Python 3.11 or newer); "
+                               "this is Keras 3.12.1: pip install -U keras")
 
 
 def test_litert_path_must_end_in_tflite(run_dir, tmp_path):
