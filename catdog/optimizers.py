@@ -124,7 +124,8 @@ def plateau_callback(t: TrainConfig, history: Callable[[], dict[str, list[float]
                     wait += 1
                     if wait >= PLATEAU_PATIENCE:
                         wait = 0  # the rate was cut (the cut itself is in the optimizer's checkpoint)
-            self.best, self.wait = best, wait
+            if best is not None:  # else Keras's own start (None or ±inf, by release)
+                self.best, self.wait = best, wait
 
     return Plateau(t.monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE, mode=mode,
                    min_delta=PLATEAU_MIN_DELTA, verbose=0)
