@@ -17,7 +17,9 @@ TensorFlow (training sets devices up first).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import warnings
 import zipfile
@@ -134,6 +136,33 @@ def best_keeper(run_dir: Path, monitor: str, state: State) -> Any:
     return keras.callbacks.ModelCheckpoint(
         str(run_dir / CHECKPOINT_DIR / BEST_FILE), monitor=monitor, mode=mode(monitor), save_best_only=True,
         save_weights_only=True, initial_value_threshold=values[best_index(values, monitor)] if values else None)
+
+
+# Room beyond the two weight files an epoch writes: state.json, history.json, the curves picture.
+CHECKPOINT_MARGIN = 256 * 1024
+
+
+def room_check(run_dir: Path, free: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free) -> Any:
+    """A Keras callback, first at each epoch's end, that fails with "No space left on device"
+    naming the checkpoint folder when its disk cannot hold this epoch's files.
+
+    An HDF5 write that runs out of room part-way can take the whole process down with it (h5py
+    3.16 did, in tests/test_faults.py), so the room is checked before the best weights and the
+    checkpoint are written: both hold every weight and the optimizer's state. `free` gives the
+    bytes free on a folder's disk.
+    """
+    import keras
+
+    folder = run_dir / CHECKPOINT_DIR
+
+    class RoomCheck(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            variables = [*self.model.weights, *self.model.optimizer.variables]
+            need = 2 * sum(int(np.prod(v.shape)) * 4 for v in variables) + CHECKPOINT_MARGIN
+            if free(folder) < need:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
+
+    return RoomCheck()
 
 
 def checkpointer(run_dir: Path, monitor: str, state: State, clock: Callable[[], float],

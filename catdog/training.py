@@ -33,6 +33,7 @@ from catdog.checkpoints import (
     read_state,
     restore_best,
     restore_checkpoint,
+    room_check,
 )
 from catdog.config import Config, save_config
 from catdog.devices import backend as keras_backend
@@ -238,9 +239,10 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
     clock = lambda: before + time.perf_counter() - start  # noqa: E731
     keeper = checkpointer(run_dir, monitor, state, clock, history_file=run_dir / HISTORY_FILE)
     history = lambda: state.history  # noqa: E731  the one history: the checkpointer records it
-    # In this order: nothing not finite is saved; the best weights, the early stop and a cut of the
-    # rate are decided before the checkpointer records the epoch; the rest see it recorded.
-    callbacks = [reseeder(model, config.seed), finite_guard(),
+    # In this order: nothing not finite is saved, nor written to a disk without room for it; the best
+    # weights, the early stop and a cut of the rate are decided before the checkpointer records the
+    # epoch; the rest see it recorded.
+    callbacks = [reseeder(model, config.seed), finite_guard(), room_check(run_dir),
                  *([best_keeper(run_dir, monitor, state)] if t.keep_best else []),
                  *([early_stopping(monitor, t.early_stopping, history)] if t.early_stopping else []),
                  # A cut of the rate goes into this epoch's checkpoint, as it does into the next epoch.

@@ -19,12 +19,14 @@ from click.testing import CliRunner
 from catdog.callbacks import early_stopping
 from catdog.checkpoints import (
     CHECKPOINT_DIR,
+    CHECKPOINT_MARGIN,
     STATE_FILE,
     State,
     best_keeper,
     checkpointer,
     read_state,
     restore_best,
+    room_check,
 )
 from catdog.cli import main
 from catdog.config import load_config
@@ -187,6 +189,23 @@ def test_a_resumed_run_keeps_its_best_until_a_better_epoch(tmp_path):
     assert state.best_weights == "best-0005.weights.h5"
     _, state = drive(tmp_path, "val_loss", [0.35], state=state)
     assert state.best_weights == "best-0005.weights.h5" and state.best_epoch == 5
+
+
+def test_an_epoch_without_room_for_its_checkpoint_fails_before_writing_it(tmp_path):
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(100)])  # 1,100 weights
+    model.compile("adam", "mse")
+    model.optimizer.build(model.trainable_variables)  # and twice that in Adam's moments
+    (tmp_path / CHECKPOINT_DIR).mkdir()
+    files = 2 * 4 * 3 * 1_100  # the best weights and the checkpoint, float32
+    for free, fails in ((files + CHECKPOINT_MARGIN + 1024, False), (files + CHECKPOINT_MARGIN, True), (files, True)):
+        check = room_check(tmp_path, free=lambda _path, n=free: n)
+        check.set_model(model)
+        if fails:
+            with pytest.raises(OSError, match="No space left on device") as raised:
+                check.on_epoch_end(0)
+            assert raised.value.filename == str(tmp_path / CHECKPOINT_DIR)
+        else:
+            check.on_epoch_end(0)
 
 
 def test_without_keep_best_no_best_weights_are_written(tmp_path):
