@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from catdog.checkpoints import mode
 from catdog.config import Config, TrainConfig
 from catdog.devices import gpus, resolve_jit_compile
 from catdog.errors import ConfigError
@@ -110,15 +111,14 @@ def plateau_callback(t: TrainConfig, history: Callable[[], dict[str, list[float]
         return None
     import keras
 
-    mode = "min" if t.monitor == "val_loss" else "max"
+    falls = mode(t.monitor) == "min"
 
     class Plateau(keras.callbacks.ReduceLROnPlateau):
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
             best, wait = None, 0
             for value in (history() if history else {}).get(t.monitor, []):
-                if best is None or (value < best - PLATEAU_MIN_DELTA if mode == "min"
-                                    else value > best + PLATEAU_MIN_DELTA):
+                if best is None or (value < best - PLATEAU_MIN_DELTA if falls else value > best + PLATEAU_MIN_DELTA):
                     best, wait = value, 0
                 else:
                     wait += 1
@@ -127,7 +127,7 @@ def plateau_callback(t: TrainConfig, history: Callable[[], dict[str, list[float]
             if best is not None:  # else Keras's own start (None or ±inf, by release)
                 self.best, self.wait = best, wait
 
-    return Plateau(t.monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE, mode=mode,
+    return Plateau(t.monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE, mode=mode(t.monitor),
                    min_delta=PLATEAU_MIN_DELTA, verbose=0)
 
 

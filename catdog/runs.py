@@ -97,9 +97,6 @@ class Run:
     @property
     def model(self):
         if self._model is None:
-
-            import catdog.layers  # noqa: F401  (registers custom layers for deserialisation)
-
             self._model = load_model(self.dir / MODEL_FILE)
             check_outputs(self._model, self.classes, self.dir)
         return self._model
