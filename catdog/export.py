@@ -31,11 +31,11 @@ from catdog import __version__
 from catdog.errors import ExportError
 from catdog.prediction import as_class_probabilities
 from catdog.runs import Run, load_run, write_json
+from catdog.runtime import ONNX_FILE
 
 FORMATS = ("onnx", "savedmodel", "litert")
 # The artifact each format writes into the run folder by default.
-DEFAULT_NAMES = {"onnx": "model.onnx", "savedmodel": "savedmodel", "litert": "model.tflite"}
-ONNX_FILE = DEFAULT_NAMES["onnx"]
+DEFAULT_NAMES = {"onnx": ONNX_FILE, "savedmodel": "savedmodel", "litert": "model.tflite"}
 # Keras's name for each format.
 _KERAS_FORMATS = {"onnx": "onnx", "savedmodel": "tf_saved_model", "litert": "litert"}
 # The first Keras whose Model.export writes LiteRT (it needs Python 3.11); catdog's own floor is older.
@@ -91,12 +91,11 @@ def check_keras_writes(fmt: str, version: str | None = None) -> None:
     from catdog.keras_private import keras_version
 
     if fmt == "litert" and keras_version(version) < LITERT_KERAS:
-        if version is None:
-            import keras
+        import keras
 
-            version = keras.__version__
         raise ExportError(f"exporting litert needs Keras {LITERT_KERAS[0]}.{LITERT_KERAS[1]} or newer "
-                          f"(on Python 3.11 or newer); this is Keras {version}: pip install -U keras")
+                          f"(on Python 3.11 or newer); this is Keras {version or keras.__version__}: "
+                          f"pip install -U keras")
 
 
 def missing_modules(fmt: str, find: Callable[[str], Any] = importlib.util.find_spec) -> list[str]:
@@ -175,10 +174,6 @@ def parity_images(size: tuple[int, int], count: int = PARITY_IMAGES, seed: int =
     return np.asarray(images, dtype="float32")
 
 
-def _class_probs(out) -> np.ndarray:
-    return as_class_probabilities(np.asarray(out, dtype="float32"))
-
-
 def artifact_runner(fmt: str, path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """A function (N, H, W, 3) float32 -> model output through the format's own runtime, and its name.
 
@@ -227,9 +222,9 @@ def check_parity(keras_model, fmt: str, path: Path, images: np.ndarray,
     Raises:
         ExportError: they differ by more than `tolerance`, or a label differs.
     """
-    expected = _class_probs(keras_model.predict_on_batch(images))
+    expected = as_class_probabilities(keras_model.predict_on_batch(images))
     runner, runtime = artifact_runner(fmt, path)
-    got = _class_probs(runner(images))
+    got = as_class_probabilities(runner(images))
     diff = float(np.abs(expected - got).max())
     agree = bool((expected.argmax(1) == got.argmax(1)).all())
     if diff > tolerance or not agree:

@@ -70,10 +70,14 @@ def predict(paths: list[str | Path], run: str | Path | None = None, tta: bool = 
             if path in failed:
                 yield Prediction(path, error=failed[path])
                 continue
-            p = next(rows)
-            best = int(p.argmax())
-            yield Prediction(path, r.classes[best], float(p[best]),
-                             {c: float(v) for c, v in zip(r.classes, p, strict=True)})
+            yield Prediction(path, *answer(r.classes, next(rows)))
+
+
+def answer(classes: list[str], p: np.ndarray, index: int | None = None) -> tuple[str, float, dict[str, float]]:
+    """(label, its probability, every class's probability) from one row of class probabilities;
+    the label is the most probable class, or the class at `index`."""
+    best = int(p.argmax()) if index is None else index
+    return classes[best], float(p[best]), {c: float(v) for c, v in zip(classes, p, strict=True)}
 
 
 def answerer(r, tta: bool = False):

@@ -16,22 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-# The same names catdog.export writes; repeated here because importing catdog.export would
-# import nothing heavy either, but this module must stay importable on its own.
+from catdog.runs import MODEL_FILE
+
+# What catdog.export writes into a run folder (catdog.export imports Keras, so it names them from here).
 ONNX_FILE = "model.onnx"
 CONTRACT_FILE = ONNX_FILE + ".json"
-KERAS_FILE = "model.keras"
 
 
 class OnnxModel:
     """A run's model.onnx in an ONNX Runtime session: float32 (N, H, W, 3) raw pixels -> output."""
 
-    def __init__(self, path: str | Path, threads: int = 0) -> None:
+    def __init__(self, path: str | Path) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        # 0 lets ONNX Runtime use one thread per physical core.
-        options.intra_op_num_threads = threads
+        options = ort.SessionOptions()  # its default: one thread per physical core
         options.log_severity_level = 3  # errors only: its warnings are about graph fusions
         # Idle worker threads sleep instead of spinning: spinning takes the cores that decode the
         # next photos (predict, serve) away from them.
@@ -39,7 +37,6 @@ class OnnxModel:
         # Memory patterns are planned and kept per input shape, so a server seeing batches of
         # 1 to 8 images would keep eight plans for no speed (docs/speed.md).
         options.enable_mem_pattern = False
-        self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -47,7 +44,7 @@ class OnnxModel:
         return self.session.run(None, {self.input_name: np.asarray(images, dtype=np.float32)})[0]
 
 
-def onnx_model(run_dir: str | Path, classes: list[str], threads: int = 0) -> OnnxModel | None:
+def onnx_model(run_dir: str | Path, classes: list[str]) -> OnnxModel | None:
     """The run's ONNX model, or None when Keras must answer instead.
 
     None when onnxruntime is not installed, the run holds no model.onnx, the ONNX file is older
@@ -58,7 +55,7 @@ def onnx_model(run_dir: str | Path, classes: list[str], threads: int = 0) -> Onn
     path = run_dir / ONNX_FILE
     if not path.is_file() or importlib.util.find_spec("onnxruntime") is None:
         return None
-    keras_file = run_dir / KERAS_FILE
+    keras_file = run_dir / MODEL_FILE
     if keras_file.is_file() and keras_file.stat().st_mtime > path.stat().st_mtime:
         return None
     try:
@@ -67,4 +64,4 @@ def onnx_model(run_dir: str | Path, classes: list[str], threads: int = 0) -> Onn
         return None
     if contract.get("classes") != list(classes):
         return None
-    return OnnxModel(path, threads)
+    return OnnxModel(path)

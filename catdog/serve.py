@@ -100,8 +100,6 @@ def make_app(service: Service):
 
     async def predict(request):
         uploads = await _uploads(request, service)
-        if len(uploads) > service.config.max_images:
-            raise Reject(413, f"{len(uploads)} images in one request; at most {service.config.max_images}")
         pixels = np.stack(await decode_all(uploads))
         step = service.config.max_batch
         out = np.concatenate(await asyncio.gather(*(service.batcher(pixels[i:i + step])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import io
 import json
 import math
@@ -28,9 +29,9 @@ from PIL import Image
 from catdog import __version__
 from catdog.errors import ImageError
 from catdog.images import load_image_bytes
-from catdog.prediction import answerer, as_class_probabilities
-from catdog.runs import Run
-from catdog.runtime import OnnxModel
+from catdog.prediction import answer, answerer, as_class_probabilities
+from catdog.runs import HISTORY_FILE, Run
+from catdog.runtime import ONNX_FILE, OnnxModel
 
 
 @dataclass(frozen=True)
@@ -196,20 +197,19 @@ class Service:
             raise Reject(_image_status(str(exc)), f"{name}: {exc}", name) from None
 
     def answers(self, names: list[str], out: np.ndarray) -> list[dict]:
-        probs = as_class_probabilities(out)
-        classes = self.run.classes
-        return [{"file": name, "label": classes[int(p.argmax())], "probability": float(p.max()),
-                 "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
-                for name, p in zip(names, probs, strict=True)]
+        rows = []
+        for name, p in zip(names, as_class_probabilities(out), strict=True):
+            label, probability, every = answer(self.run.classes, p)
+            rows.append({"file": name, "label": label, "probability": probability, "probabilities": every})
+        return rows
 
     def _explain(self, pixels: np.ndarray) -> dict:
         from catdog import inspection
 
         heatmap, index, probabilities = inspection.grad_cam(self.keras, pixels)
         first = next((m for m in inspection.feature_maps(self.keras, pixels) if m.kind == "conv"), None)
-        classes = self.run.classes
-        result = {"label": classes[index], "probability": float(probabilities[index]),
-                  "probabilities": {c: float(p) for c, p in zip(classes, probabilities, strict=True)},
+        label, probability, every = answer(self.run.classes, probabilities, index)
+        result = {"label": label, "probability": probability, "probabilities": every,
                   "image": _png_data_url(pixels), "gradcam": _png_data_url(grad_cam_overlay(pixels, heatmap))}
         if first is not None:
             result["activations"] = _png_data_url(activation_grid(first.maps, gap=max(2, first.shape[0] // 50)))
@@ -223,12 +223,16 @@ class Service:
                                 "input_size": list(self.size), "resize": self.resize, "pixel_range": [0, 255],
                                 "engine": self.engine, "catdog_version": __version__,
                                 "explain": self.keras is not None}
-        if self.keras is not None:
-            info["parameters"] = int(self.keras.count_params())
-        else:
-            info["parameters"] = _onnx_parameters(r.dir / "model.onnx")
-        info["metrics"] = _metrics(r.dir)
+        info["parameters"] = self.parameters
+        info["metrics"] = _metrics(r.dir)  # read each time: an evaluation may run while serving
         return info
+
+    @functools.cached_property
+    def parameters(self) -> int | None:
+        """The model's parameter count, worked out on the first request that asks."""
+        if self.keras is not None:
+            return int(self.keras.count_params())
+        return _onnx_parameters(self.run.dir / ONNX_FILE)
 
 
 def _onnx_parameters(path: Path) -> int | None:
@@ -251,7 +255,7 @@ def _metrics(run_dir: Path) -> dict:
         except (OSError, ValueError):
             pass
     try:
-        history = json.loads((run_dir / "history.json").read_text())
+        history = json.loads((run_dir / HISTORY_FILE).read_text())
         metrics["last_epoch"] = {k: v[-1] for k, v in history.items() if v}
     except (OSError, ValueError):
         pass

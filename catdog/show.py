@@ -14,6 +14,7 @@ from pathlib import Path
 from catdog import plots
 from catdog.errors import PlotError
 from catdog.images import load_image
+from catdog.prediction import answer
 from catdog.runs import load_run
 
 
@@ -75,11 +76,9 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
         if clash:
             raise PlotError(f"--out {out_dir} already holds {', '.join(clash)}; pick another folder")
 
-    label = r.classes[index]
+    label, probability, every = answer(r.classes, probabilities, index)
     files = [plots.input_image(pixels, out_dir / names["input"]),
              plots.filters_grid(inspection.first_conv_filters(r.model), out_dir / names["filters"])]
     files += [plots.activation_grid(m, out_dir / name) for m, name in zip(maps, layer_files, strict=True)]
-    files.append(plots.grad_cam_overlay(pixels, heatmap, label, float(probabilities[index]),
-                                        out_dir / names["gradcam"]))
-    return ShowResult(image, r.dir, label, float(probabilities[index]),
-                      {c: float(p) for c, p in zip(r.classes, probabilities, strict=True)}, out_dir, files)
+    files.append(plots.grad_cam_overlay(pixels, heatmap, label, probability, out_dir / names["gradcam"]))
+    return ShowResult(image, r.dir, label, probability, every, out_dir, files)
