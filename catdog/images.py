@@ -85,14 +85,24 @@ def load_image(path: str | Path, size: tuple[int, int], resize: str = "squash") 
         ImageError: the file cannot be used; the message is a one-line reason.
         ValueError: `resize` or `size` is not valid (a caller's bug, not a bad file).
     """
+    target = _target(size, resize)
+    path = Path(path)
+    return _decode_strictly(path, _read(path), target, resize)
+
+
+def _target(size: tuple[int, int], resize: str) -> tuple[int, int]:
+    """(width, height) of the result, once `resize` and `size` are checked (a caller's bug if not)."""
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}; got {resize!r}")
     height, width = size
     if height < 1 or width < 1:
         raise ValueError(f"size must be two positive integers (height, width); got {size!r}")
+    return width, height
 
-    path = Path(path)
-    data = _read(path)
+
+def _decode_strictly(path: Path, data: bytes | None, target: tuple[int, int], resize: str,
+                     max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """`_decode` with Pillow's process-wide leniency off and its per-file warnings silenced."""
     # Another library in the process may have turned LOAD_TRUNCATED_IMAGES on; a silently
     # grey-filled half photo is worse than a skipped one, so it is off for this call only.
     truncated_ok = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -102,15 +112,15 @@ def load_image(path: str | Path, size: tuple[int, int], resize: str = "squash") 
         warnings.simplefilter("ignore")
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:
-            pixels = _decode(path, data, (width, height), resize)
+            return _decode(path, data, target, resize, max_pixels)
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
-    return pixels
 
 
-def _decode(path: Path, data: bytes | None, target: tuple[int, int], resize: str) -> np.ndarray:
+def _decode(path: Path, data: bytes | None, target: tuple[int, int], resize: str,
+            max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode, convert, orient and fit; JPEGs decode at a reduced scale where `target` allows."""
-    with _open(path, data) as im:
+    with _open(path, data, max_pixels) as im:
         orientation = _orientation(im)
         need = _decoded_size(im.size, orientation, target, resize)
         fmt = im.format or "image"
@@ -176,8 +186,9 @@ def _kind(mode: int) -> str:
     return "not a file"
 
 
-def _open(path: Path, data: bytes | None) -> Image.Image:
-    """Identify the format from the content and read the header, without decoding pixels."""
+def _open(path: Path, data: bytes | None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Identify the format from the content and read the header, without decoding pixels; refuse
+    a header that claims more than `max_pixels`."""
     try:
         im = Image.open(io.BytesIO(data) if data is not None else path)
     except Image.DecompressionBombError as exc:
@@ -191,9 +202,10 @@ def _open(path: Path, data: bytes | None) -> Image.Image:
     except _DECODE_ERRORS as exc:
         raise ImageError(f"unreadable image header: {first_line(exc)}") from None
     pixels = im.width * im.height
-    if pixels > MAX_PIXELS:
+    if pixels > max_pixels:
         im.close()
-        raise ImageError(f"decompression bomb: header claims {pixels:,} pixels")
+        limit = f" (at most {max_pixels:,} accepted)" if max_pixels != MAX_PIXELS else ""
+        raise ImageError(f"decompression bomb: header claims {pixels:,} pixels{limit}")
     if pixels == 0:
         im.close()
         raise ImageError("image has no pixels (0 width or height)")
@@ -328,21 +340,4 @@ def load_image_bytes(data: bytes, size: tuple[int, int], resize: str = "squash",
     """
     if not data:
         raise ImageError("empty file (0 bytes)")
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}; got {resize!r}")
-    height, width = size
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            claimed = im.width * im.height
-    except Exception:  # noqa: BLE001  (_decode below names what is wrong with the bytes)
-        claimed = 0
-    if claimed > max_pixels:
-        raise ImageError(f"decompression bomb: header claims {claimed:,} pixels (at most {max_pixels:,} accepted)")
-    truncated_ok = ImageFile.LOAD_TRUNCATED_IMAGES
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        try:
-            return _decode(Path("upload"), bytes(data), (width, height), resize)
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
+    return _decode_strictly(Path("upload"), bytes(data), _target(size, resize), resize, max_pixels)
