@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from catdog.batches import targets
-from catdog.errors import DataError, ImageError, naming, shown
+from catdog.errors import DataError, ImageError, replacing, shown
 from catdog.folders import Found
 from catdog.images import load_image
 
@@ -180,13 +180,8 @@ def write_skip_list(path: Path, skipped: list[tuple[str, str]]) -> None:
     stays on one line, and the file stays UTF-8.
     """
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        with naming(path):
-            tmp.write_text("".join(f"{shown(f, 10_000)}: {r}\n" for f, r in skipped), encoding="utf-8")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path, tmp):
+        tmp.write_text("".join(f"{shown(f, 10_000)}: {r}\n" for f, r in skipped), encoding="utf-8")
 
 
 def _prepare_locked(found: Found, cdir: Path, size: tuple[int, int], resize: str, workers: int,
@@ -263,15 +258,10 @@ def _read_manifest(path: Path, array_path: Path, size: tuple[int, int], resize: 
 
 def _write_manifest(path: Path, manifest: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
-    try:
-        with naming(path), open(tmp, "w") as f:
-            json.dump(manifest, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path, tmp), open(tmp, "w") as f:
+        json.dump(manifest, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 _worker_state: dict = {}

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from catdog import __version__
-from catdog.errors import CatdogError, shown
+from catdog.errors import CatdogError, first_line, shown
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -34,8 +34,7 @@ if os.environ.get("CATDOG_BACKEND_LOGS") != "1":
 
 def warning_line(message, category, filename, lineno, file=None, line=None) -> None:
     """Show a library's Python warning as one line on stderr, without its source line."""
-    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
-    click.echo(f"warning: {text}", err=True)
+    click.echo(f"warning: {first_line(message) if str(message).strip() else category.__name__}", err=True)
 
 
 def debugging() -> bool:

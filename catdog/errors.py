@@ -94,3 +94,18 @@ def naming(path: str | os.PathLike) -> Iterator[None]:
         if exc.filename is None and exc.errno is not None:
             raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(path)) from exc
         raise
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike, tmp: str | os.PathLike) -> Iterator[None]:
+    """Write `tmp` inside the block, then rename it over `path`: a full disk, an error or a kill
+    leaves the old `path` (or none), never half a file. An OSError inside names `path` (see
+    `naming`); `tmp` is removed when anything fails."""
+    try:
+        with naming(path):
+            yield
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -13,7 +13,6 @@ matplotlib is imported inside functions: it takes long to load, and `catdog --he
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catdog.errors import PlotError, naming
+from catdog.errors import PlotError, replacing
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -51,13 +50,8 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Drawn beside and renamed over: a full disk or a kill leaves the old picture, never half a PNG.
     tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with naming(path):
-            fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path, tmp):
+        fig.savefig(tmp, dpi=DPI, format="png")
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from catdog.config import Config, config_from_dict, read_yaml
-from catdog.errors import RunError, naming, shown
+from catdog.errors import RunError, replacing, shown
 
 RUNS_ROOT = Path("runs")
 MODEL_FILE = "model.keras"
@@ -65,13 +65,8 @@ def resolve_run(run: str | Path | None, root: Path = RUNS_ROOT) -> Path:
 def write_json(path: Path, data: Any) -> None:
     """Write `data` as JSON atomically (a temporary file renamed over `path`); see `finite`."""
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        with naming(path):
-            tmp.write_text(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-        raise
+    with replacing(path, tmp):
+        tmp.write_text(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
 
 
 def finite(data: Any) -> Any:

@@ -38,7 +38,7 @@ from catdog.checkpoints import (
 from catdog.config import Config, save_config
 from catdog.devices import backend as keras_backend
 from catdog.devices import emulated_bfloat16, training_device
-from catdog.errors import RunError, TrainingError, naming, shown
+from catdog.errors import RunError, TrainingError, first_line, replacing, shown
 from catdog.optimizers import accumulation, micro_batch, plateau_callback, unjittable, warmup_epochs
 from catdog.plan import check_config, class_weights, set_phase, uneven_warning
 from catdog.runs import (
@@ -295,13 +295,8 @@ def _save_model(model, run_dir: Path) -> None:
     the run look finished (no --resume) while no command could load it.
     """
     tmp = run_dir / f".partial-{MODEL_FILE}"
-    try:
-        with naming(run_dir / MODEL_FILE):
-            model.save(tmp)
-        tmp.replace(run_dir / MODEL_FILE)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(run_dir / MODEL_FILE, tmp):
+        model.save(tmp)
     finish(run_dir)
 
 
@@ -323,7 +318,7 @@ def _write_onnx(run_dir: Path, model, say: Report) -> None:
     # The run is complete without model.onnx (predict falls back to Keras), so no converter
     # failure may cost the user the finished training: it is reported in one line instead.
     except Exception as exc:  # noqa: BLE001
-        say(f"model.onnx not written ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+        say(f"model.onnx not written ({type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''}); "
             f"predict uses Keras; try catdog export --run {run_dir}")
         return
     if result is not None:
