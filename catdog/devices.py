@@ -162,9 +162,14 @@ def emulated_bfloat16(precision: str, devices: list[Device] | None = None, flags
     """Whether `precision` asks for bfloat16 on a CPU that has no bfloat16 instructions (AMX or
     AVX512-BF16; `flags`, default this CPU's): every such operation is emulated there, several
     times slower than float32."""
-    on_gpu = bool(gpus() if devices is None else [d for d in devices if d.kind == "GPU"])
-    native = (cpu_flags() if flags is None else flags) & BF16_CPU_FLAGS
-    return precision == "mixed_bfloat16" and not on_gpu and not native
+    if precision != "mixed_bfloat16" or _gpu_list(devices):
+        return False
+    return not (cpu_flags() if flags is None else flags) & BF16_CPU_FLAGS
+
+
+def _gpu_list(devices: list[Device] | None) -> list[Device]:
+    """The GPUs among `devices` (default: the ones seen now)."""
+    return gpus() if devices is None else [d for d in devices if d.kind == "GPU"]
 
 
 def resolve_precision(setting: str, devices: list[Device] | None = None) -> str:
@@ -177,7 +182,7 @@ def resolve_precision(setting: str, devices: list[Device] | None = None) -> str:
     """
     if setting != "auto":
         return setting
-    gpu_list = gpus() if devices is None else [d for d in devices if d.kind == "GPU"]
+    gpu_list = _gpu_list(devices)
     if not gpu_list:
         return "float32"
     # The slowest GPU decides: every replica must run the same policy.

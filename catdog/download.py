@@ -116,8 +116,8 @@ def download(
         return to / dataset.folder
 
     to.mkdir(parents=True, exist_ok=True)
-    archive = _fetch(url, to, progress, expected)
-    if expected is not None:
+    archive, checked = _fetch(url, to, progress, expected)
+    if expected is not None and not checked:
         actual = _sha256(archive)
         if actual != expected:
             raise DownloadError(
@@ -152,8 +152,9 @@ def _dataset(name: str | None, url: str | None) -> Dataset | None:
 # --- fetching ------------------------------------------------------------------------------------
 
 
-def _fetch(url: str, to: Path, progress: Progress | None, expected: str | None = None) -> Path:
-    """The archive on local disk: a file:// path as is, else downloaded (resuming) into `to`.
+def _fetch(url: str, to: Path, progress: Progress | None, expected: str | None = None) -> tuple[Path, bool]:
+    """The archive on local disk, and whether its SHA-256 was checked against `expected` here:
+    a file:// path as is, else downloaded (resuming) into `to`.
 
     A download is checked (SHA-256 if `expected`, and that it opens as an archive) while it is
     still `<name>.part`, and deleted if it fails.
@@ -163,7 +164,7 @@ def _fetch(url: str, to: Path, progress: Progress | None, expected: str | None =
         path = Path(urllib.request.url2pathname(parts.path))
         if not path.is_file():
             raise DownloadError(f"no such file: {path} (from {url})")
-        return path
+        return path, False
     if parts.scheme not in ("http", "https"):
         raise DownloadError(f"unsupported URL {url!r}: use http://, https:// or file://")
     filename = PurePosixPath(urllib.parse.unquote(parts.path).replace("\\", "/")).name
@@ -172,7 +173,7 @@ def _fetch(url: str, to: Path, progress: Progress | None, expected: str | None =
     archive = to / filename
     if archive.is_file():
         log.info("using %s, downloaded earlier", archive)
-        return archive
+        return archive, False
     if archive.exists():
         raise DownloadError(f"{archive} is in the way of the download (not a file); move it or choose another --to")
     part = to / (filename + ".part")
@@ -186,7 +187,7 @@ def _fetch(url: str, to: Path, progress: Progress | None, expected: str | None =
         part.unlink()
         raise DownloadError(f"the download from {url} was deleted: {problem}; rerun to download again")
     os.replace(part, archive)
-    return archive
+    return archive, expected is not None
 
 
 def _download(url: str, part: Path, progress: Progress | None) -> None:
@@ -329,8 +330,9 @@ def _extract_zip(archive: Path, staging: Path) -> None:
         # zipfile writes a symlink member as a plain file holding the link's text, never as a link.
         for info in members:
             _check_member(info.filename, staging, archive)
-        _check_ratio(sum(i.file_size for i in members), archive)
-        _check_space(sum(i.file_size for i in members), staging)
+        total = sum(i.file_size for i in members)
+        _check_ratio(total, archive)
+        _check_space(total, staging)
         try:
             for info in members:
                 if PurePosixPath(info.filename).parts[:1] != ("__MACOSX",):
@@ -354,8 +356,9 @@ def _extract_tar(archive: Path, staging: Path) -> None:
                         )
                 elif not (m.isfile() or m.isdir()):
                     raise DownloadError(f"unsafe archive {archive.name}: member {m.name!r} is a device or pipe")
-            _check_ratio(sum(m.size for m in members), archive)
-            _check_space(sum(m.size for m in members), staging)
+            total = sum(m.size for m in members)
+            _check_ratio(total, archive)
+            _check_space(total, staging)
             # The "data" filter (Python 3.12, backported to 3.10.12/3.11.4) repeats these checks in
             # the standard library and strips permissions no dataset needs.
             if hasattr(tarfile, "data_filter"):

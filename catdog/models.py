@@ -25,7 +25,7 @@ from keras import layers
 
 from catdog.backbones import backbone
 from catdog.config import BlockConfig, Config, ModelConfig
-from catdog.errors import CatdogError, ConfigError, first_line, shown
+from catdog.errors import ConfigError, first_line, shown
 from catdog.layers import ImagenetPreprocessing, L2Pooling2D, RandomGeometry
 
 # Batch-norm running statistics forget at 0.9 per step rather than Keras's 0.99: 2,000 photos make
@@ -54,14 +54,24 @@ def build_model(config: Config, num_classes: int, pretrained: bool = True) -> ke
     Raises:
         ConfigError: the name is not a known model, or the settings do not fit together.
     """
-    builder = MODELS.get(config.model.name)
-    if builder is None:
-        raise ConfigError(f"model.name must be one of {', '.join(sorted(MODELS))}; got {config.model.name!r}")
+    builder = _builder(config.model.name)
     height, width = config.data.image_size
     # Seeds weight initialisation and the augmentation layers' random streams.
     keras.utils.set_random_seed(config.seed)
     m = config.model if pretrained else dataclasses.replace(config.model, weights="none")
     return builder(m, (height, width, 3), num_classes)
+
+
+def _builder(name: str) -> Builder:
+    """The builder registered under model.name `name`.
+
+    Raises:
+        ConfigError: no model has that name.
+    """
+    builder = MODELS.get(name)
+    if builder is None:
+        raise ConfigError(f"model.name must be one of {', '.join(sorted(MODELS))}; got {shown(name, 60)!r}")
+    return builder
 
 
 def check_model(config: Config, fetch: bool = False) -> None:
@@ -76,8 +86,7 @@ def check_model(config: Config, fetch: bool = False) -> None:
         ConfigError: an unknown name or activation, settings that do not fit, weights missing.
     """
     m = config.model
-    if m.name not in MODELS:
-        raise ConfigError(f"model.name must be one of {', '.join(sorted(MODELS))}; got {shown(m.name, 60)!r}")
+    _builder(m.name)
     try:
         keras.activations.get(m.activation)
     except (ValueError, TypeError):
@@ -89,8 +98,6 @@ def check_model(config: Config, fetch: bool = False) -> None:
     else:
         try:
             build_model(config, 2, pretrained=False)
-        except CatdogError:
-            raise
         except ValueError as exc:  # a layer's own argument checks: a kernel larger than the image, ...
             raise ConfigError(f"model settings do not fit data.image_size {list(config.data.image_size)}: "
                               f"{shown(first_line(exc), 200)}") from None
