@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from catdog.errors import ImageError, InspectionError
-from catdog.keras_private import graph_calls, output_layer
+from catdog.keras_private import branches_joining, graph_calls, output_layer
 from catdog.layers import L2Pooling2D
 from catdog.summary import inbound_layers
 
@@ -217,13 +217,13 @@ def _last_conv(model: keras.Model) -> tuple[keras.layers.Layer, Any]:
     raise InspectionError(f"model {model.name!r} has no convolution layer for Grad-CAM")
 
 
-def _head(model: keras.Model, conv_tensor: Any) -> tuple[keras.Model, bool, str | None]:
-    """A model from the conv activations to the class scores.
+def _head(model: keras.Model, conv_tensor: Any) -> tuple[keras.Model, list[Any], str | None]:
+    """A model from the conv activations (and any shortcut around them) to the class scores.
 
-    Returns the model, whether it also needs the image (a skip connection goes around the conv
-    layer), and the output activation ("softmax"/"sigmoid") when the head returns the
-    pre-activation: Grad-CAM follows the class score before softmax, whose gradient does not
-    vanish when the network is very sure.
+    Returns the model, the shortcut tensors it also takes after the conv activations, and the
+    output activation ("softmax"/"sigmoid") when the head returns the pre-activation: Grad-CAM
+    follows the class score before softmax, whose gradient does not vanish when the network is
+    very sure.
     """
     last = output_layer(model)
     activation = getattr(getattr(last, "activation", None), "__name__", None)
@@ -234,10 +234,8 @@ def _head(model: keras.Model, conv_tensor: Any) -> tuple[keras.Model, bool, str 
         activation = activation if tensors is not None else None
     else:
         activation = None
-    try:
-        return keras.Model(conv_tensor, target), False, activation
-    except ValueError:
-        return keras.Model(list(model.inputs) + [conv_tensor], target), True, activation
+    joining = branches_joining(conv_tensor, target)
+    return keras.Model([conv_tensor, *joining] if joining else conv_tensor, target), joining, activation
 
 
 def _gradient(score_fn, conv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +259,7 @@ def _gradient(score_fn, conv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # Grad-CAM's two halves of each model, built once: building the head from an intermediate
 # tensor re-calls the layers after the conv, which adds a node to each of them every time.
-_PARTS: weakref.WeakKeyDictionary[keras.Model, tuple[keras.Model, keras.Model, bool, str | None]] = (
+_PARTS: weakref.WeakKeyDictionary[keras.Model, tuple[keras.Model, keras.Model, str | None]] = (
     weakref.WeakKeyDictionary())
 
 
@@ -286,16 +284,20 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = No
     parts = _PARTS.get(model)
     if parts is None:
         _, conv_tensor = _last_conv(model)
-        parts = _PARTS[model] = (keras.Model(_inputs(model), conv_tensor), *_head(model, conv_tensor))
-    front, head, needs_image, activation = parts
-    conv = np.asarray(ops.convert_to_numpy(front(batch, training=False)), dtype=np.float32)
-    final = output_layer(model)
+        head, joining, activation = _head(model, conv_tensor)
+        parts = _PARTS[model] = (keras.Model(_inputs(model), [conv_tensor, *joining]), head, activation)
+    front, head, activation = parts
+    values = front(batch, training=False)
+    conv, *rest = [np.asarray(ops.convert_to_numpy(v), dtype=np.float32)
+                   for v in (values if isinstance(values, (list, tuple)) else [values])]
     # Keras refuses a list that mixes numpy arrays and backend tensors.
-    image_tensor = ops.convert_to_tensor(batch)
+    shortcuts = [ops.convert_to_tensor(v) for v in rest]
+    final = output_layer(model)
     state: dict[str, int] = {}
 
     def score_fn(x):
-        out = head([image_tensor, x] if needs_image else x, training=False)
+        # The shortcuts do not depend on the conv activations: constants for the gradient.
+        out = head([x, *shortcuts] if shortcuts else x, training=False)
         out = ops.cast(out, "float32")
         if activation is not None:  # the Dense output layer without its activation: logits
             out = ops.matmul(out, ops.cast(final.kernel, "float32"))

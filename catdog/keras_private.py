@@ -83,6 +83,38 @@ def graph_calls(model: keras.Model) -> dict[int, tuple[Any, Any]]:
             if len(found) == 1 and found[0][0] is not None and found[0][1] is not None}
 
 
+def branches_joining(tensor: Any, target: Any) -> list[Any]:
+    """The tensors that join the path from `tensor` to `target` from elsewhere (a shortcut around
+    `tensor`): with `tensor`, all that `target` needs. [] when `target` depends on `tensor` alone.
+
+    A model from `tensor` to `target` needs them as inputs too. Asking Keras instead for a model
+    from the image and `tensor` makes it re-create the image's input node, which rewrites the source
+    model's input tensor to point at that node: the source model's `get_config` (and so its saving
+    and its summary) then fails with "could not find node key".
+    """
+    depends: dict[int, bool] = {id(tensor): True}
+    joining: dict[int, Any] = {}
+    stack: list[tuple[Any, bool]] = [(target, False)]
+    while stack:  # depth first, iteratively: a deep network would pass Python's recursion limit
+        t, inputs_done = stack.pop()
+        if id(t) in depends:
+            continue
+        operation, node_index, _ = _history(t)
+        try:
+            ins = list(operation._inbound_nodes[node_index].input_tensors)
+        except (AttributeError, IndexError):
+            raise _changed_graph() from None
+        if not inputs_done:
+            stack.append((t, True))
+            stack.extend((i, False) for i in ins if id(i) not in depends)
+            continue
+        flags = [depends[id(i)] for i in ins]
+        depends[id(t)] = any(flags)
+        if any(flags):
+            joining.update((id(i), i) for i, f in zip(ins, flags, strict=True) if not f)
+    return list(joining.values())
+
+
 def patch_trainer_for_multi_worker() -> None:
     """Work around Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy.
 

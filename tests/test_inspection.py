@@ -201,3 +201,16 @@ def test_maps_say_whether_they_come_after_the_activation_or_before_batch_norm():
     # A sub-model's convolutions (relu of their own) say so too.
     inner = {m.name: maps_description(m) for m in feature_maps(residual_with_backbone(), photo(16, 16))}
     assert inner["b_conv2"] == "each filter's response after the relu activation"
+
+
+@pytest.mark.parametrize("name", ["article", "small", "large", "transfer"])
+def test_grad_cam_leaves_every_built_in_model_whole(name):
+    # Grad-CAM's head, where a shortcut passes the conv, once rewrote the model's input history:
+    # feature maps, the summary and saving then failed with "could not find node key" (serve ran
+    # them in that order on every ResNet run).
+    overrides = ["data.image_size=32", "model.weights=none"] if name == "transfer" else ["data.image_size=32"]
+    model = build_model(load_config(name, overrides), 2, pretrained=False)
+    grad_cam(model, photo())
+    grad_cam(model, photo(seed=1))
+    assert feature_maps(model, photo())
+    model.get_config()
