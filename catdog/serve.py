@@ -226,9 +226,22 @@ def _guarded_h11(header_timeout: float, body_timeout: float) -> type[asyncio.Pro
     answer; a client that sends part of its headers, or trickles its body, holds it for ever.
     This watches the client's side of h11's state machine after every event uvicorn handles
     (uvicorn's H11Protocol, the same from 0.29 to 0.55).
+
+    Raises:
+        ServeError: this uvicorn's H11Protocol is not the one this was written for.
     """
     import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    import uvicorn
+
+    unknown = ServeError(f"catdog serve's read deadlines were written for uvicorn 0.29 to 0.55, whose "
+                         f"H11Protocol this uvicorn {uvicorn.__version__} lacks: pip install 'uvicorn<0.56'")
+    try:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+    except ImportError:
+        raise unknown from None
+    hooks = ("connection_made", "data_received", "on_response_complete", "connection_lost")
+    if not all(callable(getattr(H11Protocol, hook, None)) for hook in hooks):
+        raise unknown
 
     deadlines = {"headers": header_timeout, "body": body_timeout + BODY_GRACE}
 
@@ -339,6 +352,7 @@ def serve(run: str | Path | Run | None = None, config: ServeConfig | None = None
     port = sock.getsockname()[1]
     try:
         app = build(run, config)
+        protocol = _guarded_h11(config.header_timeout, config.body_timeout)
     except BaseException:
         sock.close()
         raise
@@ -351,7 +365,7 @@ def serve(run: str | Path | Run | None = None, config: ServeConfig | None = None
     # ws: no WebSocket endpoint here, so an upgrade request is answered as plain HTTP.
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=port, access_log=False,
                                            log_level="warning", lifespan="on",
-                                           http=_guarded_h11(config.header_timeout, config.body_timeout),
+                                           http=protocol,
                                            ws="none", timeout_graceful_shutdown=config.shutdown_timeout))
     if ready is not None:
         host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
