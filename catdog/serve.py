@@ -16,6 +16,7 @@ one is reported in one line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import ipaddress
 import logging
@@ -26,6 +27,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -38,31 +40,50 @@ log = logging.getLogger("catdog.serve")
 __all__ = ["ServeConfig", "ServeError", "build", "is_loopback", "make_app", "serve"]
 
 
-# How far past the size limit a body is still read (and dropped) so that the client gets its 413.
-DRAIN_FACTOR = 4
+# The deadline that answers a stalled body with a 408 starts when the handler begins to read;
+# the connection's own deadline (see _guarded_h11), which starts when the headers arrive, waits
+# this much longer so that the 408 goes out first.
+BODY_GRACE = 1.0
+# The access log's status for a client that hung up before its request was read (nginx's).
+CLIENT_GONE = 499
 
 
-async def _read_body(request, limit: int) -> bytes:
-    """The request body, or a 413 when it is over `limit` bytes.
+async def _read_body(request, limit: int, timeout: float) -> bytes:
+    """The request body, or a 413 when it is over `limit` bytes, or a 408 when it has not all
+    arrived within `timeout` seconds.
 
-    A body somewhat over the limit is read to its end and dropped before the 413 goes out: a
-    client still sending when the server hangs up gets a reset instead of the answer. One more
-    than DRAIN_FACTOR times the limit is cut off at once.
+    A Content-Length over the limit is answered before any of the body is read; a body without
+    one (chunked) as soon as it passes the limit. What the client sends after the answer is
+    thrown away as it arrives, until the body ends or the connection's deadline closes it.
     """
     length = request.headers.get("content-length")
-    declared = int(length) if length is not None and length.isdigit() else None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit or (declared is not None and declared > limit):
-            if size > DRAIN_FACTOR * limit:
-                break
-            continue
-        chunks.append(chunk)
-    if size > limit or (declared is not None and declared > limit):
-        shown = f"{max(size, declared or 0):,} bytes" if size <= DRAIN_FACTOR * limit else "body"
-        raise Reject(413, f"request {shown} is over the limit of {limit:,} bytes")
-    return b"".join(chunks)
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise Reject(413, f"request {int(length):,} bytes is over the limit of {limit:,} bytes")
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Reject(413, f"request body is over the limit of {limit:,} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except asyncio.TimeoutError:
+        raise Reject(408, f"request body not received within {timeout:g} s", close=True) from None
+
+
+def _filename(request) -> str:
+    """A raw body's name: the X-Filename header, percent-decoded as UTF-8 (a header holds Latin-1
+    only, so the page sends names encoded), or `body`."""
+    raw = request.headers.get("x-filename")
+    if not raw:
+        return "body"
+    with contextlib.suppress(UnicodeError):
+        raw = raw.encode("latin-1").decode("utf-8")  # a client that sent UTF-8 bytes as they are
+    return unquote(raw) or "body"
 
 
 async def _uploads(request, service: Service) -> list[tuple[str, bytes]]:
@@ -70,9 +91,9 @@ async def _uploads(request, service: Service) -> list[tuple[str, bytes]]:
     from starlette.datastructures import UploadFile
     from starlette.requests import Request
 
-    body = await _read_body(request, service.config.max_bytes)
+    body = await _read_body(request, service.config.max_bytes, service.config.body_timeout)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return [(request.headers.get("x-filename", "body"), body)]
+        return [(_filename(request), body)]
 
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
@@ -88,12 +109,14 @@ def make_app(service: Service):
     """The Starlette application for `service`."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
-    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
     loop_of = asyncio.get_running_loop
 
     async def decode_all(uploads):
+        service.check_pixels(uploads)  # headers only: a request's pixels are bounded before decoding
         loop = loop_of()
         return await asyncio.gather(*(loop.run_in_executor(service.decoder, service.decode, data, name)
                                       for name, data in uploads))
@@ -132,7 +155,11 @@ def make_app(service: Service):
         body = {"error": exc.message}
         if exc.file is not None:
             body["file"] = exc.file
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(body, status_code=exc.status, headers={"Connection": "close"} if exc.close else None)
+
+    async def gone(request, exc: Exception):
+        # The client hung up before its request was read: nobody to answer, nothing gone wrong here.
+        return Response(status_code=CLIENT_GONE)
 
     async def http_error(request, exc: Exception):
         assert isinstance(exc, HTTPException)  # Starlette calls it for HTTPException only
@@ -150,12 +177,22 @@ def make_app(service: Service):
               Route("/v1/explain", explain, methods=["POST"]), Route("/v1/health", health),
               Route("/v1/model", model)]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={Reject: rejected, HTTPException: http_error})
+                    exception_handlers={Reject: rejected, HTTPException: http_error, ClientDisconnect: gone})
     return AccessLog(app)
 
 
+def _printable(text: str) -> str:
+    """`text` with control characters, quotes and backslashes escaped (a percent-decoded request
+    path can hold a line break or a terminal escape), so that one request stays one log line."""
+    return "".join(c if c.isprintable() and c not in '"\\' else '\\"' if c == '"' else ascii(c)[1:-1]
+                   for c in text)
+
+
 class AccessLog:
-    """ASGI middleware writing one line per request: client, method, path, status, bytes, milliseconds."""
+    """ASGI middleware writing one line per request: client, method, path, status, bytes, milliseconds.
+
+    A client that hung up before its request was read is logged with status 499.
+    """
 
     def __init__(self, app) -> None:
         self.app = app
@@ -176,8 +213,82 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             client = scope.get("client") or ("-", 0)
-            log.info('%s "%s %s" %d %dB %.1fms', client[0], scope["method"], scope["path"], state["status"],
-                     state["bytes"], (time.perf_counter() - start) * 1000)
+            log.info('%s "%s %s" %d %dB %.1fms', client[0], _printable(scope["method"]), _printable(scope["path"]),
+                     state["status"], state["bytes"], (time.perf_counter() - start) * 1000)
+
+
+def _guarded_h11(header_timeout: float, body_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol with the read deadlines uvicorn lacks: a request's headers
+    within `header_timeout` seconds of the connection (or of the previous answer), its body
+    within `body_timeout` (plus BODY_GRACE) of its headers; past either, the connection closes.
+
+    uvicorn's own `timeout_keep_alive` ends only a connection that sends nothing after an
+    answer; a client that sends part of its headers, or trickles its body, holds it for ever.
+    This watches the client's side of h11's state machine after every event uvicorn handles
+    (uvicorn's H11Protocol, the same from 0.29 to 0.55).
+
+    Raises:
+        ServeError: this uvicorn's H11Protocol is not the one this was written for.
+    """
+    import h11
+    import uvicorn
+
+    unknown = ServeError(f"catdog serve's read deadlines were written for uvicorn 0.29 to 0.55, whose "
+                         f"H11Protocol this uvicorn {uvicorn.__version__} lacks: pip install 'uvicorn<0.56'")
+    try:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+    except ImportError:
+        raise unknown from None
+    hooks = ("connection_made", "data_received", "on_response_complete", "connection_lost")
+    if not all(callable(getattr(H11Protocol, hook, None)) for hook in hooks):
+        raise unknown
+
+    deadlines = {"headers": header_timeout, "body": body_timeout + BODY_GRACE}
+
+    class GuardedH11Protocol(H11Protocol):
+        _phase: str | None = None
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._watch()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._watch()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._phase = None
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _watch(self) -> None:
+            """Start the deadline of what the client is to send next, when that changed."""
+            state = self.conn.their_state
+            phase = "headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
+            if phase == self._phase or self.transport.is_closing():
+                return
+            self._phase = phase
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = None if phase is None else self.loop.call_later(deadlines[phase], self._expire)
+
+        def _expire(self) -> None:
+            if self.transport.is_closing():
+                return
+            # An idle connection (a browser opens spare ones) closes quietly; a request begun and
+            # left unfinished gets a line. A stalled body was answered with a 408 already.
+            if self._phase == "headers" and self.conn.trailing_data[0]:
+                client = self.client[0] if self.client else "-"
+                log.info("%s request headers not complete within %g s: connection closed", client, header_timeout)
+            self.transport.close()
+
+    return GuardedH11Protocol
 
 
 def _drop_shutdown_cancel(record: logging.LogRecord) -> bool:
@@ -241,6 +352,7 @@ def serve(run: str | Path | Run | None = None, config: ServeConfig | None = None
     port = sock.getsockname()[1]
     try:
         app = build(run, config)
+        protocol = _guarded_h11(config.header_timeout, config.body_timeout)
     except BaseException:
         sock.close()
         raise
@@ -249,9 +361,12 @@ def serve(run: str | Path | Run | None = None, config: ServeConfig | None = None
     # A Ctrl+C can cancel the lifespan task while uvicorn shuts down, which uvicorn logs as an
     # error with a traceback; the server did stop cleanly, so that record is dropped.
     logging.getLogger("uvicorn.error").addFilter(_drop_shutdown_cancel)
+    # http: uvicorn's h11 protocol with read deadlines (whether or not httptools is installed);
+    # ws: no WebSocket endpoint here, so an upgrade request is answered as plain HTTP.
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=port, access_log=False,
                                            log_level="warning", lifespan="on",
-                                           timeout_graceful_shutdown=config.shutdown_timeout))
+                                           http=protocol,
+                                           ws="none", timeout_graceful_shutdown=config.shutdown_timeout))
     if ready is not None:
         host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
         ready(f"http://{host}:{port}/")

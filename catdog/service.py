@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from catdog.errors import ImageError
 from catdog.images import load_image_bytes
 from catdog.prediction import answer, answerer, as_class_probabilities
 from catdog.runs import HISTORY_FILE, Run
-from catdog.runtime import ONNX_FILE, OnnxModel
+from catdog.runtime import CONTRACT_FILE, ONNX_FILE, OnnxModel
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,14 @@ class ServeConfig:
     # 50 MP covers today's phone sensors (48 MP); a header claiming more is refused before decoding.
     max_pixels: int = 50_000_000
     max_images: int = 16  # images in one multipart request
+    # What the headers of one request's images may claim together: sixteen 12-MP phone photos
+    # (195 MP) fit; sixteen PNGs claiming 49 MP each, which decode into 2.3 GB, do not.
+    max_request_pixels: int = 200_000_000
+    # Seconds a client gets to send a request's headers (from the connection, or the previous
+    # answer) and then its body: enough for a 20 MB photo at 3 Mbit/s; a client that stalls is
+    # dropped instead of holding a connection for ever.
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
     # Dynamic batching: the most images in one model call, and how long the first waits for company.
     # Eight: per image, a batch of 32 computes no faster on a CPU, and ONNX Runtime's memory arena
     # keeps the largest batch's buffers (warmed at start, so memory does not grow under load).
@@ -58,11 +67,12 @@ class ServeConfig:
 
 
 class Reject(Exception):
-    """A request answered with a 4xx: the status, the message, and the file it concerns."""
+    """A request answered with a 4xx: the status, the message, the file it concerns, and whether
+    the connection closes after the answer (a client that stalled)."""
 
-    def __init__(self, status: int, message: str, file: str | None = None) -> None:
+    def __init__(self, status: int, message: str, file: str | None = None, close: bool = False) -> None:
         super().__init__(message)
-        self.status, self.message, self.file = status, message, file
+        self.status, self.message, self.file, self.close = status, message, file, close
 
 
 def _image_status(message: str) -> int:
@@ -190,6 +200,23 @@ class Service:
         for n in range(config.max_batch, 0, -1):
             self.infer(np.zeros((n, *self.size, 3), np.float32))
 
+    def check_pixels(self, uploads: list[tuple[str, bytes]]) -> None:
+        """Refuse, from their headers alone, a request whose images claim more than
+        `max_request_pixels` together, or one image that its header already condemns.
+
+        Raises:
+            Reject: 413 naming the total and the limit, or the one file's own 4xx.
+        """
+        total = 0
+        for name, data in uploads:
+            claimed = header_pixels(data)
+            if claimed is None or claimed > self.config.max_pixels:
+                self.decode(data, name)  # refused by its header, naming the file, before any pixel
+            total += claimed or 0
+        if total > self.config.max_request_pixels:
+            raise Reject(413, f"request images claim {total:,} pixels in all ({len(uploads)} images), over "
+                              f"the limit of {self.config.max_request_pixels:,} pixels per request")
+
     def decode(self, data: bytes, name: str) -> np.ndarray:
         try:
             return load_image_bytes(data, self.size, self.resize, self.config.max_pixels)
@@ -224,22 +251,61 @@ class Service:
                                 "engine": self.engine, "catdog_version": __version__,
                                 "explain": self.keras is not None}
         info["parameters"] = self.parameters
+        c = self.config
+        info["limits"] = {"max_bytes": c.max_bytes, "max_pixels": c.max_pixels, "max_images": c.max_images,
+                          "max_request_pixels": c.max_request_pixels}
         info["metrics"] = _metrics(r.dir)  # read each time: an evaluation may run while serving
         return info
 
     @functools.cached_property
     def parameters(self) -> int | None:
-        """The model's parameter count, worked out on the first request that asks."""
-        if self.keras is not None:
-            return int(self.keras.count_params())
-        return _onnx_parameters(self.run.dir / ONNX_FILE)
+        """The Keras model's parameter count, whichever engine answers; worked out on the first
+        request that asks.
+
+        Without Keras loaded (`--no-explain` on ONNX Runtime) it is the count the export contract
+        records, or for a run exported before the contract held it, the ONNX graph's weights.
+        """
+        if self.engine == "keras" or self.keras is not None:
+            return int(self.run.model.count_params())
+        recorded = _contract_parameters(self.run.dir / CONTRACT_FILE)
+        return recorded if recorded is not None else _onnx_parameters(self.run.dir / ONNX_FILE)
+
+
+def header_pixels(data: bytes) -> int | None:
+    """Width x height as an image's header claims it, read without decoding; None when Pillow
+    reads no header (or refuses it as a decompression bomb)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: the caller decides
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return im.width * im.height
+        except Exception:  # noqa: BLE001  (decoding the same bytes names the problem)
+            return None
+
+
+def _contract_parameters(path: Path) -> int | None:
+    """The Keras parameter count the export contract records, if it does."""
+    try:
+        value = json.loads(path.read_text()).get("parameters")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _onnx_parameters(path: Path) -> int | None:
+    """The ONNX graph's weights: its floating-point initializers with at least one dimension.
+
+    Shape constants and scalars (the rescaling's) are not weights; a graph the converter
+    simplified (batch normalisation folded into a convolution) can still count differently from
+    Keras, which is why the export contract records Keras's count.
+    """
     try:
         import onnx
 
-        return int(sum(np.prod(t.dims) for t in onnx.load(str(path)).graph.initializer))
+        floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                  onnx.TensorProto.DOUBLE}
+        return int(sum(np.prod(t.dims) for t in onnx.load(str(path)).graph.initializer
+                       if t.data_type in floats and len(t.dims) > 0))
     except Exception:  # noqa: BLE001  (a count for the page, not worth failing over)
         return None
 

@@ -4,6 +4,7 @@ concurrent requests, the page, the one-line access log and a clean shutdown on S
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -56,14 +57,30 @@ def served_run(tmp_path_factory) -> tuple[Path, Path]:
     return root / "run", root / "photos"
 
 
-class Server:
-    """`catdog serve --port 0` in a child process; its address is read from its first line."""
+# catdog.serve.serve with ServeConfig fields the command line does not set, logging as the CLI does.
+SERVE_WITH = """
+import json, logging, sys
+from catdog.serve import ServeConfig, serve
+handler = logging.StreamHandler(sys.stderr)
+logger = logging.getLogger("catdog.serve")
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+logger.propagate = False
+serve(sys.argv[1], ServeConfig(port=0, **json.loads(sys.argv[2])),
+      ready=lambda url: print(f"serving {url} (Ctrl+C stops)", file=sys.stderr))
+"""
 
-    def __init__(self, run: Path, *args: str) -> None:
+
+class Server:
+    """`catdog serve --port 0` in a child process (or `serve(run, ServeConfig(**config))`); its
+    address is read from its first line."""
+
+    def __init__(self, run: Path, *args: str, config: dict | None = None) -> None:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-c", "from catdog.cli import main; main()", "serve",
-                                      "--run", str(run), "--port", "0",
-                                      *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        command = (["-c", SERVE_WITH, str(run), json.dumps(config)] if config is not None else
+                   ["-c", "from catdog.cli import main; main()", "serve", "--run", str(run), "--port", "0", *args])
+        self.proc = subprocess.Popen([sys.executable, *command], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     text=True, env=env)
         self.lines: list[str] = []
         self.url = None
         deadline = time.time() + 120
@@ -101,6 +118,23 @@ class Server:
     def get(self, path: str) -> tuple[int, dict]:
         return self.request(path)
 
+    def raw(self, data: bytes) -> socket.socket:
+        """A connection that has sent `data` (nothing more) to the server."""
+        host, port = self.url.removeprefix("http://").split(":")
+        conn = socket.create_connection((host, int(port)), timeout=10)
+        conn.sendall(data)
+        return conn
+
+    def log_line(self, pattern: str, seconds: float = 10) -> str:
+        """The first log line that matches `pattern`, waiting for it at most `seconds`."""
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            found = [line for line in self.lines if re.search(pattern, line)]
+            if found:
+                return found[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no log line matches {pattern!r}: {''.join(self.lines[-10:])}")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -112,6 +146,41 @@ def server(served_run):
     s = Server(served_run[0])
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def strict_server(served_run):
+    """ONNX Runtime only, with half-second read deadlines and small limits, so that tests of them are quick."""
+    s = Server(served_run[0], config={"explain": False, "header_timeout": 0.5, "body_timeout": 0.5,
+                                      "max_bytes": 1000})
+    yield s
+    s.stop()
+
+
+def received(conn: socket.socket, seconds: float = 10) -> tuple[bytes, float]:
+    """What the server sends on `conn` until it closes it, and how many seconds that took."""
+    start, data = time.perf_counter(), b""
+    conn.settimeout(seconds)
+    try:
+        while chunk := conn.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        raise AssertionError(f"the server kept the connection open for {seconds} s; it sent {data[:200]!r}") from None
+    finally:
+        conn.close()
+    return data, time.perf_counter() - start
+
+
+def answer_on(conn: socket.socket) -> tuple[int, dict]:
+    """The status and JSON body of the answer the server sends on `conn`, read without waiting for it to close."""
+    conn.settimeout(10)
+    response = http.client.HTTPResponse(conn)
+    response.begin()
+    result = response.status, json.loads(response.read())
+    conn.close()
+    return result
 
 
 def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, dict]:
@@ -194,11 +263,135 @@ def test_bad_file_among_several_is_named(server, served_run):
     assert result["file"] == "broken.jpg" and result["error"].startswith("broken.jpg: ")
 
 
-def test_body_over_the_limit_is_413(server):
-    status, body = server.request("/v1/predict", b"\xff" * (20 * 1024 * 1024 + 1),
-                                  {"Content-Type": "application/octet-stream"})
-    assert status == 413
-    assert body["error"] == "request 20,971,521 bytes is over the limit of 20,971,520 bytes"
+def test_body_over_the_limit_is_413_also_for_a_client_that_sends_it_all(server):
+    # A keep-alive client (curl, requests, a browser) that sends the whole body gets its answer:
+    # the server throws the rest away as it arrives.
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request("POST", "/v1/predict", b"\xff" * (20 * 1024 * 1024 + 1), {"Content-Type": "application/octet-stream"})
+    response = conn.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read()) == {"error": "request 20,971,521 bytes is over the limit of 20,971,520 bytes"}
+    conn.close()
+
+
+def test_content_length_over_the_limit_is_refused_before_the_body_is_sent(server):
+    conn = server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 20971521\r\n\r\n")
+    # Answered while all of the body is still to come.
+    assert answer_on(conn) == (413, {"error": "request 20,971,521 bytes is over the limit of 20,971,520 bytes"})
+
+
+def test_chunked_body_over_the_limit_is_413(strict_server):
+    chunk = b"x" * 600
+    conn = strict_server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + (b"258\r\n" + chunk + b"\r\n") * 2)  # 1,200 bytes, and no end yet
+    assert answer_on(conn) == (413, {"error": "request body is over the limit of 1,000 bytes"})
+
+
+def test_client_that_disconnects_mid_upload_is_one_quiet_line(server):
+    conn = server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n" + b"\xff" * 100)
+    time.sleep(0.2)
+    conn.close()
+    server.log_line(r'^127\.0\.0\.1 "POST /v1/predict" 499 0B \d+\.\dms$')
+    server.get("/v1/health")  # a later line: anything the hang-up caused is logged by now
+    server.log_line(r'"GET /v1/health" 200')
+    assert not [line for line in server.lines if "Traceback" in line or "Exception" in line or '" 500 ' in line]
+
+
+def test_stalled_headers_and_idle_connections_are_dropped(strict_server):
+    idle = strict_server.raw(b"")
+    stalled = strict_server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Le")
+    for conn in (idle, stalled):
+        data, seconds = received(conn)
+        assert data == b"" and seconds < 5
+    strict_server.log_line(r"^127\.0\.0\.1 request headers not complete within 0.5 s: connection closed$")
+    # Only the connection that began a request is logged; the idle one closes quietly.
+    assert sum("not complete" in line for line in strict_server.lines) == 1
+
+
+def test_stalled_body_is_answered_408_and_dropped(strict_server):
+    conn = strict_server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n" + b"\xff" * 100)
+    data, seconds = received(conn)
+    assert data.startswith(b"HTTP/1.1 408 ") and b"connection: close" in data.lower() and seconds < 5
+    assert data.endswith(b'{"error":"request body not received within 0.5 s"}')
+    strict_server.log_line(r'^127\.0\.0\.1 "POST /v1/predict" 408 \d+B \d+\.\dms$')
+
+
+def test_a_body_nobody_reads_cannot_hold_the_connection(strict_server):
+    # /v1/health answers without reading the body; the client trickles the rest of it for ever.
+    conn = strict_server.raw(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+    conn.settimeout(0.3)
+    start, data = time.perf_counter(), b""
+    while time.perf_counter() - start < 10:
+        try:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        except TimeoutError:
+            try:
+                conn.sendall(b"c")
+            except OSError:
+                break
+        except OSError:
+            break
+    conn.close()
+    assert data.startswith(b"HTTP/1.1 200 ") and time.perf_counter() - start < 5
+
+
+def test_images_claiming_too_many_pixels_together_are_refused_before_decoding(server):
+    body, headers = multipart([(f"{i}.png", png_claiming(7_000, 7_000)) for i in range(16)])
+    start = time.perf_counter()
+    status, result = server.request("/v1/predict", body, headers)
+    assert status == 413 and time.perf_counter() - start < 5
+    assert result == {"error": "request images claim 784,000,000 pixels in all (16 images), over the limit of "
+                               "200,000,000 pixels per request"}
+
+
+def test_control_characters_in_the_path_cannot_forge_log_lines(server):
+    forged = "127.0.0.1%20%22GET%20/v1/forged%22%20200%201B%201.0ms"
+    conn = server.raw(f"GET /x%0d%0a{forged}%1b[2J%22%5c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    assert received(conn)[0].startswith(b"HTTP/1.1 404 ")
+    line = server.log_line(r'^127\.0\.0\.1 "GET /x')
+    # The path, percent-decoded, holds CR LF, quotes, an escape sequence and a backslash: all escaped.
+    escaped = r'/x\r\n127.0.0.1 \"GET /v1/forged\" 200 1B 1.0ms\x1b[2J\"\\'
+    assert re.fullmatch(r'127\.0\.0\.1 "GET ' + re.escape(escaped) + r'" 404 \d+B \d+\.\dms\n', line), line
+    assert not [line for line in server.lines if "/v1/forged" in line and not line.startswith('127.0.0.1 "GET /x')]
+
+
+def test_protocol_errors_are_answered_by_uvicorn(server):
+    conn = server.raw(b"NOT HTTP AT ALL\r\n\r\n")
+    data, _ = received(conn)
+    assert data.startswith(b"HTTP/1.1 400 ") and data.endswith(b"\r\n\r\nInvalid HTTP request received.")
+
+
+def test_file_names_are_decoded(server):
+    status, body = server.request("/v1/predict", b"plain text", {"X-Filename": "my%20notes%20%C3%A9.txt"})
+    assert status == 415
+    assert body == {"error": "my notes é.txt: not an image (unrecognised format)", "file": "my notes é.txt"}
+
+
+def test_model_reports_the_same_parameters_on_both_engines(server, strict_server, served_run):
+    from catdog.runs import load_run
+
+    expected = load_run(served_run[0]).model.count_params()
+    keras_side, onnx_side = server.get("/v1/model")[1], strict_server.get("/v1/model")[1]
+    assert (keras_side["explain"], onnx_side["explain"]) == (True, False)
+    assert keras_side["parameters"] == onnx_side["parameters"] == expected
+    assert onnx_side["limits"] == {"max_bytes": 1000, "max_pixels": 50_000_000, "max_images": 16,
+                                   "max_request_pixels": 200_000_000}
+
+
+def test_the_contract_s_parameter_count_is_read(tmp_path):
+    from catdog.service import _contract_parameters
+
+    path = tmp_path / "model.onnx.json"
+    assert _contract_parameters(path) is None  # no contract
+    for value, expected in [(438_842, 438_842), (True, None), (-1, None), ("12", None), (None, None)]:
+        path.write_text(json.dumps({"classes": ["cats", "dogs"], "parameters": value}))
+        assert _contract_parameters(path) == expected
+    path.write_text("[1, 2]")
+    assert _contract_parameters(path) is None
 
 
 def test_unknown_path_and_method_are_json_errors(server):
