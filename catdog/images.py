@@ -22,7 +22,7 @@ from PIL import Image, ImageFile
 
 from catdog.config import ResizeMode
 from catdog.errors import ImageError, first_line
-from catdog.jpeg import decode_jpeg_strictly, jpeg_structure_problem
+from catdog.jpeg import decode_jpeg_strictly, draft_scale, jpeg_structure_problem
 
 # Files a photo folder collects that are never images.
 SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
@@ -119,7 +119,10 @@ def _decode_strictly(path: Path, data: bytes | None, target: tuple[int, int], re
 
 def _decode(path: Path, data: bytes | None, target: tuple[int, int], resize: str,
             max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode, convert, orient and fit; JPEGs decode at a reduced scale where `target` allows."""
+    """Decode, convert, orient and fit; JPEGs decode at a reduced scale where `target` allows.
+
+    Every step is one a program with Pillow, NumPy and OpenCV can repeat exactly.
+    """
     with _open(path, data, max_pixels) as im:
         orientation = _orientation(im)
         need = _decoded_size(im.size, orientation, target, resize)
@@ -127,11 +130,11 @@ def _decode(path: Path, data: bytes | None, target: tuple[int, int], resize: str
         rgb = None
         # YCbCr and grayscale JPEGs (nearly all photos) go to libjpeg-turbo, which checks the image
         # data to its end; CMYK/YCCK ones stay with Pillow, whose Adobe CMYK handling is tested.
+        # Both decode at 1/2, 1/4 or 1/8 scale when the result is still at least `need`, by the
+        # same rule (Pillow's `draft`); formats other than JPEG ignore the request.
         if data is not None and fmt in ("JPEG", "MPO") and im.mode in ("RGB", "L"):
-            rgb = decode_jpeg_strictly(data, need)
+            rgb = decode_jpeg_strictly(data, im.size, draft_scale(im.size, need))
         if rgb is None:
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result is still at least `need`;
-            # formats other than JPEG ignore the request.
             im.draft(None, need)
             try:
                 im.load()
