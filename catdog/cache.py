@@ -40,9 +40,9 @@ from catdog.errors import DataError, ImageError, replacing, shown
 from catdog.folders import Found
 from catdog.images import load_image
 
-# Bumped whenever decoding changes (2: strict libjpeg-turbo decoding; 3: OpenCV resizing), so old
-# caches are rebuilt.
-MANIFEST_VERSION = 3
+# Bumped whenever decoding changes (2: strict libjpeg-turbo decoding; 3: OpenCV resizing; 4: JPEGs
+# reduced only at Pillow's draft scales), so old caches are rebuilt.
+MANIFEST_VERSION = 4
 Progress = Callable[[int, int], None]
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from catdog import __version__
 from catdog.errors import ExportError
+from catdog.images import preprocessing
 from catdog.prediction import as_class_probabilities
 from catdog.runs import Run, load_run, write_json
 from catdog.runtime import ONNX_FILE
@@ -109,17 +110,26 @@ def can_export_onnx() -> bool:
 
 
 def contract(run: Run, fmt: str, artifact: Path, output_units: int) -> dict:
-    """What a program needs to know to use the artifact without catdog."""
+    """What a program needs to know to use the artifact without catdog and get catdog's answers.
+
+    "preprocessing" names every step from the photo file to the input array (catdog.images); the
+    recipe in docs/serving.md follows it with Pillow, NumPy and OpenCV.
+    """
     height, width = run.config.data.image_size
+    # Keras's LiteRT export writes a graph whose input is [1, H, W, 3]: one image a call. ONNX and
+    # SavedModel take any batch.
+    batch = 1 if fmt == "litert" else None
     return {
         "format": fmt,
         "artifact": artifact.name,
         "classes": list(run.classes),
         "input_size": [height, width],
-        "input": {"name": "image", "shape": [None, height, width, 3], "dtype": "float32",
+        "input": {"name": "image", "shape": [batch, height, width, 3],
+                  "batch": "any" if batch is None else batch, "dtype": "float32",
                   "layout": "NHWC", "color": "RGB", "pixel_range": [0, 255]},
         "pixel_note": "raw 0-255 RGB values as float32; scaling is inside the model",
         "resize": run.config.data.resize,
+        "preprocessing": preprocessing(run.config.data.resize),
         # One sigmoid unit gives p(classes[1]); a softmax gives one probability per class.
         "output": "sigmoid" if output_units == 1 else "softmax",
         "model": run.config.model.name,

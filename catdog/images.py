@@ -22,7 +22,7 @@ from PIL import Image, ImageFile
 
 from catdog.config import ResizeMode
 from catdog.errors import ImageError, first_line
-from catdog.jpeg import decode_jpeg_strictly, jpeg_structure_problem
+from catdog.jpeg import decode_jpeg_strictly, draft_scale, jpeg_structure_problem
 
 # Files a photo folder collects that are never images.
 SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
@@ -90,6 +90,48 @@ def load_image(path: str | Path, size: tuple[int, int], resize: str = "squash") 
     return _decode_strictly(path, _read(path), target, resize)
 
 
+def preprocessing(resize: str) -> dict[str, str]:
+    """Every step `load_image` takes, in words a program without catdog can follow exactly.
+
+    An exported artifact's contract carries this (catdog.export.contract); docs/serving.md turns it
+    into code with Pillow, NumPy and OpenCV, and tests/test_recipe.py holds the two together.
+    """
+    _target((1, 1), resize)
+    fits = {
+        "squash": "the whole upright image resized to (width, height), aspect ratio not kept",
+        "crop": "the largest centred region of the target's aspect ratio (its side rounded to the nearest "
+                "pixel, offset (rest // 2)), then resized to (width, height)",
+        "pad": "resized to fit inside (width, height) keeping the aspect ratio (sides rounded to the "
+               "nearest pixel), centred (offset (rest // 2)) on black",
+    }
+    return {
+        "order": "decode (JPEG at a reduced scale), colour to 8-bit RGB, EXIF orientation, fit and resize, "
+                 "float32",
+        "exif_orientation": "the EXIF Orientation tag (0x0112, as PIL.Image.getexif() reads it) is applied "
+                            "after decoding, as PIL.ImageOps.exif_transpose does; missing or not 2-8: upright",
+        "decode_scale": "need = the size the fit below resizes from, in the upright frame (squash: (width, "
+                        "height); crop/pad: the upright image scaled by max/min(width / w, height / h), "
+                        "rounded up), turned back to the stored frame for orientations 5-8; a JPEG is "
+                        "decoded at 1/s, s the largest of 8, 4, 2, 1 with s <= min(W // need_w, H // need_h) "
+                        "(W, H the stored size): PIL.Image.draft(\"RGB\", need)'s rule; other formats whole",
+        "jpeg_decode": "libjpeg(-turbo) with the exact integer IDCT and fancy upsampling (the defaults of "
+                       "Pillow and libjpeg); CMYK/YCCK JPEGs through Pillow's convert(\"RGB\")",
+        "color": "8-bit RGB: grayscale, palette, CMYK and the rest by PIL convert(\"RGB\"); 16-bit "
+                 "grayscale divided by 257, 32-bit integer grayscale too when its maximum is over 255, "
+                 "float grayscale times 255 when its maximum is at most 1 (NaN as 0); rounded to nearest "
+                 "and clipped to 0-255",
+        "alpha": f"composited on {BACKGROUND} (white): RGBA, LA, PA and palette or RGB with a "
+                 f"transparency entry",
+        "resize": resize,
+        "fit": fits[resize],
+        "interpolation": "cv2.resize: INTER_AREA when the width or the height shrinks by 2 or more, else "
+                         "INTER_LINEAR; none when the size already matches",
+        "rounding": "the resized pixels are uint8 (OpenCV rounds to nearest), then cast to float32",
+        "dtype_range": "float32 RGB 0-255, NHWC; no scaling or normalisation (it is inside the model)",
+        "recipe": "docs/serving.md, 'Use an artifact from plain Python'",
+    }
+
+
 def _target(size: tuple[int, int], resize: str) -> tuple[int, int]:
     """(width, height) of the result, once `resize` and `size` are checked (a caller's bug if not)."""
     if resize not in RESIZE_MODES:
@@ -119,7 +161,11 @@ def _decode_strictly(path: Path, data: bytes | None, target: tuple[int, int], re
 
 def _decode(path: Path, data: bytes | None, target: tuple[int, int], resize: str,
             max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode, convert, orient and fit; JPEGs decode at a reduced scale where `target` allows."""
+    """Decode, convert, orient and fit; JPEGs decode at a reduced scale where `target` allows.
+
+    Every step is one a program with Pillow, NumPy and OpenCV can repeat exactly (the recipe in
+    docs/serving.md; `catdog.export.contract` names them).
+    """
     with _open(path, data, max_pixels) as im:
         orientation = _orientation(im)
         need = _decoded_size(im.size, orientation, target, resize)
@@ -127,11 +173,11 @@ def _decode(path: Path, data: bytes | None, target: tuple[int, int], resize: str
         rgb = None
         # YCbCr and grayscale JPEGs (nearly all photos) go to libjpeg-turbo, which checks the image
         # data to its end; CMYK/YCCK ones stay with Pillow, whose Adobe CMYK handling is tested.
+        # Both decode at 1/2, 1/4 or 1/8 scale when the result is still at least `need`, by the
+        # same rule (Pillow's `draft`); formats other than JPEG ignore the request.
         if data is not None and fmt in ("JPEG", "MPO") and im.mode in ("RGB", "L"):
-            rgb = decode_jpeg_strictly(data, need)
+            rgb = decode_jpeg_strictly(data, im.size, draft_scale(im.size, need))
         if rgb is None:
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result is still at least `need`;
-            # formats other than JPEG ignore the request.
             im.draft(None, need)
             try:
                 im.load()

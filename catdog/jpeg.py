@@ -19,25 +19,45 @@ from catdog.errors import ImageError, first_line
 # (CMYK, very large files, subsampling TurboJPEG cannot name) go to Pillow after the byte-level check
 # of `jpeg_structure_problem`. What is detected and what cannot be: docs/reliability.md.
 
-# libjpeg-turbo scales by n/8 while decoding; only reductions of at least 1.5 (5/8 and below) are
-# asked for, since the 7/8 and 3/4 scales are no faster than decoding whole (docs/speed.md).
-_MIN_JPEG_REDUCTION = 1.5
+# libjpeg-turbo can scale by any n/8 while decoding, but only 1/2, 1/4 and 1/8 are asked for: they
+# are the scales Pillow's `Image.draft` decodes at, so a program with Pillow alone gets the same
+# pixels (docs/serving.md's recipe; the speed this costs: docs/speed.md).
+DRAFT_SCALES = (8, 4, 2, 1)
+# Below one 8x8 block on both sides, a smaller n/8 scale can give the same size as 1/s, and
+# TurboJPEG would take it; Pillow decodes those (tiny) pictures at Pillow's scale instead.
+_BLOCK = 8
 
 
-def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> np.ndarray | None:
-    """Decode a YCbCr or grayscale JPEG to RGB, rejecting any damage to its image data.
+def draft_scale(size: tuple[int, int], need: tuple[int, int]) -> int:
+    """The JPEG decoding scale 1/s for a stored `size` (width, height): Pillow's `Image.draft` rule.
 
-    It decodes at the smallest n/8 scale that is still at least `need` (stored width, height).
+    s is the largest of 8, 4, 2, 1 with s <= min(width // need_width, height // need_height), so the
+    decoded ceil(width / s) x ceil(height / s) is still at least `need`.
+    """
+    most = min(size[0] // max(1, need[0]), size[1] // max(1, need[1]))
+    return next(s for s in DRAFT_SCALES if s <= most or s == 1)
+
+
+def decode_jpeg_strictly(data: bytes, size: tuple[int, int], scale: int) -> np.ndarray | None:
+    """Decode a YCbCr or grayscale JPEG to RGB at 1/`scale`, rejecting any damage to its image data.
+
+    Args:
+        data: the file's bytes.
+        size: its stored (width, height), from the header.
+        scale: 1, 2, 4 or 8 (`draft_scale`); the result is ceil(width / scale) x ceil(height / scale).
 
     Returns:
         The RGB pixels (height, width, 3), or None for a JPEG whose chroma subsampling TurboJPEG
-        cannot name (the caller decodes it with Pillow).
+        cannot name, or one too small to scale exactly as Pillow does (the caller decodes it with
+        Pillow).
 
     Raises:
         ImageError: libjpeg-turbo's verdict, as one stable line.
     """
+    if scale > 1 and max(size) < _BLOCK:
+        return None
     try:
-        pixels = _turbo_decode(data, need)
+        pixels = _turbo_decode(data, size, scale)
     except ValueError as exc:
         message = first_line(exc)
         if "subsampling level" in message:
@@ -46,24 +66,26 @@ def decode_jpeg_strictly(data: bytes, need: tuple[int, int]) -> np.ndarray | Non
         if bare is None:
             raise ImageError(_libjpeg_reason(message)) from None
         try:
-            pixels = _turbo_decode(bare, need)
+            pixels = _turbo_decode(bare, size, scale)
         except ValueError as again:
             # The image data is what is left, so its verdict is the one to report.
             raise ImageError(_libjpeg_reason(first_line(again))) from None
     return pixels
 
 
-def _turbo_decode(data: bytes, need: tuple[int, int]) -> np.ndarray:
+def _turbo_decode(data: bytes, size: tuple[int, int], scale: int) -> np.ndarray:
+    # simplejpeg takes the smallest n/8 scale whose result is at least min_width x min_height, and
+    # only if it reduces by at least min_factor: for a picture of 8 pixels or more on a side, 1/scale.
     return simplejpeg.decode_jpeg(
         data,
         colorspace="RGB",
         strict=True,
-        # The exact IDCT and upsampling, so pixels match Pillow's decode of the same file.
+        # The exact IDCT and upsampling, as Pillow decodes: the same pixels.
         fastdct=False,
         fastupsample=False,
-        min_width=need[0],
-        min_height=need[1],
-        min_factor=_MIN_JPEG_REDUCTION,
+        min_width=-(-size[0] // scale),
+        min_height=-(-size[1] // scale),
+        min_factor=scale,
     )
 
 

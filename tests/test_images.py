@@ -8,6 +8,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
@@ -88,10 +89,56 @@ def test_jpeg_decodes_to_the_same_pixels_as_pillow(tmp_path: Path) -> None:
         pillow = im.convert("RGB")
     reference = np.asarray(pillow, dtype=int)
     assert np.abs(load_image(path, (192, 256)).astype(int) - reference).mean() < 0.5
-    # Decoded at 1/4 and at 5/8 scale, then resized: close to Pillow's full decode, resized.
-    for height, width in ((48, 64), (110, 150)):
-        resized = np.asarray(pillow.resize((width, height), Image.Resampling.BILINEAR), dtype=int)
-        assert np.abs(load_image(path, (height, width)).astype(int) - resized).mean() < 3
+    # Decoded at 1/4 scale, then resized: close to Pillow's full decode, resized.
+    resized = np.asarray(pillow.resize((64, 48), Image.Resampling.BILINEAR), dtype=int)
+    assert np.abs(load_image(path, (48, 64)).astype(int) - resized).mean() < 3
+
+
+@pytest.mark.parametrize("options", [{"subsampling": 2}, {"subsampling": 1}, {"subsampling": 0},
+                                     {"progressive": True}, {"gray": True}], ids=str)
+def test_jpeg_decodes_at_pillows_draft_scale_to_pillows_very_pixels(tmp_path: Path, options: dict) -> None:
+    # At 1/1, 1/2, 1/4 and 1/8, and at sizes between them where libjpeg-turbo alone could take 5/8
+    # or 3/8 (96x72, 150x110), catdog decodes at the scale Pillow's draft picks, to Pillow's very
+    # pixels, then resizes as OpenCV does: what the recipe in docs/serving.md relies on.
+    im = photo_like((256, 192))
+    im = im.convert("L") if options.pop("gray", False) else im
+    path = save(tmp_path / "photo.jpg", im, "JPEG", quality=90, **options)
+    for need in ((256, 192), (128, 96), (64, 48), (32, 24), (100, 72), (96, 72), (150, 110), (20, 30)):
+        with Image.open(path) as pillow:
+            pillow.draft("RGB", need)
+            drafted = np.asarray(pillow.convert("RGB"))
+        scale = catdog.jpeg.draft_scale((256, 192), need)
+        assert drafted.shape[:2] == (192 // scale, 256 // scale), need
+        turbo = catdog.jpeg.decode_jpeg_strictly(path.read_bytes(), (256, 192), scale)
+        assert turbo is not None and (turbo == drafted).all(), need
+        expected = drafted
+        if drafted.shape[:2] != (need[1], need[0]):
+            shrink = drafted.shape[1] >= 2 * need[0] or drafted.shape[0] >= 2 * need[1]
+            expected = cv2.resize(drafted, need, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        assert (load_image(path, (need[1], need[0])) == expected).all(), need
+
+
+@pytest.mark.parametrize(("size", "need", "scale"), [
+    ((256, 192), (256, 192), 1), ((256, 192), (128, 96), 2), ((256, 192), (129, 96), 1),
+    ((256, 192), (100, 72), 2), ((256, 192), (50, 40), 4), ((256, 192), (1, 1), 8),
+    ((500, 375), (160, 160), 2), ((500, 375), (224, 224), 1), ((500, 375), (600, 600), 1),
+])
+def test_draft_scale_is_pillows_rule(size: tuple[int, int], need: tuple[int, int], scale: int) -> None:
+    assert catdog.jpeg.draft_scale(size, need) == scale
+    with Image.open(io.BytesIO(jpeg_bytes(size))) as jpeg:
+        jpeg.draft("RGB", need)
+        assert jpeg.size == (-(-size[0] // scale), -(-size[1] // scale))
+
+
+def test_jpeg_too_small_to_scale_exactly_goes_to_pillow(tmp_path: Path) -> None:
+    # Under 8 pixels a side, libjpeg-turbo would reach a 3/8 scale where Pillow decodes at 1/2.
+    path = save(tmp_path / "tiny.jpg", photo_like((5, 5)), "JPEG", quality=90)
+    assert catdog.jpeg.decode_jpeg_strictly(path.read_bytes(), (5, 5), 4) is None
+    with Image.open(path) as pillow:
+        pillow.draft("RGB", (1, 1))
+        drafted = np.asarray(pillow.convert("RGB"))
+    assert drafted.shape == (2, 2, 3)
+    assert (load_image(path, (1, 1)) == cv2.resize(drafted, (1, 1), interpolation=cv2.INTER_AREA)).all()
 
 
 def test_grayscale_becomes_three_equal_channels(tmp_path: Path) -> None:
