@@ -20,16 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from catdog import __version__
+from catdog import __version__, native_logs
 from catdog.errors import CatdogError, first_line, shown
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-# TensorFlow's C++ start-up chatter buries catdog's own output; its warnings and errors still show.
+# TensorFlow's C++ start-up chatter buries catdog's own output; its errors still show. Some of it
+# ignores TF_CPP_MIN_LOG_LEVEL, so catdog.native_logs filters what TensorFlow's import writes.
 # CATDOG_BACKEND_LOGS=1 shows everything the backend says, for bug reports.
 if os.environ.get("CATDOG_BACKEND_LOGS") != "1":
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    native_logs.install()
 
 
 def warning_line(message, category, filename, lineno, file=None, line=None) -> None:
