@@ -2,10 +2,11 @@
 
 Each measurement starts a fresh Python process, as a user's command does: the median of several
 cold runs of `catdog predict` (ONNX Runtime when the run holds model.onnx) against a plain Keras
-script doing the same (import keras, load_model, decode, predict), taken alternately in one run so
-that the machine's load falls on both alike. The floor is shown beside them: a bare Python start
-and bare imports of numpy and onnxruntime. Then a folder: `catdog.prediction.predict` img/s
-against the model's own compute limit (ONNX Runtime and Keras on an in-memory batch).
+script doing the same (import keras and catdog.layers, load_model, decode, predict), taken
+alternately in one run so that the machine's load falls on both alike. The floor is shown beside
+them: a bare Python start and bare imports of numpy and onnxruntime. Then a folder:
+`catdog.prediction.predict` img/s against the model's own compute limit (ONNX Runtime and Keras
+on an in-memory batch).
 
 Usage:
     python scripts/bench_predict.py --run RUN --photo PHOTO --folder FOLDER [--repeats 7]
@@ -21,9 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+# What a user's own script needs to load a catdog model: Keras, plus catdog.layers, which registers
+# catdog's layers (RandomGeometry in the ResNet and transfer configs, L2Pooling2D) with Keras.
 PLAIN_KERAS = """
 import sys
 import keras
+import catdog.layers
 import numpy as np
 from PIL import Image
 model = keras.saving.load_model(sys.argv[1])
@@ -92,7 +96,10 @@ def folder(run_dir: Path, root: Path) -> None:
     r = load_run(run_dir)
     size = r.config.data.image_size
     batch = np.stack([load_image(f, size, r.config.data.resize) for f in files[:64]]).astype("float32")
-    fast = onnx_model(run_dir, r.classes)
+    fast = onnx_model(r)
+    if fast is None:
+        sys.exit(f"{run_dir}/model.onnx is not this run's current export (see the warning above): "
+                 f"catdog export --run {run_dir} --force")
     fast(batch)
     start = time.perf_counter()
     for _ in range(3):
