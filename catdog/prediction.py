@@ -83,10 +83,15 @@ def answer(classes: list[str], p: np.ndarray, index: int | None = None) -> tuple
 def answerer(r, tta: bool = False):
     """The function from a (N, H, W, 3) batch to the model's output for run `r`.
 
-    ONNX Runtime on the run's model.onnx when it has one (no TensorFlow import, see
-    catdog.runtime), Keras otherwise and for `tta`.
+    ONNX Runtime on the run's model.onnx when it has one and it is the run's current export
+    (no TensorFlow import, see catdog.runtime); Keras otherwise, with a warning saying why
+    (`catdog.runtime.OnnxFallback`), and for `tta`.
+
+    Raises:
+        RunError: the run's config.yaml does not fit its model (image size, resize mode), or
+            model.keras cannot be loaded when Keras must answer.
     """
-    fast = None if tta else onnx_model(r.dir, r.classes)
+    fast = None if tta else onnx_model(r)
     if fast is not None:
         return fast
     model = with_mirror_averaged(r.model) if tta else r.model
