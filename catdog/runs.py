@@ -95,6 +95,9 @@ class Run:
             model = load_model(self.dir / MODEL_FILE)
             check_outputs(model, self.classes, self.dir)
             check_input_size(model, self.config, self.dir)
+            from catdog.runtime import check_trained_config  # catdog.runtime imports this module
+
+            check_trained_config(self)  # the resize mode, recorded beside model.onnx
             self._model = model
         return self._model
 

@@ -114,6 +114,22 @@ def check_config(run: Run, contract: dict[str, Any]) -> None:
                            f"(config.yaml records the training; it is not a setting to change)")
 
 
+def check_trained_config(run: Run) -> None:
+    """`check_config` against the run's model.onnx.json, when it is there and tied to the run's
+    model.keras: the only record of the resize mode the model was trained with besides config.yaml.
+
+    Raises:
+        RunError: config.yaml's image size or resize mode differs from the contract's.
+    """
+    try:
+        contract = json.loads((run.dir / CONTRACT_FILE).read_text())
+        tied = isinstance(contract, dict) and all(key in contract for key in TIE_KEYS) and tie_holds(run.dir, contract)
+    except (OSError, ValueError):
+        return
+    if tied:
+        check_config(run, contract)
+
+
 def open_onnx(run: Run) -> tuple[OnnxModel | None, str | None]:
     """The run's model.onnx in ONNX Runtime if it is this run's current export, else why not.
 

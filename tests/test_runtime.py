@@ -157,3 +157,10 @@ def test_config_edited_after_training_stops_in_one_line(run, trained, key, value
     result = CliRunner().invoke(main, ["predict", "--run", str(run), str(trained[2])])
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [f"Error: {info.value}"]
+
+
+def test_keras_checks_the_resize_mode_against_the_contract_too(run, trained):
+    # --tta answers with Keras: the contract beside model.onnx still records the resize mode.
+    edit_config(run, "resize", "pad")
+    with pytest.raises(RunError, match=r"config\.yaml: data\.resize is pad but the model was trained with squash"):
+        list(predict([trained[2]], run, tta=True))
