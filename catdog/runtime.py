@@ -9,10 +9,10 @@ A model.onnx is used only once it is shown to be this run's current export: its 
 (model.onnx.json) and the ONNX file's own metadata record the SHA-256 and size of the
 model.keras it was exported from (`keras_tie`), which must be the run's model.keras now. A file
 that fails a check, or that ONNX Runtime cannot load, is passed over with a warning saying why
-(`OnnxFallback`, one line from the CLI), and Keras answers. config.yaml is what predict and
-serve read the image size and resize mode from; when it disagrees with what the model was
-trained on (its contract), nothing answers (RunError), since Keras would be fed the wrong
-pixels too.
+(`OnnxFallback`, one line from the CLI), and Keras answers. classes.json and config.yaml (the
+image size and resize mode predict and serve read) must say what the model was trained with, as
+its contract records it; when they do not, nothing answers (RunError), since Keras would give
+the wrong labels, or be fed the wrong pixels, too.
 
 ONNX Runtime is imported inside functions: it is an optional extra.
 """
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from catdog.errors import RunError, first_line, shown
-from catdog.runs import CONFIG_FILE, MODEL_FILE
+from catdog.runs import CLASSES_FILE, CONFIG_FILE, MODEL_FILE
 
 if TYPE_CHECKING:
     from catdog.runs import Run
@@ -99,11 +99,19 @@ def tie_holds(run_dir: str | Path, recorded: dict[str, Any]) -> bool:
 
 
 def check_config(run: Run, contract: dict[str, Any]) -> None:
-    """Refuse a config.yaml whose image size or resize mode is not what the model was trained with.
+    """Refuse a classes.json, or a config.yaml whose image size or resize mode, is not what the
+    model was trained with (its contract, tied to the run's model.keras).
 
     Raises:
-        RunError: naming the key, both values and the fix.
+        RunError: naming the file (and key), both values and the fix.
     """
+    classes, names = contract.get("classes"), run.dir / CLASSES_FILE
+    if isinstance(classes, list) and classes != run.classes:
+        if len(classes) != len(run.classes):
+            raise RunError(f"{shown(names)} names {len(run.classes)} classes but the model has {len(classes)} "
+                           f"outputs; restore the run's own {CLASSES_FILE} or retrain")
+        raise RunError(f"{shown(names)} names {run.classes} but the model was trained with {classes} (recorded "
+                       f"in {CONTRACT_FILE}); restore the run's own {CLASSES_FILE} or retrain")
     config, where = run.config.data, run.dir / CONFIG_FILE
     trained = {"image_size": contract.get("input_size"), "resize": contract.get("resize")}
     now = {"image_size": list(config.image_size), "resize": config.resize}
@@ -137,7 +145,8 @@ def open_onnx(run: Run) -> tuple[OnnxModel | None, str | None]:
     line naming the file and what is wrong; (None, None) when the run holds no model.onnx.
 
     Raises:
-        RunError: config.yaml's image size or resize mode differs from the model's (`check_config`).
+        RunError: classes.json, or config.yaml's image size or resize mode, differs from the
+            model's (`check_config`).
     """
     path = run.dir / ONNX_FILE
     if not path.is_file():
@@ -157,8 +166,6 @@ def open_onnx(run: Run) -> tuple[OnnxModel | None, str | None]:
         return None, (f"{shown(path)} was exported from another {MODEL_FILE} (a stale export, or one copied "
                       f"from another run)")
     check_config(run, contract)
-    if contract.get("classes") != list(run.classes):
-        return None, f"{shown(path)} answers for {contract.get('classes')}, the run for {run.classes}"
     if importlib.util.find_spec("onnxruntime") is None:
         return None, f"{shown(path)} not used: onnxruntime is not installed (pip install 'catdog[export]')"
     try:
@@ -175,14 +182,19 @@ def open_onnx(run: Run) -> tuple[OnnxModel | None, str | None]:
 def onnx_model(run: Run) -> OnnxModel | None:
     """The run's ONNX model, or None when Keras must answer instead.
 
-    None without a model.onnx (silently), and with a warning (`OnnxFallback`, one line saying
-    why) when the file cannot be trusted or loaded, or onnxruntime is not installed.
+    None without a model.onnx (silently), and with a warning (`fallback_warning`) when the file
+    cannot be trusted or loaded, or onnxruntime is not installed.
 
     Raises:
-        RunError: config.yaml's image size or resize mode differs from the model's.
+        RunError: classes.json, or config.yaml's image size or resize mode, differs from the model's.
     """
     model, problem = open_onnx(run)
     if problem is not None:
-        warnings.warn(f"{problem}; Keras answers instead (catdog export --run {shown(run.dir)} --force "
-                      f"writes a current {ONNX_FILE})", OnnxFallback, stacklevel=2)
+        fallback_warning(run, problem)
     return model
+
+
+def fallback_warning(run: Run, problem: str) -> None:
+    """Say (as an `OnnxFallback` warning, one line from the CLI) why Keras answers instead of model.onnx."""
+    warnings.warn(f"{problem}; Keras answers instead (catdog export --run {shown(run.dir)} --force writes a "
+                  f"current {ONNX_FILE})", OnnxFallback, stacklevel=3)

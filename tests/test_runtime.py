@@ -105,8 +105,6 @@ DAMAGE = {
                          r"model\.onnx\.json is missing or damaged"),
     "an older export, not tied to its run": (lambda run, other: edit_contract(run, lambda c: c.pop("keras_sha256")),
                                              r"model\.onnx records no digest of the model\.keras"),
-    "other classes": (lambda run, other: edit_contract(run, lambda c: c.update(classes=["dogs", "cats"])),
-                      r"model\.onnx answers for \['dogs', 'cats'\], the run for \['cats', 'dogs'\]"),
 }
 
 
@@ -164,3 +162,23 @@ def test_keras_checks_the_resize_mode_against_the_contract_too(run, trained):
     edit_config(run, "resize", "pad")
     with pytest.raises(RunError, match=r"config\.yaml: data\.resize is pad but the model was trained with squash"):
         list(predict([trained[2]], run, tta=True))
+
+
+@pytest.mark.parametrize("tta", [False, True], ids=["onnx", "keras"])
+def test_classes_json_reordered_after_training_stops_in_one_line(run, trained, tta):
+    # The same number of classes, so the model's outputs alone cannot tell; the contract can.
+    (run / "classes.json").write_text('["dogs", "cats"]')
+    with pytest.raises(RunError) as info:
+        list(predict([trained[2]], run, tta=tta))
+    assert str(info.value) == (f"{run}/classes.json names ['dogs', 'cats'] but the model was trained with "
+                               f"['cats', 'dogs'] (recorded in model.onnx.json); restore the run's own classes.json "
+                               f"or retrain")
+
+
+def test_a_damaged_model_keras_is_the_one_line_not_the_fallback(run, trained):
+    keras_file = run / "model.keras"
+    keras_file.write_bytes(keras_file.read_bytes()[:1000])
+    result = CliRunner().invoke(main, ["predict", "--run", str(run), str(trained[2])])
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {keras_file} is damaged or truncated (not a complete .keras archive); "
+                             f"retrain, or copy the run folder again\n")
