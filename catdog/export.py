@@ -295,6 +295,10 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
     if not force and fmt == "onnx" and _is_runs_onnx(r, target):
         return _current_export(r, target, beside)
     check_keras_writes(fmt)
+    if force and (target.exists() or target.is_symlink()) and (target.is_symlink() or
+                                                                target.is_dir() != (fmt == "savedmodel")):
+        raise ExportError(f"--force replaces a {'folder' if fmt == 'savedmodel' else 'file'} only, and {target} "
+                          f"is not one; remove it or pass --out NEW_PATH")
     if not force:
         for existing in (target, beside):
             if existing.exists() or existing.is_symlink():
@@ -347,11 +351,11 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
         tmp_contract = Path(scratch) / beside.name
         write_json(tmp_contract, info)
         # The contract first: a reader that finds the artifact finds its contract.
-        placed = [put_in_place(tmp_contract, beside, Path(scratch), force)]
+        own_contract = put_in_place(tmp_contract, beside, Path(scratch), force)
         try:
-            placed.append(put_in_place(tmp, target, Path(scratch), force))
+            put_in_place(tmp, target, Path(scratch), force)
         except BaseException:
-            _remove_own(beside, placed[0])
+            _remove_own(beside, own_contract)
             raise
     return result
 

@@ -124,10 +124,11 @@ def check_config(run: Run, contract: dict[str, Any]) -> None:
 
 def check_trained_config(run: Run) -> None:
     """`check_config` against the run's model.onnx.json, when it is there and tied to the run's
-    model.keras: the only record of the resize mode the model was trained with besides config.yaml.
+    model.keras: besides config.yaml and classes.json, the only record of the resize mode and the
+    class order the model was trained with.
 
     Raises:
-        RunError: config.yaml's image size or resize mode differs from the contract's.
+        RunError: classes.json, or config.yaml's image size or resize mode, differs from the contract's.
     """
     try:
         contract = json.loads((run.dir / CONTRACT_FILE).read_text())

@@ -202,6 +202,14 @@ def test_existing_out_is_never_replaced_without_force(run_dir, tmp_path):
     result = CliRunner().invoke(main, ["export", "--run", str(run_dir), "--out", str(out), "--force"])
     assert result.exit_code == 0, result.output
     assert read_contract(out)["onnx_size"] == out.stat().st_size
+    # --force replaces a file with a file only: a folder in the way is the user's.
+    folder = tmp_path / "folder.onnx"
+    (folder / "inside").mkdir(parents=True)
+    result = CliRunner().invoke(main, ["export", "--run", str(run_dir), "--out", str(folder), "--force"])
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: --force replaces a file only, and {folder} is not one; remove it or pass "
+                             f"--out NEW_PATH\n")
+    assert [p.name for p in folder.iterdir()] == ["inside"] and not (tmp_path / "folder.onnx.json").exists()
 
 
 def test_a_target_that_appears_meanwhile_is_left_alone(tmp_path):
