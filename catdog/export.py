@@ -284,16 +284,16 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    r = run if isinstance(run, Run) else load_run(run)
+    target = Path(out) if out is not None else r.dir / DEFAULT_NAMES[fmt]
+    beside = contract_path(target)
+    if not force and fmt == "onnx" and _is_runs_onnx(r, target):
+        return _current_export(r, target, beside)  # needs no converter: nothing is written
     missing = missing_modules(fmt, find)
     if missing:
         raise ExportError(f"exporting {fmt} needs {', '.join(missing)}: pip install 'catdog[export]'")
-    r = run if isinstance(run, Run) else load_run(run)
-    target = Path(out) if out is not None else r.dir / DEFAULT_NAMES[fmt]
     if fmt == "litert" and target.suffix != ".tflite":
         raise ExportError(f"--out for litert must end in .tflite; got {target}")
-    beside = contract_path(target)
-    if not force and fmt == "onnx" and _is_runs_onnx(r, target):
-        return _current_export(r, target, beside)
     check_keras_writes(fmt)
     if force and (target.exists() or target.is_symlink()) and (target.is_symlink() or
                                                                 target.is_dir() != (fmt == "savedmodel")):

@@ -4,6 +4,7 @@ travels with each artifact, a mixed-precision run, and predict without TensorFlo
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -320,3 +321,16 @@ def test_litert_path_must_end_in_tflite(run_dir, tmp_path):
                                        "--out", str(tmp_path / "m.lite")])
     assert result.exit_code == 1
     assert "must end in .tflite" in result.stderr
+
+
+@pytest.mark.parametrize("run_dir", ["resnet"], indirect=True)
+def test_bench_predicts_plain_keras_script_loads_a_resnet_run(run_dir, photos):
+    # scripts/bench_predict.py times it against catdog predict; a ResNet holds catdog's RandomGeometry.
+    spec = importlib.util.spec_from_file_location("bench_predict", Path(__file__).parents[1] / "scripts" /
+                                                  "bench_predict.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = subprocess.run([sys.executable, "-c", bench.PLAIN_KERAS, str(run_dir / "model.keras"),
+                          str(next(photos.rglob("*.jpg")))], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().startswith("[[")
