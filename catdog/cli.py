@@ -7,14 +7,17 @@ first drawn: its import costs a tenth of `catdog predict`'s whole ONNX start-up.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +83,29 @@ def one_line(exc: BaseException) -> str:
         text = str(exc)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return shown(" ".join(lines) if len(lines) <= 3 else lines[0], limit=500)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread (not an Exception: nothing may catch it as a failure)."""
+
+
+@contextlib.contextmanager
+def sigterm_unwinds(command: str) -> Iterator[None]:
+    """Turn SIGTERM into an exception inside the block, so that the library's `with` blocks and
+    `finally` clauses run (an export's scratch folder is removed) before the process exits with
+    128 + 15, as a process killed by SIGTERM does. A second SIGTERM kills at once."""
+    def stop(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except Terminated:
+        click.echo(f"{command} stopped by SIGTERM; what it had half written was removed", err=True)
+        raise click.exceptions.Exit(128 + signal.SIGTERM) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def dumps(data) -> str:
@@ -443,16 +469,20 @@ def config_resolve(config_path, overrides):
               help="onnx (ONNX Runtime), savedmodel (TensorFlow Serving, tf.saved_model.load) or litert (phones).")
 @click.option("--out", type=click.Path(),
               help="Artifact path (default: model.onnx, savedmodel/ or model.tflite in the run folder).")
+@click.option("--force", is_flag=True, help="Replace an existing artifact at the path (and its contract).")
 @friendly
-def export_command(run, fmt, out):
+def export_command(run, fmt, out, force):
     """Export a trained run as a standalone model, its contract in a JSON file beside it.
+
+    After `train` has written RUN/model.onnx, `export --format onnx` says so and writes nothing.
 
     Example: catdog export --format onnx
     """
     from catdog.export import export
 
-    result = export(chosen_run(run), fmt, out)
-    click.echo(result.line())
+    with sigterm_unwinds("export"):
+        result = export(chosen_run(run), fmt, out, force=force)
+    click.echo(shown(result.line(), 1000))
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
 

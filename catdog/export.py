@@ -14,10 +14,12 @@ loads only its own converter, and some are optional extras.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import importlib.util
 import json
-import shutil
+import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from catdog.errors import ExportError
 from catdog.images import preprocessing
 from catdog.prediction import as_class_probabilities
 from catdog.runs import Run, load_run, write_json
-from catdog.runtime import ONNX_FILE
+from catdog.runtime import ONNX_FILE, keras_tie, open_onnx
 
 FORMATS = ("onnx", "savedmodel", "litert")
 # The artifact each format writes into the run folder by default.
@@ -47,6 +49,8 @@ _NEEDS = {"onnx": ("tf2onnx", "onnx"), "savedmodel": (), "litert": ()}
 PARITY_TOLERANCE = 1e-4
 # Photos in the parity check: enough to cover both classes' answers, few enough to take a second.
 PARITY_IMAGES = 8
+# The scratch folder an export is written in, beside its target; removed however the export ends.
+SCRATCH_PREFIX = ".catdog-export-"
 
 
 @dataclass
@@ -72,8 +76,12 @@ class ExportResult:
     contract: dict
     parity: Parity | None = None
     notes: list[str] = field(default_factory=list)
+    # True when nothing was written: `path` already held this run's current export.
+    current: bool = False
 
     def line(self) -> str:
+        if self.current:
+            return f"{self.path} is already this run's current export; --out PATH writes another copy"
         if self.parity is None:
             check = "parity not checked"
         else:
@@ -166,7 +174,11 @@ def inference_model(run: Run):
         if src is None or len(src.weights) != len(layer.weights):
             raise ExportError(f"{run.dir}: layer {layer.name!r} of the rebuilt network has no match in "
                               f"the saved model; was config.yaml edited after training?")
-        layer.set_weights([np.asarray(w, dtype="float32") for w in src.get_weights()])
+        try:
+            layer.set_weights([np.asarray(w, dtype="float32") for w in src.get_weights()])
+        except ValueError:  # a weight's shape differs: the config describes another network
+            raise ExportError(f"{run.dir}: layer {layer.name!r} of the rebuilt network does not fit the saved "
+                              f"model's weights; was config.yaml edited after training?") from None
     return clean
 
 
@@ -257,51 +269,67 @@ def _add_onnx_metadata(path: Path, info: dict) -> None:
 
 def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Path | None = None,
            parity: bool = True, images: np.ndarray | None = None, tolerance: float = PARITY_TOLERANCE,
-           find: Callable[[str], Any] = importlib.util.find_spec) -> ExportResult:
+           find: Callable[[str], Any] = importlib.util.find_spec, force: bool = False) -> ExportResult:
     """Write the run's model as `fmt` with its contract beside it, after a parity check.
 
     Args:
         run: the run folder (default: the latest run), or a loaded Run.
         fmt: "onnx", "savedmodel" or "litert".
         out: the artifact's path (default: model.onnx, savedmodel/ or model.tflite in the run
-            folder). An existing file or folder there is never replaced.
+            folder). An existing file or folder there is never replaced, unless `force`; the
+            run's own model.onnx that is already its current export is left as it is (the
+            result says so, `current`).
         parity: compare the artifact with the Keras model before moving it into place; skipped
             (with a note) when the format's runtime is not installed.
         images: float32 (N, H, W, 3) images for the parity check (default: `parity_images`).
         tolerance: the largest absolute difference of a probability the check accepts.
         find: how a module is looked up (importlib.util.find_spec); tests pass one that fails.
+        force: replace an existing artifact (and its contract) of the same kind, file or folder.
 
     Raises:
         ExportError: unknown format, a converter missing, a Keras too old for the format, the
-            output exists, or parity failed.
-        RunError: no usable run folder.
+            output exists (or appeared during the export: another export got there first), or
+            parity failed.
+        RunError: no usable run folder, or its config.yaml does not fit its model.
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    r = run if isinstance(run, Run) else load_run(run)
+    target = Path(out) if out is not None else r.dir / DEFAULT_NAMES[fmt]
+    beside = contract_path(target)
+    if not force and fmt == "onnx" and _is_runs_onnx(r, target):
+        return _current_export(r, target, beside)  # needs no converter: nothing is written
     missing = missing_modules(fmt, find)
     if missing:
         raise ExportError(f"exporting {fmt} needs {', '.join(missing)}: pip install 'catdog[export]'")
-    r = run if isinstance(run, Run) else load_run(run)
-    target = Path(out) if out is not None else r.dir / DEFAULT_NAMES[fmt]
     if fmt == "litert" and target.suffix != ".tflite":
         raise ExportError(f"--out for litert must end in .tflite; got {target}")
     check_keras_writes(fmt)
-    beside = contract_path(target)
-    for existing in (target, beside):
-        if existing.exists():
-            raise ExportError(f"{existing} already exists; remove it or pass --out NEW_PATH")
+    if force and (target.exists() or target.is_symlink()) and (target.is_symlink() or
+                                                                target.is_dir() != (fmt == "savedmodel")):
+        raise ExportError(f"--force replaces a {'folder' if fmt == 'savedmodel' else 'file'} only, and {target} "
+                          f"is not one; remove it or pass --out NEW_PATH")
+    if not force:
+        for existing in (target, beside):
+            if existing.exists() or existing.is_symlink():
+                raise ExportError(f"{existing} already exists; remove it, pass --force to replace it, "
+                                  f"or pass --out NEW_PATH")
     target.parent.mkdir(parents=True, exist_ok=True)
 
     import keras
 
+    # Hashed before the model is loaded: if model.keras changes in between, the export's tie
+    # names the old file and catdog.runtime passes the export over instead of trusting it.
+    tie = keras_tie(r.dir)
     model = inference_model(r)
     mixed = sorted({layer.dtype_policy.name for layer in r.model.layers
                     if layer.dtype_policy.name.startswith("mixed")})
     height, width = r.config.data.image_size
-    info = contract(r, fmt, target, int(model.outputs[0].shape[-1]))
+    info = {**contract(r, fmt, target, int(model.outputs[0].shape[-1])), **tie}
     result = ExportResult(fmt, target, beside, info)
-    # Written in a scratch folder beside the target and moved in only when it passed.
-    with tempfile.TemporaryDirectory(prefix=".catdog-export-", dir=target.parent) as scratch:
+    # Written in a scratch folder beside the target and moved in only when it passed. A SIGTERM
+    # the CLI turns into an exception, like any failure, removes the folder with what is in it.
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=target.parent) as scratch:
         tmp = Path(scratch) / target.name
         spec = keras.InputSpec(shape=(None, height, width, 3), dtype="float32", name="image")
         try:
@@ -328,9 +356,94 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
         if mixed:
             result.notes.append(f"trained in {mixed[0]}, exported in float32 (the parity check compares "
                                 f"float32 with float32)")
-        shutil.move(str(tmp), str(target))
-    write_json(beside, info)
+        if fmt == "onnx":
+            info["onnx_size"] = tmp.stat().st_size  # catdog.runtime's cheap check for a damaged file
+        tmp_contract = Path(scratch) / beside.name
+        write_json(tmp_contract, info)
+        # The contract first: a reader that finds the artifact finds its contract.
+        own_contract = put_in_place(tmp_contract, beside, Path(scratch), force)
+        try:
+            put_in_place(tmp, target, Path(scratch), force)
+        except BaseException:
+            _remove_own(beside, own_contract)
+            raise
     return result
+
+
+
+def _is_runs_onnx(run: Run, target: Path) -> bool:
+    """Whether `target` is the run's own model.onnx, the one catdog.runtime answers with."""
+    own = run.dir / ONNX_FILE
+    return target.exists() and own.exists() and target.resolve() == own.resolve()
+
+
+def _current_export(run: Run, target: Path, beside: Path) -> ExportResult:
+    """The result for a run's model.onnx that is already its current export, or why it is not.
+
+    Raises:
+        ExportError: it is stale, foreign, damaged or cannot be loaded; the line says how to replace it.
+    """
+    model, problem = open_onnx(run)
+    if model is None:
+        raise ExportError(f"{problem}; pass --force to replace it, or --out NEW_PATH to write another copy")
+    info = read_contract(target)
+    recorded = info.get("parity")
+    parity = Parity(**recorded) if isinstance(recorded, dict) and set(recorded) == {
+        f.name for f in dataclasses.fields(Parity)} else None
+    return ExportResult("onnx", target, beside, info, parity, current=True)
+
+
+def put_in_place(tmp: Path, target: Path, scratch: Path, force: bool = False) -> tuple[int, int]:
+    """Move a finished file or folder from the scratch folder to `target`; its (device, inode).
+
+    Without `force` the move is exclusive: it fails if anything appeared at `target` meanwhile
+    (another export to the same path), so two exports never both succeed with one replaced. A
+    file is hard-linked (link() never replaces); a folder is renamed, which fails onto a file or
+    a non-empty folder. With `force` an existing target of the same kind is replaced at once; a
+    replaced folder goes to the scratch folder, removed with it.
+
+    Raises:
+        ExportError: `target` exists (without `force`), or is of the other kind (with it).
+    """
+    is_dir = tmp.is_dir()
+    ident = (tmp.stat().st_dev, tmp.stat().st_ino)
+    if force and (target.exists() or target.is_symlink()):
+        if target.is_dir() != is_dir or target.is_symlink():
+            raise ExportError(f"{target} is a {'folder' if target.is_dir() else 'file or link'}; --force replaces "
+                              f"only a {'folder' if is_dir else 'file'}: remove it or pass --out NEW_PATH")
+        if is_dir:
+            os.rename(target, scratch / ".replaced")
+        os.rename(tmp, target)
+        return ident
+    appeared = ExportError(f"{target} appeared while exporting (another export to the same path?); "
+                           f"it was left as it is and nothing of this export was kept")
+    try:
+        if is_dir:
+            os.rename(tmp, target)
+        else:
+            os.link(tmp, target)
+    except FileExistsError:
+        raise appeared from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+            raise appeared from None
+        if is_dir or exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+            raise
+        # A file system without hard links: claim the name exclusively, then rename over the claim.
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            raise appeared from None
+        os.replace(tmp, target)
+    return ident
+
+
+def _remove_own(path: Path, ident: tuple[int, int]) -> None:
+    """Remove `path` if it is still the file `put_in_place` put there (identified by device and inode)."""
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        if (st.st_dev, st.st_ino) == ident:
+            path.unlink()
 
 
 def export_after_training(run_dir: Path, model=None) -> ExportResult | None:

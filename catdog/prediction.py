@@ -16,7 +16,7 @@ import numpy as np
 from catdog.errors import DataError, ImageError
 from catdog.images import is_system_file, load_image
 from catdog.runs import load_run
-from catdog.runtime import onnx_model
+from catdog.runtime import fallback_warning, open_onnx
 
 BATCH = 32
 
@@ -83,13 +83,21 @@ def answer(classes: list[str], p: np.ndarray, index: int | None = None) -> tuple
 def answerer(r, tta: bool = False):
     """The function from a (N, H, W, 3) batch to the model's output for run `r`.
 
-    ONNX Runtime on the run's model.onnx when it has one (no TensorFlow import, see
-    catdog.runtime), Keras otherwise and for `tta`.
+    ONNX Runtime on the run's model.onnx when it has one and it is the run's current export
+    (no TensorFlow import, see catdog.runtime); Keras otherwise, with a warning saying why
+    (`catdog.runtime.OnnxFallback`) once it has loaded, and for `tta`.
+
+    Raises:
+        RunError: the run's classes.json or config.yaml does not fit its model (class names,
+            image size, resize mode), or model.keras cannot be loaded when Keras must answer.
     """
-    fast = None if tta else onnx_model(r.dir, r.classes)
+    fast, problem = (None, None) if tta else open_onnx(r)
     if fast is not None:
         return fast
-    model = with_mirror_averaged(r.model) if tta else r.model
+    keras_model = r.model  # a model.keras that cannot be loaded is the one line to show, not the fallback
+    if problem is not None:
+        fallback_warning(r, problem)
+    model = with_mirror_averaged(keras_model) if tta else keras_model
     return model.predict_on_batch
 
 

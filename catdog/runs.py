@@ -92,8 +92,13 @@ class Run:
     @property
     def model(self):
         if self._model is None:
-            self._model = load_model(self.dir / MODEL_FILE)
-            check_outputs(self._model, self.classes, self.dir)
+            model = load_model(self.dir / MODEL_FILE)
+            check_outputs(model, self.classes, self.dir)
+            check_input_size(model, self.config, self.dir)
+            from catdog.runtime import check_trained_config  # catdog.runtime imports this module
+
+            check_trained_config(self)  # the resize mode, recorded beside model.onnx
+            self._model = model
         return self._model
 
     def split(self) -> dict | None:
@@ -139,6 +144,21 @@ def check_outputs(model: Any, classes: list[str], run_dir: Path) -> None:
     if len(classes) != expected:
         raise RunError(f"{shown(run_dir / CLASSES_FILE)} names {len(classes)} classes but the model has "
                        f"{expected} outputs; restore the run's own {CLASSES_FILE} or retrain")
+
+
+def check_input_size(model: Any, config: Config, run_dir: Path) -> None:
+    """Refuse a config.yaml whose data.image_size is not the model's input size (edited after training):
+    photos would be resized to a size the model cannot take.
+
+    Raises:
+        RunError: naming config.yaml, both sizes and the fix.
+    """
+    size = [int(n) if n is not None else None for n in model.input_shape[1:3]]
+    wanted = list(config.data.image_size)
+    if None not in size and size != wanted:
+        raise RunError(f"{shown(run_dir / CONFIG_FILE)}: data.image_size is {wanted} but {MODEL_FILE} takes "
+                       f"{size[0]}x{size[1]} images; restore data.image_size: {size} (config.yaml records the "
+                       f"training; it is not a setting to change)")
 
 
 def read_classes(path: Path) -> list[str]:

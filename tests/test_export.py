@@ -3,10 +3,15 @@ travels with each artifact, a mixed-precision run, and predict without TensorFlo
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,7 @@ from catdog.export import (  # noqa: E402
     export,
     inference_model,
     parity_images,
+    put_in_place,
     read_contract,
 )
 from catdog.keras_private import keras_version  # noqa: E402
@@ -42,6 +48,8 @@ CONFIGS = {
                "model.stem_pool=true", "model.flip=true", "model.rotation=0.05", "model.zoom=0.1",
                "model.translation=0.1", "train.precision=mixed_bfloat16"],
 }
+# The tests of how export treats files and processes need one model only.
+article_only = pytest.mark.parametrize("run_dir", ["article"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -140,28 +148,148 @@ def test_predict_with_model_onnx_imports_no_tensorflow(run_dir, photos):
     assert out.stdout.strip() == "[]"
 
 
-def test_stale_model_onnx_falls_back_to_keras(run_dir):
-    from catdog.runtime import onnx_model
+def test_export_is_tied_to_the_model_keras_it_came_from(run_dir):
+    import onnx
 
-    run = load_run(run_dir)
-    assert onnx_model(run_dir, run.classes) is not None
-    assert onnx_model(run_dir, ["dogs", "cats"]) is None  # another run's classes
+    contract = read_contract(run_dir / "model.onnx")
+    keras_file = run_dir / "model.keras"
+    assert contract["keras_sha256"] == hashlib.sha256(keras_file.read_bytes()).hexdigest()
+    assert contract["keras_size"] == keras_file.stat().st_size
+    assert contract["keras_mtime_ns"] == keras_file.stat().st_mtime_ns
+    assert contract["onnx_size"] == (run_dir / "model.onnx").stat().st_size
+    meta = {p.key: p.value for p in onnx.load(str(run_dir / "model.onnx")).metadata_props}
+    assert meta["keras_sha256"] == contract["keras_sha256"]
+
+
+def test_export_after_train_says_model_onnx_is_current(run_dir):
     onnx = run_dir / "model.onnx"
-    before = onnx.stat()
-    os.utime(onnx, (before.st_atime, (run_dir / "model.keras").stat().st_mtime - 10))
-    try:
-        assert onnx_model(run_dir, run.classes) is None
-    finally:
-        os.utime(onnx, (before.st_atime, before.st_mtime))
+    before = (onnx.read_bytes(), onnx.stat().st_mtime_ns, (run_dir / "model.onnx.json").read_bytes())
+    result = CliRunner().invoke(main, ["export", "--run", str(run_dir), "--format", "onnx"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{onnx} is already this run's current export; --out PATH writes another copy\n"
+    assert (onnx.read_bytes(), onnx.stat().st_mtime_ns, (run_dir / "model.onnx.json").read_bytes()) == before
 
 
-def test_existing_artifact_is_never_replaced(run_dir):
-    onnx = run_dir / "model.onnx"
-    before = onnx.read_bytes()
-    result = CliRunner().invoke(main, ["export", "--run", str(run_dir)])
+@article_only
+def test_stale_model_onnx_is_never_replaced_without_force(run_dir, tmp_path):
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    onnx, beside = run / "model.onnx", run / "model.onnx.json"
+    contract = json.loads(beside.read_text())
+    beside.write_text(json.dumps({**contract, "keras_sha256": "0" * 64, "keras_mtime_ns": 0}))
+    stale = (onnx.read_bytes(), beside.read_bytes())
+    result = CliRunner().invoke(main, ["export", "--run", str(run)])
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"Error: {onnx} already exists; remove it or pass --out NEW_PATH"
-    assert onnx.read_bytes() == before
+    assert result.stderr == (f"Error: {onnx} was exported from another model.keras (a stale export, or one copied "
+                             f"from another run); pass --force to replace it, or --out NEW_PATH to write another "
+                             f"copy\n")
+    assert (onnx.read_bytes(), beside.read_bytes()) == stale
+    result = CliRunner().invoke(main, ["export", "--run", str(run), "--force"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"wrote {onnx} (onnx) and model.onnx.json; parity on 8 images")
+    assert read_contract(onnx)["keras_sha256"] == contract["keras_sha256"]
+    assert CliRunner().invoke(main, ["export", "--run", str(run)]).stdout.startswith(f"{onnx} is already")
+    assert not list(run.glob(".catdog-export-*"))
+
+
+@article_only
+def test_existing_out_is_never_replaced_without_force(run_dir, tmp_path):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the user's file")
+    result = CliRunner().invoke(main, ["export", "--run", str(run_dir), "--out", str(out)])
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {out} already exists; remove it, pass --force to replace it, or pass "
+                             f"--out NEW_PATH\n")
+    assert out.read_bytes() == b"the user's file" and sorted(tmp_path.iterdir()) == [out]
+    result = CliRunner().invoke(main, ["export", "--run", str(run_dir), "--out", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert read_contract(out)["onnx_size"] == out.stat().st_size
+    # --force replaces a file with a file only: a folder in the way is the user's.
+    folder = tmp_path / "folder.onnx"
+    (folder / "inside").mkdir(parents=True)
+    result = CliRunner().invoke(main, ["export", "--run", str(run_dir), "--out", str(folder), "--force"])
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: --force replaces a file only, and {folder} is not one; remove it or pass "
+                             f"--out NEW_PATH\n")
+    assert [p.name for p in folder.iterdir()] == ["inside"] and not (tmp_path / "folder.onnx.json").exists()
+
+
+def test_a_target_that_appears_meanwhile_is_left_alone(tmp_path):
+    scratch = tmp_path / "scratch"
+    (scratch / "sm").mkdir(parents=True)
+    (scratch / "sm" / "saved_model.pb").write_bytes(b"ours")
+    (scratch / "m.onnx").write_bytes(b"ours")
+    for name in ("m.onnx", "sm"):
+        theirs = tmp_path / name
+        if name == "sm":
+            theirs.mkdir()
+            (theirs / "saved_model.pb").write_bytes(b"theirs")
+        else:
+            theirs.write_bytes(b"theirs")
+        with pytest.raises(ExportError, match=rf"^{tmp_path}/{name} appeared while exporting \(another export"):
+            put_in_place(scratch / name, theirs, scratch)
+        assert (theirs / "saved_model.pb" if name == "sm" else theirs).read_bytes() == b"theirs"
+        # With force, the same kind is replaced; a replaced folder goes to the scratch folder.
+        put_in_place(scratch / name, theirs, scratch, force=True)
+        assert (theirs / "saved_model.pb" if name == "sm" else theirs).read_bytes() == b"ours"
+    with pytest.raises(ExportError, match="is a folder; --force replaces only a file"):
+        (scratch / "m2.onnx").write_bytes(b"ours")
+        put_in_place(scratch / "m2.onnx", tmp_path / "sm", scratch, force=True)
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from catdog.cli import main; main()", *args]
+
+
+@article_only
+def test_two_exports_to_one_path_at_once_one_succeeds(run_dir, tmp_path):
+    out = tmp_path / "m.onnx"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = [subprocess.Popen(cli("export", "--run", str(run_dir), "--out", str(out)), env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    done = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert sorted(code for code, _, _ in done) == [0, 1], done
+    lost = next(err for code, _, err in done if code == 1).strip().splitlines()[-1]
+    # Usually both pass the check at the start (each takes seconds to get to the end), and the loser
+    # finds the winner's files when it moves its own into place (test_a_target_that_appears_meanwhile_...);
+    # on a busy machine the loser may start only after the winner finished.
+    assert lost in (f"Error: {out}.json appeared while exporting (another export to the same path?); it was "
+                    f"left as it is and nothing of this export was kept",
+                    f"Error: {out} already exists; remove it, pass --force to replace it, or pass --out NEW_PATH"), done
+    assert read_contract(out)["onnx_size"] == out.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
+
+
+@article_only
+def test_sigterm_during_export_leaves_no_scratch_folder_or_process(run_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(cli("export", "--run", str(run_dir), "--out", str(out / "m.onnx")),
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".catdog-export-*")):
+        assert proc.poll() is None, ("the export ended before its scratch folder was seen", proc.communicate())
+        assert time.monotonic() < deadline, "no scratch folder within 120 s"
+        time.sleep(0.005)
+    kids = children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "export stopped by SIGTERM; what it had half written was removed"
+    assert list(out.iterdir()) == []
+    assert not [k for k in {proc.pid, *kids} if Path(f"/proc/{k}").exists()]
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_missing_converter_names_the_extra(run_dir, tmp_path):
@@ -193,3 +321,16 @@ def test_litert_path_must_end_in_tflite(run_dir, tmp_path):
                                        "--out", str(tmp_path / "m.lite")])
     assert result.exit_code == 1
     assert "must end in .tflite" in result.stderr
+
+
+@pytest.mark.parametrize("run_dir", ["resnet"], indirect=True)
+def test_bench_predicts_plain_keras_script_loads_a_resnet_run(run_dir, photos):
+    # scripts/bench_predict.py times it against catdog predict; a ResNet holds catdog's RandomGeometry.
+    spec = importlib.util.spec_from_file_location("bench_predict", Path(__file__).parents[1] / "scripts" /
+                                                  "bench_predict.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = subprocess.run([sys.executable, "-c", bench.PLAIN_KERAS, str(run_dir / "model.keras"),
+                          str(next(photos.rglob("*.jpg")))], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().startswith("[[")
