@@ -170,6 +170,8 @@ def substitute(code: str, ctx: Context) -> str:
     # Training: one epoch of 32x32 images in batches of 8 (seconds, not minutes); --set adds up,
     # the last value of a key wins.
     if "catdog" in words and words[words.index("catdog") + 1:][:1] == ["train"]:
+        if any(sep in words for sep in ("&&", "||", "|", ";")):
+            raise Failed(f"cannot shrink `{code}`: one command a line, or teach substitute() this one")
         code += " " + shlex.join(SHRINK)
     # The demo: one epoch instead of four.
     if words[:2] == ["catdog", "demo"]:
@@ -249,6 +251,7 @@ class Reader:
     blocks: list[Block]
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     server: subprocess.Popen | None = None
+    server_block: str = ""  # the block that started it
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -285,7 +288,8 @@ class Reader:
                 return check_yaml(block, self.root)
             if block.lang == "json":
                 return check_json(block, self.outcomes.get(index - 1))
-            return Outcome("failed", f"{block.id}: a block labelled {block.lang or 'nothing'!r}: label it bash or "
+            kind = f"a block labelled {block.lang!r}" if block.lang else "an unlabelled block"
+            return Outcome("failed", f"{block.id}: {kind}: label it bash or "
                            "python (it runs), text (output or a picture), or write `$ command` lines followed by "
                            "their output; or put <!-- not run: REASON --> on the line above it")
         except Failed as exc:
@@ -296,6 +300,12 @@ class Reader:
     def bash(self, block: Block) -> str:
         if "curl" in block.text and shutil.which("curl", path=self.env["PATH"]) is None:
             raise Skipped("curl is not installed")
+        if "--format litert" in block.text:  # the documents say Keras 3.13+ beside it
+            from catdog.export import LITERT_KERAS
+            from catdog.keras_private import keras_version
+
+            if keras_version() < LITERT_KERAS:
+                raise Skipped(f"--format litert needs Keras {LITERT_KERAS}; this is Keras {keras_version()}")
         outputs, script = [], []
         for line in logical_lines(block.text):
             code, comment = split_comment(line)
@@ -303,7 +313,7 @@ class Reader:
             if words[:2] == ["catdog", "serve"]:
                 outputs.append(self.shell("\n".join(script)))
                 script = []
-                self.serve(code)
+                self.serve(code, block)
             elif code.strip():
                 script.append(substitute(code, self.ctx) + comment)
         return "".join(outputs) + self.shell("\n".join(script))
@@ -316,10 +326,10 @@ class Reader:
             raise Failed(f"exit {done.returncode} from:\n{script}\n{tail(done.stdout, done.stderr)}")
         return done.stdout
 
-    def serve(self, code: str) -> None:
+    def serve(self, code: str, block: Block) -> None:
         """`catdog serve` in the background on a free port, once it answers /v1/health."""
         self.close()
-        self.ctx.port = free_port()
+        self.ctx.port, self.server_block = free_port(), block.id
         command = f"exec {code} --port {self.ctx.port}"
         # Its log goes to a file: a pipe nobody reads would stop the server once full.
         with open(self.root / "serve.log", "a") as log:
@@ -350,9 +360,11 @@ class Reader:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-            raise Failed(f"catdog serve was still running 60 s after SIGTERM:\n{self.log()}") from None
+            raise Failed(f"catdog serve (from {self.server_block}) was still running 60 s after SIGTERM:\n"
+                         f"{self.log()}") from None
         if server.returncode != -signal.SIGTERM:
-            raise Failed(f"catdog serve ended with {server.returncode} on SIGTERM, not by the signal:\n{self.log()}")
+            raise Failed(f"catdog serve (from {self.server_block}) ended with {server.returncode} on SIGTERM, not "
+                         f"by the signal:\n{self.log()}")
 
     def log(self) -> str:
         return "--- catdog serve's output ---\n" + (self.root / "serve.log").read_text(errors="replace")[-3000:]
