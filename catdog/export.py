@@ -325,7 +325,10 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
     mixed = sorted({layer.dtype_policy.name for layer in r.model.layers
                     if layer.dtype_policy.name.startswith("mixed")})
     height, width = r.config.data.image_size
-    info = {**contract(r, fmt, target, int(model.outputs[0].shape[-1])), **tie}
+    info = {**contract(r, fmt, target, int(model.outputs[0].shape[-1])), **tie,
+            # Keras's count, which `serve` reports on either engine (an ONNX graph's initializers
+            # also hold shape constants).
+            "parameters": int(r.model.count_params())}
     result = ExportResult(fmt, target, beside, info)
     # Written in a scratch folder beside the target and moved in only when it passed. A SIGTERM
     # the CLI turns into an exception, like any failure, removes the folder with what is in it.

@@ -76,6 +76,8 @@ def test_training_writes_model_onnx_with_its_contract(run_dir):
     assert contract["input"]["pixel_range"] == [0, 255] and contract["input"]["color"] == "RGB"
     assert contract["resize"] == "squash" and contract["run"] == run_dir.name
     assert contract["parity"]["max_abs_diff"] <= 1e-4 and contract["parity"]["labels_agree"]
+    # What `serve --no-explain` reports as the model's size, without loading Keras.
+    assert contract["parameters"] == run.model.count_params()
 
 
 def test_onnx_metadata_float32_graph_and_no_augmentation(run_dir):
