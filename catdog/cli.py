@@ -93,15 +93,24 @@ class Terminated(BaseException):
 def sigterm_unwinds(command: str) -> Iterator[None]:
     """Turn SIGTERM into an exception inside the block, so that the library's `with` blocks and
     `finally` clauses run (an export's scratch folder is removed) before the process exits with
-    128 + 15, as a process killed by SIGTERM does. A second SIGTERM kills at once."""
+    128 + 15, as a process killed by SIGTERM does. A second SIGTERM kills at once.
+
+    Raised while TensorFlow's C++ is calling back into Python, the exception comes out as another
+    (a SystemError or TypeError wrapping it); after a SIGTERM, whatever ends the block ends it so.
+    """
+    received: list[int] = []
+
     def stop(signum, frame) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        received.append(signum)
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
-    except Terminated:
+    except BaseException as exc:
+        if not (received or isinstance(exc, Terminated)):
+            raise
         click.echo(f"{command} stopped by SIGTERM; what it had half written was removed", err=True)
         raise click.exceptions.Exit(128 + signal.SIGTERM) from None
     finally:

@@ -262,3 +262,24 @@ def test_a_command_that_loads_a_model_prints_only_catdogs_lines(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and "stem_conv" in done.stdout
     assert done.stderr == ""
+
+
+def test_sigterm_wrapped_by_native_code_still_ends_in_its_line_and_143(capsys):
+    # Raised while TensorFlow's C++ calls back into Python, the SIGTERM's exception comes out as a
+    # SystemError or TypeError (seen in an export's tracing); it must still end the command cleanly.
+    import os
+    import signal
+    import time
+
+    import click
+
+    from catdog.cli import Terminated, sigterm_unwinds
+
+    with pytest.raises(click.exceptions.Exit) as stopped, sigterm_unwinds("export"):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except Terminated:
+            raise TypeError("<built-in function __import__> returned a result with an exception set") from None
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "export stopped by SIGTERM; what it had half written was removed\n"
