@@ -68,6 +68,7 @@ def main() -> None:
     tie(args.run)
     if args.folder is not None:
         folder(args.run, args.folder)
+        folder_cold(args.run, args.folder, max(3, args.repeats // 2), env)
 
 
 def cold_table(args: argparse.Namespace, env: dict, catdog: list[str], copied: list[str]) -> None:
@@ -148,6 +149,31 @@ def folder(run_dir: Path, root: Path) -> None:
     print(f"| catdog predict FOLDER (decode in threads + ONNX Runtime, in-process) | {len(answers) / took:.0f} |")
     print(f"| ONNX Runtime on an in-memory batch of {len(batch)} (compute limit) | {onnx_rate:.0f} |")
     print(f"| Keras predict_on_batch on the same batch | {keras_rate:.0f} |")
+
+
+def folder_cold(run_dir: Path, root: Path, repeats: int, env: dict) -> None:
+    """`catdog predict --json FOLDER` in a new process on each engine: the run (ONNX Runtime) and a
+    copy of it without model.onnx (Keras), taken in turn; the whole command, imports included."""
+    import shutil
+    import tempfile
+
+    count = sum(1 for f in root.rglob("*") if f.is_file())
+    times: dict[str, list[float]] = {"ONNX Runtime (the run as trained)": [], "Keras (model.onnx removed)": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        keras_run = Path(scratch) / run_dir.name
+        shutil.copytree(run_dir, keras_run, ignore=shutil.ignore_patterns("model.onnx*", "evaluation", "show"))
+        runs = dict(zip(times, (run_dir, keras_run), strict=True))
+        command = str(Path(sys.executable).with_name("catdog"))
+        for run in runs.values():  # the file cache warmed for both
+            cold([command, "predict", "--json", "--run", str(run), str(root)], env)
+        for _ in range(repeats):
+            for name, run in runs.items():
+                times[name].append(cold([command, "predict", "--json", "--run", str(run), str(root)], env))
+    print(f"\ncatdog predict --json FOLDER, {count} files, a new process each time, median of {repeats} "
+          f"(load average {os.getloadavg()[0]:.1f}):")
+    print("| engine | median s | img/s |\n|---|---|---|")
+    for name, values in times.items():
+        print(f"| {name} | {statistics.median(values):.2f} | {count / statistics.median(values):.0f} |")
 
 
 if __name__ == "__main__":
