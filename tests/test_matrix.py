@@ -20,9 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_images
 
 from catdog.cli import main
 
@@ -42,13 +42,8 @@ def shrunk(name: str) -> list[str]:
 
 def photos(root: Path) -> Path:
     """Eight dark 'cats' and eight bright 'dogs', 40x40 JPEGs."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for cls, (low, high) in {"cats": (0, 128), "dogs": (128, 256)}.items():
-        (root / cls).mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(rng.integers(low, high, (40, 40, 3), dtype=np.uint8)).save(root / cls / f"{i}.jpg")
+    write_images(root / "cats", 8, size=40, seed=1)
+    write_images(root / "dogs", 8, size=40, seed=2, bright=True)
     return root
 
 
@@ -115,7 +110,7 @@ def walk(name: str, root: Path) -> dict:
     keras_run = root / "keras-run"
     shutil.copytree(run, keras_run, ignore=shutil.ignore_patterns("model.onnx*"))
     seen["predict_keras"] = predictions(cli("predict", "--run", str(keras_run), "--json", str(data / "cats")))
-    show_out = cli("show", "--run", str(run), "--out", str(root / "show"), str(data / "dogs" / "0.jpg"))
+    show_out = cli("show", "--run", str(run), "--out", str(root / "show"), str(data / "dogs" / "img_000.jpg"))
     seen["show"] = {"line": show_out.splitlines()[0], "files": sorted(p.name for p in (root / "show").iterdir())}
     seen["summary"] = cli("summary", "--run", str(run))
     seen["export"] = {}
@@ -128,7 +123,7 @@ def walk(name: str, root: Path) -> dict:
                 continue
             seen["export"][fmt] = cli("export", "--run", str(run), "--format", fmt, "--out", str(root / out))
     if importlib.util.find_spec("uvicorn") is not None:
-        seen["serve"] = serve_checks(run, data / "dogs" / "0.jpg")
+        seen["serve"] = serve_checks(run, data / "dogs" / "img_000.jpg")
     return seen
 
 
@@ -138,7 +133,7 @@ def check(name: str, seen: dict) -> None:
     report = seen["evaluate"]
     assert report["images"] > 0 and 0 <= report["accuracy"] <= 1
     onnx, plain = seen["predict"], seen["predict_keras"]
-    assert sorted(onnx) == sorted(plain) == [f"{i}.jpg" for i in range(8)]
+    assert sorted(onnx) == sorted(plain) == [f"img_{i:03d}.jpg" for i in range(8)]
     for photo, row in onnx.items():
         assert row["label"] in ("cats", "dogs")
         # The label is the most probable class, on both engines.
