@@ -88,13 +88,14 @@ def test_clear_older_than_removes_only_unused_caches(tmp_path, root):
     assert len(list((old / "cats").iterdir())) == 6  # photos are never touched
 
 
-def test_clear_data_removes_that_folders_caches_even_once_it_is_gone(tmp_path, root):
+def test_clear_data_removes_that_folders_caches_even_once_it_is_gone(tmp_path, root, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     a, b = photos(tmp_path / "a"), photos(tmp_path / "b")
     for size in ((8, 8), (9, 9)):
         prepare(discover(a), size, cache_root=root)
     prepare(discover(b), (8, 8), cache_root=root)
     shutil.rmtree(a)
-    out = cli("cache", "clear", "--data", str(a))
+    out = cli("cache", "clear", "--data", "a/")  # named as the user typed it
     assert out.exit_code == 0, out.output
     assert out.output.splitlines()[-1].startswith("removed 2 caches, freed ")
     assert [e.source for e in cache_entries(root)] == [str(b.resolve())]
