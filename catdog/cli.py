@@ -144,7 +144,7 @@ def chosen_run(run: str | None) -> str:
 
 
 def load(config_path: str | None, overrides: tuple[str, ...]):
-    from catdog.config import load_config
+    from catdog.api import load_config  # catdog.load_config, as a script calls it
 
     return load_config(config_path, overrides)
 
