@@ -54,6 +54,9 @@ def test_load_config_by_name_or_file_with_overrides_as_a_mapping_or_strings(tmp_
     assert catdog.load_config(tmp_path / "mine.yaml").train.epochs == 3
     assert catdog.load_config().model.name == "article"  # the defaults
     assert catdog.load_config(overrides={"data.cache_dir": tmp_path}).data.cache_dir == str(tmp_path)
+    # Values keep their Python type: a string YAML would read as something else stays that string.
+    assert catdog.load_config(overrides={"data.dir": "no"}).data.dir == "no"
+    assert catdog.load_config(overrides={"data.dir": "cats: dogs"}).data.dir == "cats: dogs"
 
 
 def test_load_config_errors_name_what_is_wrong(tmp_path):
