@@ -4,6 +4,9 @@ Layout of one cache folder (one per data folder, image size and resize mode):
   images.u8       rows of height*width*3 bytes, appended to as new photos arrive
   manifest.json   which file (with its size and mtime) is which row, and why others were skipped
   skipped.txt     the skip list, one "path: reason" line each
+  lock            held (exclusively) while a prepare writes the folder
+  used            its time is the last use; held (shared) while a process reads the rows, so that
+                  `catdog cache clear` (catdog.cache_admin) leaves a cache in use alone
 
 The manifest is replaced atomically (write, fsync, rename) only after the rows it names are on
 disk, so a prepare killed at any moment, even by kill -9, leaves the previous manifest in charge and
@@ -15,6 +18,7 @@ flat however large the cache is.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -55,6 +59,8 @@ class CacheArray:
         self.row_bytes = size[0] * size[1] * 3
         self._fd: int | None = None
         self._pid = -1
+        # The `used` file, share-locked while this array may be read (see catdog.cache_admin).
+        self.holding: Any = None
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -86,7 +92,7 @@ class CacheArray:
         return {"path": self.path, "shape": self.shape, "row_bytes": self.row_bytes}
 
     def __setstate__(self, state) -> None:
-        self.__dict__.update(state, _fd=None, _pid=-1)
+        self.__dict__.update(state, _fd=None, _pid=-1, holding=None)
 
 
 @dataclass
@@ -156,21 +162,65 @@ def prepare(found: Found, size: tuple[int, int], resize: str = "squash", cache_r
         raise DataError("catdog.cache.prepare ran while a decoding worker was importing your script; put "
                         "the script's calls under if __name__ == \"__main__\": (workers are spawned)")
     cdir = cache_dir_for(found.root, size, resize, cache_root)
+    for _attempt in range(10):
+        try:
+            cdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the cache folder {cdir}: {exc.strerror} (set data.cache_dir)") from None
+        # Two prepares of the same folder at once would append to the same rows: take turns.
+        try:
+            lock = open(cdir / "lock", "w")  # noqa: SIM115 (opened before `with`, to tell a read-only disk apart)
+        except FileNotFoundError:
+            continue  # `catdog cache clear` removed the folder in between
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # A read-only cache needs no lock as long as nothing has to be written to it.
+            prepared = _prepare_locked(found, cdir, size, resize, workers, progress, read_only=exc.strerror)
+            prepared.images.holding = mark_used(cdir)
+            return prepared
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _same_file(lock, cdir / "lock"):
+                continue  # cleared while this prepare waited for the lock: start on a fresh folder
+            prepared = _prepare_locked(found, cdir, size, resize, workers, progress)
+            # Marked before the prepare lock is let go, so a clear never finds it unused in between.
+            prepared.images.holding = mark_used(cdir)
+            return prepared
+    raise DataError(f"the cache folder {shown(cdir)} was removed 10 times while preparing; stop `catdog cache clear`")
+
+
+USED_FILE = "used"
+
+
+def mark_used(cdir: Path) -> Any:
+    """Record now as the cache's last use, and share-lock its `used` file for as long as the
+    returned file object stays open (the CacheArray holds it): `catdog cache clear` takes that
+    lock exclusively, without waiting, and keeps a cache whose lock it cannot have.
+
+    Returns None on a read-only cache without the file (nothing can clear it there either).
+    """
+    path = cdir / USED_FILE
+    used: Any
     try:
-        cdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create the cache folder {cdir}: {exc.strerror} (set data.cache_dir)") from None
-    # Two prepares of the same folder at once would append to the same rows: take turns.
+        used = open(path, "a+b")  # noqa: SIM115 (kept open by the caller, closed with it)
+    except OSError:
+        try:
+            used = open(path, "rb")  # noqa: SIM115
+        except OSError:
+            return None
+    fcntl.flock(used, fcntl.LOCK_SH)
+    with contextlib.suppress(OSError):  # a read-only disk keeps the time it has
+        os.utime(used.fileno())
+    return used
+
+
+def _same_file(f: Any, path: Path) -> bool:
+    """Whether the open file `f` is still the file at `path` (not removed, nor replaced)."""
     try:
-        lock = open(cdir / "lock", "w")  # noqa: SIM115 (opened before `with`, to tell a read-only disk apart)
-    except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise
-        # A read-only cache needs no lock as long as nothing has to be written to it.
-        return _prepare_locked(found, cdir, size, resize, workers, progress, read_only=exc.strerror)
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _prepare_locked(found, cdir, size, resize, workers, progress)
+        return os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+    except OSError:
+        return False
 
 
 def write_skip_list(path: Path, skipped: list[tuple[str, str]]) -> None:

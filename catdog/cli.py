@@ -144,7 +144,7 @@ def chosen_run(run: str | None) -> str:
 
 
 def load(config_path: str | None, overrides: tuple[str, ...]):
-    from catdog.config import load_config
+    from catdog.api import load_config  # catdog.load_config, as a script calls it
 
     return load_config(config_path, overrides)
 
@@ -523,3 +523,66 @@ def serve(run, host, port, no_explain):
                    ready=lambda url: click.echo(f"serving {url} (Ctrl+C stops)", err=True))
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once the requests in flight are answered
         click.echo("stopped", err=True)
+
+
+@main.group("cache", invoke_without_command=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="The cache root (default: CATDOG_CACHE, else ~/.cache/catdog).")
+@click.pass_context
+@friendly
+def cache_group(ctx, cache_dir):
+    """List the prepared-image caches (photo folder, image size, files, size, last use), or clear them.
+
+    Example: catdog cache, then catdog cache clear --older-than 30
+    """
+    ctx.obj = cache_dir
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(cache_list)
+
+
+@cache_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per cache.")
+@click.pass_obj
+@friendly
+def cache_list(cache_dir, as_json=False):
+    """List each cache: the photo folder, image size, files, bytes on disk and last use; then the total.
+
+    Example: catdog cache list
+    """
+    from catdog.cache_admin import cache_entries, cache_root, entries_table
+
+    entries = cache_entries(cache_dir)
+    if as_json:
+        for e in entries:
+            click.echo(dumps(e.to_dict()))
+    else:
+        click.echo(entries_table(entries, cache_root(cache_dir)))
+
+
+@cache_group.command("clear")
+@click.option("--all", "everything", is_flag=True, help="Remove every cache.")
+@click.option("--data", type=click.Path(), metavar="FOLDER", help="Remove the caches of this photo folder.")
+@click.option("--older-than", type=click.FloatRange(min=0), metavar="DAYS",
+              help="Remove the caches unused for at least DAYS days.")
+@click.pass_obj
+@friendly
+def cache_clear(cache_dir, everything, data, older_than):
+    """Remove caches (never the photos; the next train prepares again). One of --all, --data, --older-than.
+
+    Example: catdog cache clear --older-than 30
+    """
+    from catdog.cache_admin import clear_cache, entries_table, size_text
+
+    if not (everything or data or older_than is not None):
+        raise click.UsageError("say what to remove: --all, --data FOLDER or --older-than DAYS")
+    if everything and (data or older_than is not None):
+        raise click.UsageError("--all removes every cache; drop --data and --older-than, or --all")
+    result = clear_cache(cache_dir, everything=everything, data=data, older_than_days=older_than)
+    for e in result.in_use:
+        click.echo(f"kept {shown(e.path)}: in use by another catdog process", err=True)
+    for e in result.foreign:
+        click.echo(f"kept the folder {shown(e.path)}: it holds files catdog did not write", err=True)
+    if result.removed or result.foreign:
+        click.echo(entries_table(result.removed + result.foreign, result.root).rsplit("\n", 1)[0])
+    count = len(result.removed) + len(result.foreign)
+    click.echo(f"removed {count} cache{'s' * (count != 1)}, freed {size_text(result.freed)} in {shown(result.root)}")

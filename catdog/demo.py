@@ -71,7 +71,7 @@ def run_demo(root: str | Path, epochs: int = 4, say: Callable[[str], None] = lam
     say("4/6 predicting two newly drawn images the model has never seen")
     fresh = make_dataset(root / "new", per_class=1, seed=1)
     for p in predict([fresh], result.run_dir):
-        say(f"    {p.path.name}: {p.label} ({p.probability:.3f})")
+        say(f"    {p.path.name if p.path else ''}: {p.label} ({p.probability:.3f})")
     say("5/6 the model, layer by layer")
     say(summarize(load_run(result.run_dir).model).table())
     say("6/6 what the network sees in one new image (catdog show)")

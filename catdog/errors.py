@@ -20,7 +20,11 @@ class DataError(CatdogError):
 
 
 class ImageError(CatdogError):
-    """One image file cannot be used; the message is the reason."""
+    """One image (a file, or an array given to the Python API) cannot be used; the message is the reason."""
+
+
+class CacheError(CatdogError):
+    """The prepared-image cache cannot be listed or cleared as asked."""
 
 
 class RunError(CatdogError):

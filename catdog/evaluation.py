@@ -188,7 +188,7 @@ def class_probabilities(model, images, rows: np.ndarray, batch_size: int = 64) -
     return as_class_probabilities(model.predict(batches(images, rows, None, batch_size), verbose=0))
 
 
-def evaluate(run: str | Path | None = None, data: str | Path | None = None,
+def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None,
              progress: Progress | None = None, tta: bool = False) -> EvalReport:
     """Score a run on a labelled folder, or (without `data`) on the run's own held-out photos.
 
@@ -197,7 +197,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None,
     photo's probabilities are averaged with its mirror image's (prediction.with_mirror_averaged);
     the report then goes to a folder of its own, named with "-tta".
     """
-    r = load_run(run)
+    r = run if isinstance(run, Run) else load_run(run)
     model = with_mirror_averaged(r.model) if tta else r.model
     if data is not None:
         prepared = prepare_folder(r.config, data, classes=r.classes, progress=progress)

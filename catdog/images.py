@@ -90,6 +90,37 @@ def load_image(path: str | Path, size: tuple[int, int], resize: str = "squash") 
     return _decode_strictly(path, _read(path), target, resize)
 
 
+def fit_array(pixels: typing.Any, size: tuple[int, int], resize: str = "squash") -> np.ndarray:
+    """`load_image` for a photo already decoded: an (H, W, 3) uint8 RGB array of any size, fitted to
+    `size` (height, width) by the same crop, pad or squash and the same interpolation.
+
+    A JPEG file larger than twice `size` is decoded at a reduced scale first (`preprocessing`), so its
+    pixels can differ slightly from those of the same photo decoded whole and passed here.
+
+    Raises:
+        ImageError: not a 3-D array of 3 channels, or not uint8.
+        ValueError: `resize` or `size` is not valid (a caller's bug).
+    """
+    target = _target(size, resize)
+    check_pixels(pixels)
+    return _fit(pixels, target, resize)
+
+
+def check_pixels(pixels: typing.Any) -> None:
+    """Refuse what `fit_array` cannot take, in one line saying what it expected and what it got.
+
+    Raises:
+        ImageError: not an (H, W, 3) uint8 NumPy array with H and W at least 1.
+    """
+    if not isinstance(pixels, np.ndarray):
+        raise ImageError(f"expected an (height, width, 3) uint8 NumPy array of RGB pixels; got {type(pixels).__name__}")
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or 0 in pixels.shape:
+        raise ImageError(f"expected an (height, width, 3) array of RGB pixels; got shape {tuple(pixels.shape)}")
+    if pixels.dtype != np.uint8:
+        raise ImageError(f"expected uint8 pixels (0-255); got {pixels.dtype} (convert 0-255 values with "
+                         f".astype(np.uint8); scale 0-1 floats by 255 first)")
+
+
 def preprocessing(resize: str) -> dict[str, str]:
     """Every step `load_image` takes, in words a program without catdog can follow exactly.
 

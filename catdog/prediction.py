@@ -6,26 +6,29 @@ Keras is imported inside functions: predicting through ONNX Runtime needs no Ten
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from catdog.errors import DataError, ImageError
-from catdog.images import is_system_file, load_image
-from catdog.runs import load_run
+from catdog.images import check_pixels, fit_array, is_system_file, load_image
+from catdog.runs import Run, load_run
 from catdog.runtime import fallback_warning, open_onnx
 
 BATCH = 32
+# What predict takes: photo paths or folders, or RGB uint8 pixels (see `predict`).
+Inputs = str | os.PathLike | np.ndarray | Sequence[str | os.PathLike] | Sequence[np.ndarray]
 
 
 @dataclass
 class Prediction:
     """The model's answer for one file, or the reason it could not read the file."""
 
-    path: Path
+    path: Path | None  # None for an array
     label: str | None = None
     probability: float | None = None
     probabilities: dict[str, float] | None = None
@@ -33,12 +36,16 @@ class Prediction:
 
     def to_dict(self) -> dict:
         if self.error is not None:
-            return {"path": str(self.path), "error": self.error}
-        return {"path": str(self.path), "label": self.label, "probability": self.probability,
+            return {"path": _text(self.path), "error": self.error}
+        return {"path": _text(self.path), "label": self.label, "probability": self.probability,
                 "probabilities": self.probabilities}
 
 
-def expand(paths: list[str | Path]) -> list[Path]:
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def expand(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Files named directly, plus every non-hidden entry under named folders that is not a folder
     (sorted): FIFOs, devices and broken links are kept so that `predict` lists them as skipped."""
     files: list[Path] = []
@@ -51,14 +58,32 @@ def expand(paths: list[str | Path]) -> list[Path]:
     return files
 
 
-def predict(paths: list[str | Path], run: str | Path | None = None, tta: bool = False) -> Iterator[Prediction]:
-    """Predict each image in `paths` (files or folders), in order, one Prediction per file.
+def predict(paths: Inputs, run: str | Path | Run | None = None, tta: bool = False) -> Iterator[Prediction]:
+    """Predict each image in `paths` (files or folders), in order, one Prediction per file; or, given
+    RGB uint8 arrays, one Prediction per array (its `path` None).
 
     A file that cannot be read yields a Prediction with `error` set; the others are still predicted.
+    An array is fitted to the model's size as a decoded photo is (`catdog.images.fit_array`).
     With `tta` each photo's probabilities are averaged with those of its mirror image.
+
+    Args:
+        paths: a path, a list of paths (files or folders), one (H, W, 3) array, a list of them, or
+            an (N, H, W, 3) batch.
+        run: a run folder or an open Run (default: the latest run under runs/).
+
+    Raises:
+        DataError: no files at the paths. ImageError: an array of the wrong shape or dtype, or
+            arrays and paths mixed. RunError: the run cannot be used.
     """
-    r = load_run(run)
+    arrays = pixel_arrays(paths)
+    r = run if isinstance(run, Run) else load_run(run)
+    if arrays is not None:
+        yield from _predict_arrays(r, arrays, tta)
+        return
+    paths = cast("list[str | os.PathLike]", [paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
     files = expand(paths)
+    if not paths:
+        raise DataError("nothing to predict: give photo files, folders or RGB arrays")
     if not files:
         raise DataError(f"no files found in {', '.join(map(str, paths))}")
     infer = answerer(r, tta)
@@ -143,3 +168,41 @@ def with_mirror_averaged(model):
     mirrored = keras.layers.Lambda(lambda x: keras.ops.flip(x, axis=2), name="mirror")(inp)
     out = keras.layers.Average(name="mean")([model(inp), model(mirrored)])
     return keras.Model(inp, out, name=f"{model.name}_mirror_averaged")
+
+
+def pixel_arrays(inputs: Inputs) -> list[np.ndarray] | None:
+    """The arrays of `inputs` each checked (`check_pixels`), or None when `inputs` are paths.
+
+    Raises:
+        ImageError: an array of the wrong shape or dtype (naming which), or arrays and paths mixed.
+    """
+    if isinstance(inputs, np.ndarray):
+        if inputs.ndim == 4:
+            arrays = list(inputs)
+        elif inputs.ndim == 3:
+            arrays = [inputs]
+        else:
+            raise ImageError(f"expected an (height, width, 3) array of RGB pixels or an (N, height, width, 3) "
+                             f"batch; got shape {tuple(inputs.shape)}")
+    elif isinstance(inputs, (str, os.PathLike)) or not any(isinstance(x, np.ndarray) for x in inputs):
+        return None
+    else:
+        arrays = list(inputs)
+        if not all(isinstance(x, np.ndarray) for x in arrays):
+            raise ImageError("give photos as paths or as arrays, not both in one call")
+    for i, pixels in enumerate(arrays):
+        try:
+            check_pixels(pixels)
+        except ImageError as exc:
+            raise ImageError(f"array {i} of {len(arrays)}: {exc}") from None
+    return arrays
+
+
+def _predict_arrays(r: Run, arrays: list[np.ndarray], tta: bool) -> Iterator[Prediction]:
+    """One Prediction per array, fitted to the run's image size as a decoded photo file is."""
+    infer = answerer(r, tta)
+    size, resize = r.config.data.image_size, r.config.data.resize
+    for start in range(0, len(arrays), BATCH):
+        batch = np.stack([fit_array(a, size, resize) for a in arrays[start:start + BATCH]])
+        for p in as_class_probabilities(infer(batch)):
+            yield Prediction(None, *answer(r.classes, p))

@@ -12,10 +12,16 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catdog.config import Config, config_from_dict, read_yaml
 from catdog.errors import RunError, replacing, shown
+
+if TYPE_CHECKING:
+    from catdog.cache import Progress
+    from catdog.evaluation import EvalReport
+    from catdog.prediction import Inputs, Prediction
+    from catdog.training import TrainResult
 
 RUNS_ROOT = Path("runs")
 MODEL_FILE = "model.keras"
@@ -82,12 +88,46 @@ def finite(data: Any) -> Any:
 
 @dataclass
 class Run:
-    """A trained run loaded back: its folder, config, class names and (lazily) its Keras model."""
+    """A trained run loaded back: its folder, config, class names and (lazily) its Keras model.
+
+    `catdog.open_run(path)` opens one; `catdog.train` returns one.
+    """
 
     dir: Path
     config: Config
     classes: list[str]
     _model: Any = None
+    # What training achieved, on a run that `catdog.train` or `catdog.resume` has just returned.
+    result: TrainResult | None = None
+
+    def predict(self, inputs: Inputs, *, tta: bool = False) -> list[Prediction]:
+        """The model's answers, in order: one per photo file (folders searched), or one per array.
+
+        Args:
+            inputs: a photo path or folder, a list of them, or RGB uint8 pixels: one (H, W, 3)
+                array, a list of them, or an (N, H, W, 3) batch, of any size (fitted to the
+                model's as a photo file is).
+            tta: average each answer with its mirror image's (two passes).
+
+        Raises:
+            ImageError: an array of the wrong shape or dtype. DataError: no files at the paths.
+            A file that cannot be read is not raised: its Prediction has `error` set.
+        """
+        from catdog.prediction import predict  # imports this module
+
+        return list(predict(inputs, self, tta=tta))
+
+    def evaluate(self, data: str | Path | None = None, *, tta: bool = False,
+                 progress: Progress | None = None) -> EvalReport:
+        """Score the run on a labelled folder (default: its own held-out photos); the report is
+        also written into the run folder (report.json, photos.csv, pictures).
+
+        Raises:
+            DataError: the folder is missing, or its classes are not the run's.
+        """
+        from catdog.evaluation import evaluate  # imports this module
+
+        return evaluate(self, data, progress=progress, tta=tta)
 
     @property
     def model(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "catdog"
@@ -72,3 +73,48 @@ def test_the_check_finds_a_circle_and_ignores_late_and_typing_imports():
     assert graph == {"a": {"b"}, "b": {"a", "c"}, "c": set(), "d": set()}
     assert find_cycle(graph) == ["a", "b", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_import_catdog_is_light_and_its_names_load_on_use():
+    """`import catdog` loads no NumPy, OpenCV or TensorFlow; its public names load their modules on
+    first use, and none of those modules imports TensorFlow or Keras (training does, when it runs)."""
+    import subprocess
+    import sys
+
+    heavy = ("tensorflow", "keras", "jax", "torch", "numpy", "cv2", "matplotlib", "onnxruntime")
+    code = (
+        "import sys, catdog\n"
+        f"heavy = {heavy!r}\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "for name in catdog.__all__:\n"
+        "    getattr(catdog, name)\n"
+        "print(sorted(m for m in heavy[:4] if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent,
+                          env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "[]"]
+
+
+def test_public_names_are_listed_once_for_users_and_type_checkers():
+    """__all__, the lazy table and the TYPE_CHECKING imports (what mypy and IDEs see) name the same
+    things, and each is what its module defines."""
+    import catdog
+
+    tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    typed: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.module
+                typed.update({a.name: imp.module for a in imp.names})
+    assert typed == catdog._PUBLIC
+    assert catdog.__all__ == ["__version__", *catdog._PUBLIC]
+    assert set(catdog._PUBLIC) <= set(dir(catdog))
+    assert catdog.open_run is __import__("catdog.api").api.open_run
+    try:
+        catdog.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert str(exc) == "module 'catdog' has no attribute 'no_such_name'"
+    else:
+        raise AssertionError("an unknown name did not raise AttributeError")
