@@ -24,8 +24,9 @@ from catdog.config import ResizeMode
 from catdog.errors import ImageError, first_line
 from catdog.jpeg import decode_jpeg_strictly, draft_scale, jpeg_structure_problem
 
-# Files a photo folder collects that are never images.
-SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+# Files a photo folder collects that are never images; __MACOSX is the folder of `._*` resource
+# forks that macOS's Archive Utility puts in a zip.
+SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini", "__macosx"}
 
 # How `load_image` fits an image to the model's size; "squash" is the seed article's plain resize.
 RESIZE_MODES: tuple[str, ...] = typing.get_args(ResizeMode)
