@@ -213,9 +213,13 @@ def prepare(config_path, overrides, data):
 
 
 def print_prepared(p) -> None:
-    click.echo(f"{shown(p.found.root)}: {len(p.files)} images ({p.found.layout}); "
-               f"{p.decoded} decoded now, "
-               f"{len(p.files) + len(p.skipped) - p.decoded - len(p.found.ignored)} from cache")
+    # Every file is an image or skipped, and was decoded now, read from the cache or never opened
+    # (hidden and system files, names without a class, files that vanished): the counts add up.
+    files = len(p.files) + len(p.skipped)
+    unopened = files - p.decoded - p.from_cache
+    click.echo(f"{shown(p.found.root)}: {files} files ({p.found.layout}): {len(p.files)} images, "
+               f"{len(p.skipped)} skipped; {p.decoded} decoded now, {p.from_cache} from cache"
+               + (f", {unopened} not opened" if unopened else ""))
     for name, n in p.class_counts().items():
         click.echo(f"  {shown(name)}: {n}")
     if p.skipped:
