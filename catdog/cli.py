@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -149,11 +150,33 @@ def load(config_path: str | None, overrides: tuple[str, ...]):
     return load_config(config_path, overrides)
 
 
+def terminal() -> Any:
+    """stderr if it is a terminal, else stdout if that is one (`catdog train 2>log`), else None."""
+    for stream in (sys.stderr, sys.stdout):
+        with contextlib.suppress(AttributeError, ValueError):
+            if stream.isatty():
+                return stream
+    return None
+
+
+def screen(stream: Any) -> dict[str, int]:
+    """The terminal's size as tqdm's options; 80x24 where it reports none. A pseudo-terminal
+    made by `script` (outside a terminal) or a CI runner is 0x0, on which tqdm measures -1 rows
+    and draws nothing at all."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        size = os.terminal_size((0, 0))
+    fallback = shutil.get_terminal_size((80, 24))
+    return {"ncols": size.columns or fallback.columns or 80, "nrows": size.lines or fallback.lines or 24}
+
+
 class Bar:
     """A tqdm bar fed by the library's (done, total) progress callback; a context manager that
     closes it, so that an error line never lands after a half-drawn bar.
 
-    Drawn only on a terminal: a log file gets the library's plain lines, not carriage returns.
+    Drawn only where stderr or stdout is a terminal (on that one): a log file gets the library's
+    plain lines, not carriage returns.
     """
 
     def __init__(self, desc: str, unit: str = "img", **options: Any) -> None:
@@ -166,8 +189,14 @@ class Bar:
 
         if self.bar is None or self.bar.total != total or done < self.bar.n:
             self.close()
-            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr, leave=False,
-                            **self.options)
+            shown_on = terminal()
+            options: dict[str, Any] = dict(self.options)
+            if options["disable"] is None:
+                options["disable"] = shown_on is None
+            if shown_on is not None:
+                options.update(screen(shown_on))
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=shown_on or sys.stderr, leave=False,
+                            **options)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:

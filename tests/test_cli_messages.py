@@ -45,3 +45,50 @@ def test_prepare_counts_add_up(tiny_data, tmp_path):
         assert sum(listed) == c["images"]
         assert f"skipped {c['skipped']} files" in result.output
         assert c["images"] + c["skipped"] == c["files"] == c["decoded now"] + c["from cache"] + c["not opened"]
+
+
+BAR = "from catdog.cli import Bar\nwith Bar('prepare') as bar:\n    for i in range(21):\n        bar(i, 20)\nprint('done')\n"
+
+
+def drawn(stdout_tty: bool, stderr_tty: bool) -> tuple[bytes, bytes]:
+    """(what reached the pseudo-terminal, what reached the pipes) when a Bar is fed in a new process
+    whose stdout and/or stderr is a pseudo-terminal: one made by os.openpty, 0 columns by 0 rows
+    as `script` makes it outside a terminal, and as a CI runner's is."""
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("COLUMNS", None), env.pop("LINES", None)
+    proc = subprocess.Popen([sys.executable, "-c", BAR], stdin=subprocess.DEVNULL,
+                            stdout=slave if stdout_tty else subprocess.PIPE,
+                            stderr=slave if stderr_tty else subprocess.PIPE, env=env)
+    os.close(slave)
+    tty = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the process closed its end
+            break
+        if not chunk:
+            break
+        tty += chunk
+    os.close(master)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return tty, (out or b"") + (err or b"")
+
+
+def test_the_bar_is_drawn_on_a_zero_sized_pseudo_terminal():
+    tty, piped = drawn(stdout_tty=False, stderr_tty=True)
+    assert b"prepare:   0%|" in tty
+    assert piped == b"done\n"
+
+
+def test_the_bar_is_drawn_on_stdout_when_only_stdout_is_a_terminal():
+    # catdog train 2>errors.log: the bar goes to the terminal, nothing of it into the log.
+    tty, piped = drawn(stdout_tty=True, stderr_tty=False)
+    assert b"prepare:" in tty and b"%|" in tty and b"done" in tty
+    assert piped == b""
+
+
+def test_no_bar_without_a_terminal():
+    _, piped = drawn(stdout_tty=False, stderr_tty=False)
+    assert piped == b"done\n"
