@@ -64,6 +64,24 @@ def is_system_file(path: str | Path) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_FILES
 
 
+# A URL, or what is left of one once a path has folded its "//": https:/example.com/cat.jpg.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def not_a_local_file(name: str) -> str | None:
+    """Why `name` (a photo given by the user) is not read: "-" and URLs name no local file.
+
+    None when `name` may be a file, or when a file of that name exists.
+    """
+    if Path(name).exists():
+        return None
+    if name == "-":
+        return "photos are not read from standard input ('-'); save the photo to a file and pass its path"
+    if _URL.match(name):
+        return "a URL, not a file: catdog reads photos from disk; download it first (e.g. curl -O URL)"
+    return None
+
+
 def load_image(path: str | Path, size: tuple[int, int], resize: str = "squash") -> np.ndarray:
     """Decode `path` to RGB and fit it to `size` (height, width) as a uint8 array.
 
@@ -213,7 +231,7 @@ def _read(path: Path) -> bytes | None:
     except FileNotFoundError:
         if path.is_symlink():
             raise ImageError("broken symbolic link (its target is missing)") from None
-        raise ImageError("file not found (moved or deleted?)") from None
+        raise ImageError(not_a_local_file(str(path)) or "file not found (moved or deleted?)") from None
     except IsADirectoryError:
         raise ImageError("is a folder, not a file") from None
     except PermissionError:
