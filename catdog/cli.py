@@ -327,11 +327,18 @@ def predict(paths, run, as_json, tta):
 
     Example: catdog predict photos/new/cat1.jpg photos/more/
     """
+    from catdog.images import not_a_local_file
     from catdog.prediction import predict as run_prediction
 
     run = chosen_run(run)
     failures = 0
-    for p in run_prediction(list(paths), run, tta=tta):
+    # "-" and URLs each get their own line, as typed (a path folds a URL's "//").
+    for path, reason in [(p, r) for p in paths if (r := not_a_local_file(p)) is not None]:
+        failures += 1
+        click.echo(dumps({"path": path, "error": reason}) if as_json else f"{shown(path)}: error: {reason}",
+                   err=not as_json)
+    paths = tuple(p for p in paths if not_a_local_file(p) is None)
+    for p in run_prediction(list(paths), run, tta=tta) if paths else ():
         if p.error is not None:
             failures += 1
         if as_json:

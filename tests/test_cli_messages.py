@@ -92,3 +92,20 @@ def test_the_bar_is_drawn_on_stdout_when_only_stdout_is_a_terminal():
 def test_no_bar_without_a_terminal():
     _, piped = drawn(stdout_tty=False, stderr_tty=False)
     assert piped == b"done\n"
+
+
+def test_predict_gives_a_dash_and_a_url_their_own_lines(trained):
+    run, photos = trained
+    photo = photos / "cats" / "img_000.jpg"
+    result = CliRunner().invoke(main, ["predict", "--run", str(run), "-", "https://example.com/a//cat.jpg",
+                                       str(photo)])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "-: error: photos are not read from standard input ('-'); save the photo to a file and pass its path",
+        "https://example.com/a//cat.jpg: error: a URL, not a file: catdog reads photos from disk; download it "
+        "first (e.g. curl -O URL)"]
+    assert re.fullmatch(rf"{re.escape(str(photo))}: (cats|dogs) \(\d\.\d{{3}}\)\n", result.stdout)
+    as_json = CliRunner().invoke(main, ["predict", "--json", "--run", str(run), "-"])
+    assert as_json.exit_code == 1
+    assert as_json.stdout == ('{"path": "-", "error": "photos are not read from standard input (\'-\'); save the '
+                              'photo to a file and pass its path"}\n')
