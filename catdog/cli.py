@@ -305,7 +305,7 @@ def evaluate(run, data, as_json, tta):
 
     run = chosen_run(run)
     with Bar("prepare") as bar:
-        report = run_evaluation(run, data, progress=bar, tta=tta)
+        report = run_evaluation(run, data, progress=bar, tta=tta, out=out)
     if as_json:
         click.echo(dumps(report.to_dict()))
     else:
