@@ -294,8 +294,10 @@ def train(config_path, overrides, data, out, quiet, resume):
 @click.option("--data", type=click.Path(), help="Labelled folder to score (default: the run's held-out split).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--tta", is_flag=True, help="Average each photo's answer with its mirror image's (two passes).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for the report and pictures (default: RUN/evaluation/<set>/), e.g. for a read-only run.")
 @friendly
-def evaluate(run, data, as_json, tta):
+def evaluate(run, data, as_json, tta, out):
     """Score a trained run: accuracy, balanced accuracy, macro-F1, precision/recall/F1 per class,
     confusion matrix, log loss; one CSV row per photo (photos.csv beside report.json).
 
