@@ -47,7 +47,8 @@ def test_prepare_counts_add_up(tiny_data, tmp_path):
         assert c["images"] + c["skipped"] == c["files"] == c["decoded now"] + c["from cache"] + c["not opened"]
 
 
-BAR = "from catdog.cli import Bar\nwith Bar('prepare') as bar:\n    for i in range(21):\n        bar(i, 20)\nprint('done')\n"
+BAR = ("from catdog.cli import Bar\nwith Bar('prepare') as bar:\n    for i in range(21):\n        bar(i, 20)\n"
+       "print('done')\n")
 
 
 def drawn(stdout_tty: bool, stderr_tty: bool) -> tuple[bytes, bytes]:
