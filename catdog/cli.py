@@ -273,19 +273,24 @@ def train(config_path, overrides, data, out, quiet, resume):
 
     Example: catdog train -c article --data photos/train --set train.epochs=1
     """
+    from catdog.errors import TrainingInterrupted
     from catdog.training import resume as resume_training
     from catdog.training import train as run_training
 
     if resume is not None and (config_path or overrides or out):
         raise click.UsageError("--resume continues a run with its own config and folder; drop -c, --set and --out")
-    with Bar("prepare") as bar, Bar("batches", unit="batch") as batches:
-        say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000)))  # noqa: E731
-        feed = None if quiet else batches
-        if resume is not None:
-            result = resume_training(resume, data, report=say, progress=bar, batch_progress=feed)
-        else:
-            config = load(config_path, overrides)
-            result = run_training(config, data, out, report=say, progress=bar, batch_progress=feed)
+    try:
+        with Bar("prepare") as bar, Bar("batches", unit="batch") as batches:
+            say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000)))  # noqa: E731
+            feed = None if quiet else batches
+            if resume is not None:
+                result = resume_training(resume, data, report=say, progress=bar, batch_progress=feed)
+            else:
+                config = load(config_path, overrides)
+                result = run_training(config, data, out, report=say, progress=bar, batch_progress=feed)
+    except TrainingInterrupted as stop:  # Ctrl-C: which epoch is saved, and the command that resumes
+        click.echo(str(stop), err=True)
+        raise click.exceptions.Exit(128 + signal.SIGINT) from None
     click.echo(shown(result.line(), 10_000))
 
 
