@@ -106,7 +106,8 @@ class Prepared:
     labels: np.ndarray     # class index of each usable image
     skipped: list[tuple[str, str]]
     cache_dir: Path
-    decoded: int           # images decoded this time (the rest came from the cache)
+    decoded: int           # files decoded this time
+    from_cache: int = 0    # files whose pixels (or reason to skip) the cache already held
 
     @property
     def classes(self) -> list[str]:
@@ -292,6 +293,7 @@ def _prepare_locked(found: Found, cdir: Path, size: tuple[int, int], resize: str
         skipped=skipped,
         cache_dir=cdir,
         decoded=len(todo),
+        from_cache=len(entries) - len(todo) - sum(e["size"] == -1 for e in entries),
     )
 
 

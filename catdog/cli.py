@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -149,11 +150,33 @@ def load(config_path: str | None, overrides: tuple[str, ...]):
     return load_config(config_path, overrides)
 
 
+def terminal() -> Any:
+    """stderr if it is a terminal, else stdout if that is one (`catdog train 2>log`), else None."""
+    for stream in (sys.stderr, sys.stdout):
+        with contextlib.suppress(AttributeError, ValueError):
+            if stream.isatty():
+                return stream
+    return None
+
+
+def screen(stream: Any) -> dict[str, int]:
+    """The terminal's size as tqdm's options; 80x24 where it reports none. A pseudo-terminal
+    made by `script` (outside a terminal) or a CI runner is 0x0, on which tqdm measures -1 rows
+    and draws nothing at all."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        size = os.terminal_size((0, 0))
+    fallback = shutil.get_terminal_size((80, 24))
+    return {"ncols": size.columns or fallback.columns or 80, "nrows": size.lines or fallback.lines or 24}
+
+
 class Bar:
     """A tqdm bar fed by the library's (done, total) progress callback; a context manager that
     closes it, so that an error line never lands after a half-drawn bar.
 
-    Drawn only on a terminal: a log file gets the library's plain lines, not carriage returns.
+    Drawn only where stderr or stdout is a terminal (on that one): a log file gets the library's
+    plain lines, not carriage returns.
     """
 
     def __init__(self, desc: str, unit: str = "img", **options: Any) -> None:
@@ -166,8 +189,14 @@ class Bar:
 
         if self.bar is None or self.bar.total != total or done < self.bar.n:
             self.close()
-            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr, leave=False,
-                            **self.options)
+            shown_on = terminal()
+            options: dict[str, Any] = dict(self.options)
+            if options["disable"] is None:
+                options["disable"] = shown_on is None
+            if shown_on is not None:
+                options.update(screen(shown_on))
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=shown_on or sys.stderr, leave=False,
+                            **options)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -213,9 +242,13 @@ def prepare(config_path, overrides, data):
 
 
 def print_prepared(p) -> None:
-    click.echo(f"{shown(p.found.root)}: {len(p.files)} images ({p.found.layout}); "
-               f"{p.decoded} decoded now, "
-               f"{len(p.files) + len(p.skipped) - p.decoded - len(p.found.ignored)} from cache")
+    # Every file is an image or skipped, and was decoded now, read from the cache or never opened
+    # (hidden and system files, names without a class, files that vanished): the counts add up.
+    files = len(p.files) + len(p.skipped)
+    unopened = files - p.decoded - p.from_cache
+    click.echo(f"{shown(p.found.root)}: {files} files ({p.found.layout}): {len(p.files)} images, "
+               f"{len(p.skipped)} skipped; {p.decoded} decoded now, {p.from_cache} from cache"
+               + (f", {unopened} not opened" if unopened else ""))
     for name, n in p.class_counts().items():
         click.echo(f"  {shown(name)}: {n}")
     if p.skipped:
@@ -240,19 +273,24 @@ def train(config_path, overrides, data, out, quiet, resume):
 
     Example: catdog train -c article --data photos/train --set train.epochs=1
     """
+    from catdog.errors import TrainingInterrupted
     from catdog.training import resume as resume_training
     from catdog.training import train as run_training
 
     if resume is not None and (config_path or overrides or out):
         raise click.UsageError("--resume continues a run with its own config and folder; drop -c, --set and --out")
-    with Bar("prepare") as bar, Bar("batches", unit="batch") as batches:
-        say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000)))  # noqa: E731
-        feed = None if quiet else batches
-        if resume is not None:
-            result = resume_training(resume, data, report=say, progress=bar, batch_progress=feed)
-        else:
-            config = load(config_path, overrides)
-            result = run_training(config, data, out, report=say, progress=bar, batch_progress=feed)
+    try:
+        with Bar("prepare") as bar, Bar("batches", unit="batch") as batches:
+            say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000)))  # noqa: E731
+            feed = None if quiet else batches
+            if resume is not None:
+                result = resume_training(resume, data, report=say, progress=bar, batch_progress=feed)
+            else:
+                config = load(config_path, overrides)
+                result = run_training(config, data, out, report=say, progress=bar, batch_progress=feed)
+    except TrainingInterrupted as stop:  # Ctrl-C: which epoch is saved, and the command that resumes
+        click.echo(str(stop), err=True)
+        raise click.exceptions.Exit(128 + signal.SIGINT) from None
     click.echo(shown(result.line(), 10_000))
 
 
@@ -261,8 +299,10 @@ def train(config_path, overrides, data, out, quiet, resume):
 @click.option("--data", type=click.Path(), help="Labelled folder to score (default: the run's held-out split).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--tta", is_flag=True, help="Average each photo's answer with its mirror image's (two passes).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for the report and pictures (default: RUN/evaluation/<set>/), e.g. for a read-only run.")
 @friendly
-def evaluate(run, data, as_json, tta):
+def evaluate(run, data, as_json, tta, out):
     """Score a trained run: accuracy, balanced accuracy, macro-F1, precision/recall/F1 per class,
     confusion matrix, log loss; one CSV row per photo (photos.csv beside report.json).
 
@@ -272,7 +312,7 @@ def evaluate(run, data, as_json, tta):
 
     run = chosen_run(run)
     with Bar("prepare") as bar:
-        report = run_evaluation(run, data, progress=bar, tta=tta)
+        report = run_evaluation(run, data, progress=bar, tta=tta, out=out)
     if as_json:
         click.echo(dumps(report.to_dict()))
     else:
@@ -294,11 +334,18 @@ def predict(paths, run, as_json, tta):
 
     Example: catdog predict photos/new/cat1.jpg photos/more/
     """
+    from catdog.images import not_a_local_file
     from catdog.prediction import predict as run_prediction
 
     run = chosen_run(run)
     failures = 0
-    for p in run_prediction(list(paths), run, tta=tta):
+    # "-" and URLs each get their own line, as typed (a path folds a URL's "//").
+    for path, reason in [(p, r) for p in paths if (r := not_a_local_file(p)) is not None]:
+        failures += 1
+        click.echo(dumps({"path": path, "error": reason}) if as_json else f"{shown(path)}: error: {reason}",
+                   err=not as_json)
+    paths = tuple(p for p in paths if not_a_local_file(p) is None)
+    for p in run_prediction(list(paths), run, tta=tta) if paths else ():
         if p.error is not None:
             failures += 1
         if as_json:

@@ -115,7 +115,22 @@ def download(
         log.info("%s is already extracted in %s", name or DEFAULT_DATASET, to)
         return to / dataset.folder
 
+    # The folders made here are removed again if the download fails before anything lands in them.
+    made = [p for p in (to, *to.parents) if not p.exists()]
     to.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fetch_and_extract(url, to, dataset, expected, progress)
+    except BaseException:
+        for folder in made:  # deepest first; one that holds something (a .part to resume) stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _fetch_and_extract(url: str, to: Path, dataset: Dataset | None, expected: str | None,
+                       progress: Progress | None) -> Path:
     archive, checked = _fetch(url, to, progress, expected)
     if expected is not None and not checked:
         actual = _sha256(archive)

@@ -59,6 +59,23 @@ class ServeError(CatdogError):
     """The server cannot start as asked (missing extra, address in use)."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the message says which epoch is saved and how to resume.
+
+    A KeyboardInterrupt, not a CatdogError: whatever catches Ctrl-C still catches it.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike | None, epochs_done: int, epochs: int) -> None:
+        super().__init__(run_dir, epochs_done, epochs)
+        self.run_dir, self.epochs_done, self.epochs = run_dir, epochs_done, epochs
+
+    def __str__(self) -> str:
+        if self.run_dir is None or not self.epochs_done:
+            return "training interrupted before its first epoch was saved; nothing to resume (run it again)"
+        return (f"training interrupted: epoch {self.epochs_done}/{self.epochs} is saved in {shown(self.run_dir)}; "
+                f"continue with: catdog train --resume {shown(self.run_dir)}")
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type's name when it has none."""
     text = str(exc).strip().splitlines()

@@ -13,7 +13,7 @@ import numpy as np
 from catdog import plots
 from catdog.batches import batches
 from catdog.cache import Prepared, Progress, folder_digest
-from catdog.errors import DataError, ImageError, shown
+from catdog.errors import DataError, ImageError, PlotError, shown
 from catdog.images import load_image
 from catdog.prediction import as_class_probabilities, with_mirror_averaged
 from catdog.runs import Run, load_run, write_json
@@ -189,14 +189,27 @@ def class_probabilities(model, images, rows: np.ndarray, batch_size: int = 64) -
 
 
 def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None,
-             progress: Progress | None = None, tta: bool = False) -> EvalReport:
+             progress: Progress | None = None, tta: bool = False, out: str | Path | None = None) -> EvalReport:
     """Score a run on a labelled folder, or (without `data`) on the run's own held-out photos.
 
     Without `data` the run's test split is used, or its validation split when it has no test
     split; both were kept out of training, so no training photo is ever scored. With `tta` each
     photo's probabilities are averaged with its mirror image's (prediction.with_mirror_averaged);
     the report then goes to a folder of its own, named with "-tta".
+
+    Args:
+        out: the folder for the report, photos.csv and the pictures (default: one under
+            <run>/evaluation/): for a run on a read-only disk. Files already there are never
+            replaced.
+
+    Raises:
+        RunError: no usable run. DataError: nothing to score. PlotError: `out` already holds a
+            file the report would write.
     """
+    if out is not None:
+        clash = [n for n in (REPORT_FILE, PHOTOS_FILE, CONFUSION_FILE, MISTAKES_FILE) if (Path(out) / n).exists()]
+        if clash:
+            raise PlotError(f"--out {shown(out)} already holds {', '.join(clash)}; pick another folder")
     r = run if isinstance(run, Run) else load_run(run)
     model = with_mirror_averaged(r.model) if tta else r.model
     if data is not None:
@@ -213,7 +226,7 @@ def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None
                         len(idx), prepared.skipped, [prepared.found.root / prepared.files[i] for i in idx],
                         labels, probs)
     name = "held-out" if data is None else _slug(Path(data))
-    report.out_dir = r.dir / "evaluation" / (name + "-tta" if tta else name)
+    report.out_dir = Path(out) if out is not None else r.dir / "evaluation" / (name + "-tta" if tta else name)
     report.out_dir.mkdir(parents=True, exist_ok=True)
     write_photos_csv(report, report.out_dir / PHOTOS_FILE)
     write_json(report.out_dir / REPORT_FILE, report.to_dict())

@@ -13,6 +13,13 @@ from catdog.images import is_system_file
 # Kaggle's flat naming: cat.123.jpg, dog.45.jpg.
 _FLAT_NAME = re.compile(r"^([A-Za-z][A-Za-z_-]*)[._]\d+\.[A-Za-z0-9]+$")
 
+# The names cameras, phones and apps give photos (IMG_0001.jpg, DSC_1234.jpg, PXL_2023...): in a
+# flat folder they would read as a class "img" or "dsc", and train a model on a class nobody meant.
+CAMERA_PREFIXES = frozenset({
+    "img", "image", "imag", "dsc", "dscn", "dscf", "dcim", "pxl", "mvimg", "p", "pic", "pict", "picture",
+    "photo", "gopr", "gp", "gh", "dji", "sam", "wp", "vid", "mov", "screenshot", "scan", "snapshot",
+})
+
 
 @dataclass(frozen=True)
 class Found:
@@ -74,6 +81,7 @@ def discover(root: str | Path, classes: list[str] | None = None) -> Found:
                 ignored.append((p.name, "no class in the name (expected e.g. cat.12.jpg)"))
                 continue
             by_class.setdefault(m.group(1).lower(), []).append(p.name)
+        _refuse_camera_names(root, by_class)
     if not by_class:
         raise DataError(f"no images found in {root} (expected class sub-folders such as cats/ and dogs/, "
                         f"or files named cat.1.jpg, dog.1.jpg)")
@@ -129,3 +137,13 @@ def _refuse_split_folders(root: Path, subdirs: list[Path]) -> None:
         raise DataError(f"{root} holds split folders ({', '.join(p.name for p in subdirs)}), not classes: "
                         f"{d.name}/ holds the class folders {', '.join(p.name for p in inner)}; pass --data {d} "
                         f"(and --set data.validation_dir=... for a validation folder)")
+
+
+def _refuse_camera_names(root: Path, by_class: dict[str, list[str]]) -> None:
+    """Refuse a flat folder whose names would make a class of a camera's counter (IMG_0001.jpg)."""
+    camera = sorted(c for c in by_class if c in CAMERA_PREFIXES)
+    if camera:
+        examples = ", ".join(by_class[c][0] for c in camera)
+        raise DataError(f"{root}: files named like {examples} are a camera's photos, not <class>.<number>, "
+                        f"and would make a class {camera[0]!r}; put each class's photos in a "
+                        f"sub-folder of its own (e.g. cats/, dogs/) or name them cat.1.jpg, dog.1.jpg")

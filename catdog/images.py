@@ -24,8 +24,9 @@ from catdog.config import ResizeMode
 from catdog.errors import ImageError, first_line
 from catdog.jpeg import decode_jpeg_strictly, draft_scale, jpeg_structure_problem
 
-# Files a photo folder collects that are never images.
-SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+# Files a photo folder collects that are never images; __MACOSX is the folder of `._*` resource
+# forks that macOS's Archive Utility puts in a zip.
+SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini", "__macosx"}
 
 # How `load_image` fits an image to the model's size; "squash" is the seed article's plain resize.
 RESIZE_MODES: tuple[str, ...] = typing.get_args(ResizeMode)
@@ -61,6 +62,24 @@ def is_system_file(path: str | Path) -> bool:
     """Hidden and operating-system files (`.DS_Store`, `Thumbs.db`, ...) that a dataset scan skips."""
     name = Path(path).name
     return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
+# A URL, or what is left of one once a path has folded its "//": https:/example.com/cat.jpg.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def not_a_local_file(name: str) -> str | None:
+    """Why `name` (a photo given by the user) is not read: "-" and URLs name no local file.
+
+    None when `name` may be a file, or when a file of that name exists.
+    """
+    if Path(name).exists():
+        return None
+    if name == "-":
+        return "photos are not read from standard input ('-'); save the photo to a file and pass its path"
+    if _URL.match(name):
+        return "a URL, not a file: catdog reads photos from disk; download it first (e.g. curl -O URL)"
+    return None
 
 
 def load_image(path: str | Path, size: tuple[int, int], resize: str = "squash") -> np.ndarray:
@@ -243,7 +262,7 @@ def _read(path: Path) -> bytes | None:
     except FileNotFoundError:
         if path.is_symlink():
             raise ImageError("broken symbolic link (its target is missing)") from None
-        raise ImageError("file not found (moved or deleted?)") from None
+        raise ImageError(not_a_local_file(str(path)) or "file not found (moved or deleted?)") from None
     except IsADirectoryError:
         raise ImageError("is a folder, not a file") from None
     except PermissionError:

@@ -9,6 +9,7 @@ from pathlib import Path
 from catdog.config import Config
 from catdog.errors import ConfigError
 from catdog.optimizers import check_schedule, compile_model
+from catdog.splits import check_fractions
 
 
 def validated(config: Config) -> bool:
@@ -43,6 +44,8 @@ def check_config(config: Config) -> list[tuple[int, int, bool]]:
     for start, end, _frozen in plan:
         check_schedule(config.train, end - start, warmup=start == 0)
     check_validation(config)
+    if not config.data.validation_dir:  # a separate folder replaces validation_split
+        check_fractions(config.data.validation_split, config.data.test_split)
     return plan
 
 

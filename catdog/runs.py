@@ -6,10 +6,13 @@ model needs no TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +33,10 @@ CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.json"
 SPLIT_FILE = "split.json"
 SKIPPED_FILE = "skipped.txt"
+# Held (flock) by the process training a run; the kernel lets go of it when that process dies.
+LOCK_FILE = "training.lock"
+# catdog.checkpoints' CHECKPOINT_DIR/STATE_FILE (that module imports this one): the last saved epoch.
+_STATE = Path("checkpoint") / "state.json"
 
 
 def new_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:
@@ -54,18 +61,77 @@ def claim_out_dir(path: Path) -> Path:
 
 
 def resolve_run(run: str | Path | None, root: Path = RUNS_ROOT) -> Path:
-    """`run` if given, else the most recent run under runs/ that holds a model."""
+    """`run` if given, else the most recent run under runs/ that holds a model.
+
+    Raises:
+        RunError: no such folder, or no model in it: saying so when the run is still training or
+            was interrupted (with the command that resumes it).
+    """
     if run is not None:
         path = Path(run)
         if not path.is_dir():
             raise RunError(f"run folder not found: {path} (expected a folder written by catdog train)")
         if not (path / MODEL_FILE).is_file():
-            raise RunError(f"{path} holds no trained model ({MODEL_FILE}); train one with catdog train")
+            raise RunError(unfinished(path) or f"{path} holds no trained model ({MODEL_FILE}); train one with "
+                           f"catdog train")
         return path
     candidates = sorted(p for p in root.glob("*") if (p / MODEL_FILE).is_file()) if root.is_dir() else []
     if not candidates:
+        started = [p for p in root.glob("*") if (p / CONFIG_FILE).is_file()] if root.is_dir() else []
+        latest = max(started, key=lambda p: p.stat().st_mtime, default=None)
+        if latest is not None and (why := unfinished(latest)) is not None:
+            raise RunError(f"no finished run under {root}/ yet: {why}")
         raise RunError(f"no trained run found under {root}/; train one with catdog train, or pass --run RUN_DIR")
     return max(candidates, key=lambda p: (p / MODEL_FILE).stat().st_mtime)
+
+
+def unfinished(path: Path) -> str | None:
+    """Why a run folder holds no model yet: it is training now, or was interrupted (and how to go
+    on); None when it is neither."""
+    if training_now(path):
+        return (f"{shown(path)} is still training (no {MODEL_FILE} yet); wait until catdog train finishes it, "
+                f"or pass --run with a finished run")
+    try:
+        done = json.loads((path / _STATE).read_text())["epochs_done"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (f"{shown(path)} was interrupted after epoch {done} and holds no {MODEL_FILE}; continue it with "
+            f"catdog train --resume {shown(path)}")
+
+
+def training_now(path: Path) -> bool:
+    """Whether a process holds the run folder's training lock (see `training_lock`)."""
+    try:
+        f = open(path / LOCK_FILE)  # noqa: SIM115 (closed below; flock needs the open file)
+    except OSError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+@contextlib.contextmanager
+def training_lock(path: Path) -> Iterator[None]:
+    """Hold the run folder's training lock while the block trains it, so that `predict` can say
+    the run is in progress and a second `train --resume` of it is refused. An flock: a training
+    killed even by kill -9 holds it no longer. The file is removed when the block ends.
+
+    Raises:
+        RunError: another process is training this run folder.
+    """
+    lock = path / LOCK_FILE
+    with open(lock, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{shown(path)} is being trained by another process; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -118,16 +184,16 @@ class Run:
         return list(predict(inputs, self, tta=tta))
 
     def evaluate(self, data: str | Path | None = None, *, tta: bool = False,
-                 progress: Progress | None = None) -> EvalReport:
+                 progress: Progress | None = None, out: str | Path | None = None) -> EvalReport:
         """Score the run on a labelled folder (default: its own held-out photos); the report is
-        also written into the run folder (report.json, photos.csv, pictures).
+        also written into the run folder (report.json, photos.csv, pictures), or into `out`.
 
         Raises:
             DataError: the folder is missing, or its classes are not the run's.
         """
         from catdog.evaluation import evaluate  # imports this module
 
-        return evaluate(self, data, progress=progress, tta=tta)
+        return evaluate(self, data, progress=progress, tta=tta, out=out)
 
     @property
     def model(self):

@@ -8,12 +8,13 @@ does not start Keras.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from catdog import plots
-from catdog.errors import PlotError
-from catdog.images import load_image
+from catdog.errors import ImageError, PlotError, shown
+from catdog.images import load_image, not_a_local_file
 from catdog.prediction import answer
 from catdog.runs import load_run
 
@@ -50,19 +51,25 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
     Args:
         image: the photo.
         run: the run folder (default: the latest run).
-        out: the folder for the pictures (default: <run>/show/<photo name>/). A file of that
-            folder that catdog would write is never overwritten; pick another folder.
+        out: the folder for the pictures (default: <run>/show/<photo name>/, or <photo name>-2/,
+            -3/, ... when that folder exists: each call keeps its own pictures). A file of `out`
+            that catdog would write is never overwritten; pick another folder.
 
     Raises:
-        ImageError: the photo cannot be read.
+        ImageError: the photo cannot be read (the message names it).
         PlotError: `out` already holds one of the pictures.
         RunError: no usable run folder.
     """
     from catdog import inspection
 
+    if (reason := not_a_local_file(str(image))) is not None:
+        raise ImageError(f"{image}: {reason}")
     r = load_run(run)
     image = Path(image)
-    pixels = load_image(image, r.config.data.image_size, r.config.data.resize)
+    try:
+        pixels = load_image(image, r.config.data.image_size, r.config.data.resize)
+    except ImageError as exc:
+        raise ImageError(f"{shown(image)}: {exc}") from None
     maps = inspection.feature_maps(r.model, pixels)
     heatmap, index, probabilities = inspection.grad_cam(r.model, pixels)
 
@@ -70,15 +77,35 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
     names = {"input": _file_name("input", taken), "filters": _file_name("filters", taken)}
     layer_files = [_file_name(f"activations-{m.name}", taken) for m in maps]
     names["gradcam"] = _file_name("gradcam", taken)
-    out_dir = Path(out) if out is not None else r.dir / "show" / re.sub(r"[^\w.-]+", "_", image.stem)
     if out is not None:
+        out_dir = Path(out)
         clash = sorted(n for n in [*names.values(), *layer_files] if (out_dir / n).exists())
         if clash:
             raise PlotError(f"--out {out_dir} already holds {', '.join(clash)}; pick another folder")
+    else:
+        out_dir = new_folder(r.dir / "show", re.sub(r"[^\w.-]+", "_", image.stem))
 
     label, probability, every = answer(r.classes, probabilities, index)
-    files = [plots.input_image(pixels, out_dir / names["input"]),
-             plots.filters_grid(inspection.first_conv_filters(r.model), out_dir / names["filters"])]
-    files += [plots.activation_grid(m, out_dir / name) for m, name in zip(maps, layer_files, strict=True)]
-    files.append(plots.grad_cam_overlay(pixels, heatmap, label, probability, out_dir / names["gradcam"]))
+    try:
+        files = [plots.input_image(pixels, out_dir / names["input"]),
+                 plots.filters_grid(inspection.first_conv_filters(r.model), out_dir / names["filters"])]
+        files += [plots.activation_grid(m, out_dir / name) for m, name in zip(maps, layer_files, strict=True)]
+        files.append(plots.grad_cam_overlay(pixels, heatmap, label, probability, out_dir / names["gradcam"]))
+    except BaseException:
+        if out is None:  # the folder is this call's own: nothing half drawn stays behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     return ShowResult(image, r.dir, label, probability, every, out_dir, files)
+
+
+def new_folder(parent: Path, name: str) -> Path:
+    """A folder made now: parent/name, else parent/name-2, -3, ... (never one that exists)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise PlotError(f"{shown(parent)} already holds 9999 folders named {name}-N; pass --out DIR")

@@ -13,16 +13,39 @@ import numpy as np
 
 from catdog.cache import Prepared, Progress, prepare
 from catdog.config import Config
-from catdog.errors import DataError
+from catdog.errors import ConfigError, DataError, shown
 from catdog.folders import discover
 
 
 def prepare_folder(config: Config, folder: str | Path, classes: list[str] | None = None,
                    progress: Progress | None = None) -> Prepared:
-    """Find the images of `folder` and bring the cache up to date at the config's size and mode."""
+    """Find the images of `folder` and bring the cache up to date at the config's size and mode.
+
+    Raises:
+        DataError: see `discover`; or a class folder none of whose files could be read (a model
+            trained without a class's photos would still answer with it).
+    """
     found = discover(folder, classes)
     d = config.data
-    return prepare(found, d.image_size, d.resize, d.cache_dir, d.workers, progress)
+    prepared = prepare(found, d.image_size, d.resize, d.cache_dir, d.workers, progress)
+    refuse_unusable_classes(prepared)
+    return prepared
+
+
+def refuse_unusable_classes(prepared: Prepared) -> None:
+    """Refuse a folder in which a class has files but none of them is a usable image.
+
+    Raises:
+        DataError: naming the class folder (or flat name) and where the reasons are listed.
+    """
+    found, counts = prepared.found, prepared.class_counts()
+    for index, name in enumerate(found.classes):
+        files = found.labels.count(index)
+        if files and not counts[name]:
+            where = (f"class folder {shown(found.root / name)}" if found.layout == "class folders"
+                     else f"{shown(found.root)}: the files named {shown(name)}.<number>")
+            raise DataError(f"{where}: none of its {files} files is a usable image (reasons in "
+                            f"{shown(prepared.cache_dir / 'skipped.txt')}); add readable photos or remove the class")
 
 
 def data_dir(config: Config, override: str | Path | None) -> Path:
@@ -33,14 +56,30 @@ def data_dir(config: Config, override: str | Path | None) -> Path:
     return Path(folder)
 
 
-def split_indices(labels: np.ndarray, fractions: tuple[float, float],
-                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_fractions(validation_split: float, test_split: float) -> None:
+    """Refuse split fractions that leave no photos to train on.
+
+    Raises:
+        ConfigError: naming both keys, their values and their sum.
+    """
+    if validation_split + test_split >= 1:
+        raise ConfigError(f"data.validation_split ({validation_split:g}) + data.test_split ({test_split:g}) = "
+                        f"{validation_split + test_split:g} leaves no photos to train on; together they must stay "
+                        f"below 1 (e.g. 0.2 and 0.1)")
+
+
+def split_indices(labels: np.ndarray, fractions: tuple[float, float], seed: int,
+                  classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stratified, seeded split into (train, validation, test) index arrays.
 
     Each class is shuffled with the seed and cut separately, so every split keeps the class balance
-    and the same config always gives the same split.
+    and the same config always gives the same split. `classes` names the labels in errors.
+
+    Raises:
+        ConfigError: the fractions sum to 1 or more. DataError: a class has too few photos to split.
     """
     val_frac, test_frac = fractions
+    check_fractions(val_frac, test_frac)
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[], [], []]
     for c in np.unique(labels):
@@ -50,8 +89,10 @@ def split_indices(labels: np.ndarray, fractions: tuple[float, float],
         n_test = max(int(round(len(idx) * test_frac)), int(test_frac > 0))
         n_val = max(int(round(len(idx) * val_frac)), int(val_frac > 0))
         if n_val + n_test >= len(idx):
-            raise DataError(f"class {int(c)} has {len(idx)} images: "
-                            f"too few to split off validation/test photos and still train")
+            name = f"class {shown(classes[int(c)]) if classes is not None else int(c)}"
+            raise DataError(f"{name} has {len(idx)} usable images: too few to hold out {n_val} for validation "
+                            f"and {n_test} for test (data.validation_split {val_frac:g}, data.test_split "
+                            f"{test_frac:g}) and still train; add photos or lower the fractions")
         parts[2].append(idx[:n_test])
         parts[1].append(idx[n_test:n_test + n_val])
         parts[0].append(idx[n_test + n_val:])
@@ -86,7 +127,7 @@ def split(config: Config, train: Prepared, val: Prepared | None = None) -> Split
     """Split `train` by the config's fractions; a separate validation folder replaces the val split."""
     d = config.data
     val_frac = 0.0 if val is not None else d.validation_split
-    tr, va, te = split_indices(train.labels, (val_frac, d.test_split), config.seed)
+    tr, va, te = split_indices(train.labels, (val_frac, d.test_split), config.seed, train.classes)
     if val is None:
         return Split(train, tr, train, va, te)
     return Split(train, tr, val, np.arange(len(val.files)), te)

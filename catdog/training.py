@@ -38,7 +38,7 @@ from catdog.checkpoints import (
 from catdog.config import Config, save_config
 from catdog.devices import backend as keras_backend
 from catdog.devices import emulated_bfloat16, training_device
-from catdog.errors import RunError, TrainingError, first_line, replacing, shown
+from catdog.errors import RunError, TrainingError, TrainingInterrupted, first_line, replacing, shown
 from catdog.optimizers import accumulation, micro_batch, plateau_callback, unjittable, warmup_epochs
 from catdog.plan import check_config, class_weights, set_phase, uneven_warning
 from catdog.runs import (
@@ -51,6 +51,7 @@ from catdog.runs import (
     claim_out_dir,
     new_run_dir,
     read_run_config,
+    training_lock,
     write_json,
 )
 from catdog.splits import Split, data_dir, prepare_folder, split
@@ -122,7 +123,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     _say_warm_up(config, plan, say)
     # Multi-worker training and GPU memory growth must be set before TensorFlow starts.
     dist = distribute.start(config)
-    from catdog.models import build_model, check_model
+    from catdog.models import check_model
 
     # A bad model name or activation, layers that do not fit the image size, weights that cannot
     # be had: all found before any photo is prepared.
@@ -131,21 +132,49 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     weights = _class_weights_said(config, sp, say)
     state = _resume or State()
     run_dir = _open_run(config, data, out, sp, dist, state, resuming=_resume is not None)
-    with _removed_unless_resumable(run_dir, fresh=_resume is None or not dist.chief):
-        device = training_device()
-        say(f"training on {device}; {dist.describe()}; run folder {run_dir}")
-        if emulated_bfloat16(dist.precision):
-            say("warning: this CPU has no bfloat16 instructions (AMX or AVX512-BF16), so mixed_bfloat16 is "
-                "emulated and several times slower than float32 here; --set train.precision=float32 trains faster")
-        # The strategy (or JAX's device layout) and the precision policy cover build, compile and fit.
-        with dist.scope():
-            model = build_model(config, len(sp.train.classes))
-            monitor, seconds = _fit(model, config, sp, run_dir, plan, state, say, weights, dist, batch_progress,
-                                    callbacks or [])
-        _save_model(model, run_dir)
+    try:
+        with training_lock(run_dir), _removed_unless_resumable(run_dir, fresh=_resume is None or not dist.chief):
+            device, model, monitor, seconds = _build_and_fit(config, sp, run_dir, plan, state, say, weights, dist,
+                                                             batch_progress, callbacks or [])
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:
+        if (run_dir / MODEL_FILE).is_file():
+            raise  # after the model was saved: the run is complete
+        # Ctrl-C: say which epoch the checkpoint holds (read back: the one on disk is what resumes).
+        saved = _saved_epochs(run_dir) if dist.chief else 0
+        raise TrainingInterrupted(run_dir if saved else None, saved, config.train.epochs) from None
     if dist.chief:
         _write_onnx(run_dir, model, say)
     return _result(config, run_dir, device, state, monitor, seconds)
+
+
+def _saved_epochs(run_dir: Path) -> int:
+    """The epochs a run folder's checkpoint holds (0: none, or the folder was removed)."""
+    try:
+        return read_state(run_dir).epochs_done
+    except RunError:
+        return 0
+
+
+def _build_and_fit(config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, int, bool]], state: State,
+                   say: Report, weights: dict[int, float] | None, dist, batch_progress: Progress | None,
+                   callbacks: list) -> tuple[str, object, str, float]:
+    """Build the model on the training device, fit it and save it: (device, model, monitor, seconds)."""
+    from catdog.models import build_model
+
+    device = training_device()
+    say(f"training on {device}; {dist.describe()}; run folder {run_dir}")
+    if emulated_bfloat16(dist.precision):
+        say("warning: this CPU has no bfloat16 instructions (AMX or AVX512-BF16), so mixed_bfloat16 is "
+            "emulated and several times slower than float32 here; --set train.precision=float32 trains faster")
+    # The strategy (or JAX's device layout) and the precision policy cover build, compile and fit.
+    with dist.scope():
+        model = build_model(config, len(sp.train.classes))
+        monitor, seconds = _fit(model, config, sp, run_dir, plan, state, say, weights, dist, batch_progress,
+                                callbacks)
+    _save_model(model, run_dir)
+    return device, model, monitor, seconds
 
 
 def _say_warm_up(config: Config, plan: list[tuple[int, int, bool]], say: Report) -> None:

@@ -214,7 +214,7 @@ def test_unsafe_tar_members_are_refused(tmp_path: Path, add: callable, message: 
     with pytest.raises(DownloadError) as caught:
         download(None, tmp_path / "out", url=archive.as_uri())
     assert str(caught.value) == f"unsafe archive evil.tar.gz: {message}"
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # the folder it made for the extraction is gone again
 
 
 def test_interrupted_download_resumes_with_a_range_request(server: Served, tmp_path: Path) -> None:
@@ -325,6 +325,22 @@ def test_cli_download_failure_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 
 # --- faults (issue 12): a failed check leaves nothing a rerun trusts ----------------------------
+
+
+def test_a_failed_download_leaves_no_folder_it_made(server: Served, tmp_path: Path) -> None:
+    from catdog.cli import main
+
+    to = tmp_path / "data" / "pets"
+    result = CliRunner().invoke(main, ["download", "--url", server.url("missing.zip"), "--to", str(to)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: download failed: HTTP 404 Not Found from {server.url('missing.zip')}\n"
+    assert list(tmp_path.iterdir()) == []  # neither data/ nor data/pets/ stays behind
+    # A download cut short keeps its folder: the .part file in it is resumed by the next run.
+    server.files["pets.zip"] = PETS_ZIP
+    server.cut_after = 1000
+    with pytest.raises(DownloadError, match="rerun to resume"):
+        download(None, to, url=server.url("pets.zip"))
+    assert [p.name for p in to.iterdir()] == ["pets.zip.part"]
 
 
 def test_short_content_length_leaves_no_archive_a_rerun_would_trust(server: Served, tmp_path: Path) -> None:

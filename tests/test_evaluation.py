@@ -130,3 +130,42 @@ def test_evaluate_draws_confusion_matrix_and_top_mistakes(trained):
     assert f"picture: {folder / 'top_mistakes.png'}" in result.output
     assert png_size(folder / "confusion_matrix.png") == (600, 500)
     assert png_size(folder / "top_mistakes.png")[0] > 0
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under `folder`, with its size and modification time."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_evaluate_out_writes_the_report_elsewhere_for_a_read_only_run(trained, tmp_path):
+    import shutil
+
+    source, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    before = snapshot(run)
+    modes = {p: p.stat().st_mode for p in [run, *run.rglob("*")]}
+    for p in modes:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        if os.geteuid() != 0:  # root writes through chmod: there the snapshot below is the check
+            refused = invoke("evaluate", "--run", run)
+            assert refused.exit_code == 1 and "Permission denied" in refused.output
+        out = tmp_path / "reports" / "held-out"
+        result = invoke("evaluate", "--run", run, "--out", out)
+        assert result.exit_code == 0, result.output
+        assert f"report: {out / 'report.json'}" in result.output
+        assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "photos.csv", "report.json",
+                                                         "top_mistakes.png"]
+        assert json.loads((out / "report.json").read_text())["report_dir"] == str(out)
+        assert snapshot(run) == before  # nothing written into the run folder
+        # A second report into the same folder would replace the first: refused, the first kept.
+        report = (out / "report.json").read_bytes()
+        again = invoke("evaluate", "--run", run, "--out", out)
+        assert again.exit_code == 1
+        assert again.output == (f"Error: --out {out} already holds report.json, photos.csv, confusion_matrix.png, "
+                                f"top_mistakes.png; pick another folder\n")
+        assert (out / "report.json").read_bytes() == report
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)

@@ -47,3 +47,29 @@ def test_errors(tmp_path):
     (tmp_path / "one" / "dogs").mkdir()
     with pytest.raises(DataError, match=r"class folder .*dogs holds no files"):
         discover(tmp_path / "one")
+
+
+def test_macos_zip_folder_at_the_top_is_skipped(tiny_data):
+    # Archive Utility's zips carry __MACOSX/ beside the class folders, holding `._*` resource forks.
+    write_images(tiny_data / "__MACOSX" / "cats", 2)
+    (tiny_data / "__MACOSX" / "cats" / "._img_000.jpg").write_bytes(b"\0\5\26\7")
+    (tiny_data / "dogs" / "._img_000.jpg").write_bytes(b"\0\5\26\7")
+    found = discover(tiny_data)
+    assert found.classes == ["cats", "dogs"] and len(found.files) == 48
+    assert ("dogs/._img_000.jpg", "hidden or system file") in found.ignored
+
+
+@pytest.mark.parametrize("names", [["IMG_0001.jpg", "IMG_0002.jpg", "cat.1.jpg", "dog.1.jpg"],
+                                   ["IMG_0001.jpg", "DSC_1234.JPG"], ["PXL_20230101.jpg", "dog.2.jpg"]])
+def test_camera_file_names_do_not_make_a_class(tmp_path, names):
+    for name in names:
+        write_images(tmp_path / "x", 1)[0].rename(tmp_path / name)
+    (tmp_path / "x").rmdir()
+    camera = sorted(n for n in names if not n.startswith(("cat.", "dog.")))
+    first = {n.split("_")[0].lower(): n for n in reversed(camera)}
+    with pytest.raises(DataError) as caught:
+        discover(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path}: files named like {', '.join(first[c] for c in sorted(first))} are a camera's photos, not "
+        f"<class>.<number>, and would make a class {sorted(first)[0]!r}; put each class's photos in a sub-folder "
+        f"of its own (e.g. cats/, dogs/) or name them cat.1.jpg, dog.1.jpg")

@@ -24,8 +24,15 @@ def test_show_writes_every_picture_and_the_prediction(trained):
         assert f"wrote {folder / name}" in result.output
         assert png_size(folder / name)[0] > 0
     assert png_size(folder / "input.png") == (500, 540)
-    # Again into our own run folder: overwriting is fine.
-    assert invoke("show", "--run", run, photo).exit_code == 0
+    # Again: a folder of its own beside the first, whose pictures stay as they were.
+    before = {name: (folder / name).read_bytes() for name in names}
+    (folder / "gradcam.png").write_bytes(b"looked at")
+    again = invoke("show", "--run", run, photo)
+    assert again.exit_code == 0, again.output
+    assert f"wrote {run / 'show' / 'img_000-2' / 'gradcam.png'}" in again.output
+    assert png_size(run / "show" / "img_000-2" / "gradcam.png")[0] > 0
+    assert (folder / "gradcam.png").read_bytes() == b"looked at"
+    assert all((folder / name).read_bytes() == before[name] for name in names if name != "gradcam.png")
 
 
 def test_show_never_overwrites_the_user_s_files(trained, tmp_path):
@@ -42,4 +49,18 @@ def test_show_reports_an_unreadable_photo(trained, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     result = invoke("show", "--run", run, bad)
-    assert result.exit_code == 1 and "Error:" in result.output
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {bad}: ") and result.output.count("\n") == 1
+    assert not (run / "show" / "bad").exists()  # no folder for pictures never drawn
+
+
+def test_show_says_what_is_wrong_with_a_dash_or_a_url(trained):
+    run, _ = trained
+    result = invoke("show", "--run", run, "-")
+    assert result.exit_code == 1
+    assert result.output == ("Error: -: photos are not read from standard input ('-'); save the photo to a file "
+                             "and pass its path\n")
+    result = invoke("show", "--run", run, "https://example.com/cat.jpg")
+    assert result.exit_code == 1
+    assert result.output == ("Error: https://example.com/cat.jpg: a URL, not a file: catdog reads photos from "
+                             "disk; download it first (e.g. curl -O URL)\n")

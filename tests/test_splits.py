@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import write_images
 
 from catdog.config import load_config
-from catdog.errors import DataError
+from catdog.errors import ConfigError, DataError
 from catdog.splits import split_indices
 from catdog.training import load_data
 
@@ -45,3 +46,36 @@ def test_split_is_stratified_and_seeded():
     assert all((a == b).all() for a, b in zip((tr, va, te), again, strict=True))
     other = split_indices(labels, (0.2, 0.1), seed=4)
     assert not (other[1] == va).all()
+
+
+def test_too_few_photos_names_the_class():
+    labels = np.array([0] * 10 + [1] * 2)
+    with pytest.raises(DataError) as caught:
+        split_indices(labels, (0.3, 0.3), seed=0, classes=["cats", "dogs"])
+    assert str(caught.value) == ("class dogs has 2 usable images: too few to hold out 1 for validation and 1 for test "
+                                 "(data.validation_split 0.3, data.test_split 0.3) and still train; add photos or "
+                                 "lower the fractions")
+
+
+def test_fractions_that_sum_past_one_are_refused_before_any_photo_is_read(tmp_path):
+    from catdog.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "not-read"), "--set",
+                                       "data.validation_split=0.6", "--set", "data.test_split=0.5"])
+    assert result.exit_code == 1
+    assert result.output == ("Error: data.validation_split (0.6) + data.test_split (0.5) = 1.1 leaves no photos to "
+                             "train on; together they must stay below 1 (e.g. 0.2 and 0.1)\n")
+    with pytest.raises(ConfigError, match=r"= 1 leaves no photos"):
+        split_indices(np.zeros(20, int), (0.5, 0.5), seed=0)
+
+
+def test_a_class_folder_of_unusable_files_is_an_error_naming_it(tiny_data):
+    from catdog.cli import main
+
+    for i, path in enumerate(sorted((tiny_data / "dogs").iterdir())):
+        path.write_bytes(b"" if i % 2 else b"<html>not a photo</html>")
+    result = CliRunner().invoke(main, ["prepare", "--data", str(tiny_data), "--set", "data.image_size=8"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: class folder {tiny_data / 'dogs'}: none of its 24 files is a usable "
+                                    f"image (reasons in ")
+    assert result.output.endswith("skipped.txt); add readable photos or remove the class\n")
