@@ -107,11 +107,11 @@ def test_input_image(tmp_path):
     assert_size(plots.input_image(pixels(16, 20), tmp_path / "i.png"), 5, 5.4)
 
 
-def test_grad_cam_overlay(tmp_path):
+def test_heatmap_overlay(tmp_path):
     heatmap = rng.random((16, 20)).astype(np.float32)
-    assert_size(plots.grad_cam_overlay(pixels(16, 20), heatmap, "dog", 0.97, tmp_path / "g.png"), 10, 5)
+    assert_size(plots.heatmap_overlay(pixels(16, 20), heatmap, "dog", 0.97, tmp_path / "g.png", "HiResCAM"), 10, 5)
     with pytest.raises(plots.PlotError, match=r"heat map must have the image's size \(16, 20\); got \(4, 4\)"):
-        plots.grad_cam_overlay(pixels(16, 20), np.zeros((4, 4)), "dog", 0.97, tmp_path / "g.png")
+        plots.heatmap_overlay(pixels(16, 20), np.zeros((4, 4)), "dog", 0.97, tmp_path / "g.png", "HiResCAM")
 
 
 def rows(count: int) -> list[dict]:

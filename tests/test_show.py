@@ -19,7 +19,7 @@ def test_show_writes_every_picture_and_the_prediction(trained):
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"{photo}: ")
     folder = run / "show" / "img_000"
-    names = ["input.png", "filters.png", "activations-conv.png", "activations-pool.png", "gradcam.png"]
+    names = ["input.png", "filters.png", "activations-conv.png", "activations-pool.png", "heatmap.png"]
     for name in names:
         assert f"wrote {folder / name}" in result.output
         assert png_size(folder / name)[0] > 0
@@ -30,11 +30,11 @@ def test_show_writes_every_picture_and_the_prediction(trained):
 
 def test_show_never_overwrites_the_user_s_files(trained, tmp_path):
     run, photos = trained
-    (tmp_path / "gradcam.png").write_text("mine")
+    (tmp_path / "heatmap.png").write_text("mine")
     result = invoke("show", "--run", run, "--out", tmp_path, photos / "cats" / "img_001.jpg")
     assert result.exit_code == 1
-    assert f"--out {tmp_path} already holds gradcam.png; pick another folder" in result.output
-    assert (tmp_path / "gradcam.png").read_text() == "mine"
+    assert f"--out {tmp_path} already holds heatmap.png; pick another folder" in result.output
+    assert (tmp_path / "heatmap.png").read_text() == "mine"
 
 
 def test_show_reports_an_unreadable_photo(trained, tmp_path):
