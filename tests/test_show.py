@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from click.testing import CliRunner
 from conftest import png_size
 
@@ -43,3 +45,20 @@ def test_show_reports_an_unreadable_photo(trained, tmp_path):
     bad.write_bytes(b"not an image")
     result = invoke("show", "--run", run, bad)
     assert result.exit_code == 1 and "Error:" in result.output
+
+
+def test_show_prints_what_predict_answers_for_the_same_photo_and_run(trained, tmp_path):
+    run, photos = trained
+    files = sorted(photos.rglob("*.jpg"))[::6]  # a few of each class
+    predicted = {}
+    for line in invoke("predict", "--run", run, "--json", *files).output.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            predicted[row["path"]] = row
+    for n, photo in enumerate(files):
+        result = invoke("show", "--run", run, "--out", tmp_path / str(n), photo)
+        assert result.exit_code == 0, result.output
+        label, probability = result.output.splitlines()[0].removeprefix(f"{photo}: ").rsplit(" (", 1)
+        expected = predicted[str(photo)]
+        assert label == expected["label"], (photo, result.output, expected)
+        assert abs(float(probability.rstrip(")")) - expected["probability"]) <= 0.0005 + 1e-6, (photo, expected)
