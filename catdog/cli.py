@@ -365,7 +365,7 @@ def predict(paths, run, as_json, tta):
               help="Folder for the pictures (default: RUN/show/<image name>/).")
 @friendly
 def show(image, run, out):
-    """Draw what the network sees in one photo: input, filters, every feature map, Grad-CAM.
+    """Draw what the network sees in one photo: input, filters, every feature map, a HiResCAM heat map.
 
     Example: catdog show photos/cat.jpg
     """
@@ -549,7 +549,8 @@ def export_command(run, fmt, out, force):
               help="Address to listen on; other than loopback, anyone who reaches it can use the model.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free port).")
 @click.option("--no-explain", is_flag=True,
-              help="No Grad-CAM page endpoint: with model.onnx the server then needs no TensorFlow.")
+              help="No /v1/explain (the page's heat map and activation maps): with model.onnx the server "
+                   "then needs no TensorFlow.")
 @friendly
 def serve(run, host, port, no_explain):
     """Serve a trained run: a web page at / and a JSON API under /v1 (predict, explain, model, health).

@@ -1,4 +1,4 @@
-"""What a trained network computes for one photo: feature maps, first-layer filters, Grad-CAM.
+"""What a trained network computes for one photo: feature maps, first-layer filters, HiResCAM.
 
 Numbers only; catdog.plots draws them. Works on the TensorFlow and the JAX backend: the only
 backend-specific code is the gradient in `_gradient`, and resizing uses PIL rather than tf.image
@@ -9,6 +9,7 @@ TensorFlow and JAX are imported inside `_gradient`: only the backend in use is l
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -43,12 +44,19 @@ class LayerMaps:
     after: tuple[str, ...] = ()
 
 
-class GradCam(NamedTuple):
-    """Grad-CAM's answer; unpacks as (heatmap, class_index, probabilities)."""
+class ClassMap(NamedTuple):
+    """Where the evidence for a class lies; unpacks as (heatmap, class_index, probabilities)."""
 
     heatmap: np.ndarray  # float32 (height, width) of the image, in [0, 1]
     class_index: int
     probabilities: np.ndarray  # one probability per class
+
+
+# The name of 0.1.0, when the map came from Grad-CAM.
+GradCam = ClassMap
+
+# What `hires_cam` computes, as captions and the serve API name it.
+HEATMAP_METHOD = "HiResCAM"
 
 
 def _kind(layer: keras.layers.Layer) -> str | None:
@@ -205,25 +213,28 @@ def first_conv_filters(model: keras.Model) -> np.ndarray:
     raise InspectionError(f"model {model.name!r} has no convolution layer, so it has no filters to show")
 
 
-def _last_conv(model: keras.Model) -> tuple[keras.layers.Layer, Any]:
-    """The last top-level convolution (or convolutional sub-model) with a spatial output."""
+def _feature_map(model: keras.Model) -> Any:
+    """The last spatial feature map of `model`'s own graph: the tensor its head (flatten or global
+    pooling, then dense layers) reads. The map is taken there, and not at the last convolution,
+    because a pooling layer between the two passes the gradient to one position of each window
+    only, and a shortcut joining after the convolution carries evidence the convolution's map
+    would leave out."""
+    if not any(isinstance(layer, CONV_TYPES) for layer in _all_layers(model)):
+        raise InspectionError(f"model {model.name!r} has no convolution layer for HiResCAM")
     calls = graph_calls(model)
     for layer in reversed(model.layers):
-        is_conv = isinstance(layer, CONV_TYPES) or (
-            _is_nested(layer) and any(isinstance(inner, CONV_TYPES) for inner in _all_layers(layer)))
-        tensors = calls.get(id(layer)) if is_conv else None
-        if tensors is not None and len(tensors[1].shape) == 4:
-            return layer, tensors[1]
-    raise InspectionError(f"model {model.name!r} has no convolution layer for Grad-CAM")
+        tensors = calls.get(id(layer))
+        if tensors is not None and len(tensors[1].shape) == 4 and not isinstance(layer, keras.layers.InputLayer):
+            return tensors[1]
+    raise InspectionError(f"model {model.name!r} has no spatial feature map before its head for HiResCAM")
 
 
-def _head(model: keras.Model, conv_tensor: Any) -> tuple[keras.Model, list[Any], str | None]:
-    """A model from the conv activations (and any shortcut around them) to the class scores.
+def _head(model: keras.Model, features: Any) -> tuple[keras.Model, list[Any], str | None]:
+    """A model from the feature map (and any shortcut around it) to the class scores.
 
-    Returns the model, the shortcut tensors it also takes after the conv activations, and the
-    output activation ("softmax"/"sigmoid") when the head returns the pre-activation: Grad-CAM
-    follows the class score before softmax, whose gradient does not vanish when the network is
-    very sure.
+    Returns the model, the shortcut tensors it also takes after the feature map, and the output
+    activation ("softmax"/"sigmoid") when the head returns the pre-activation: the map follows
+    the class score before softmax, whose gradient does not vanish when the network is very sure.
     """
     last = output_layer(model)
     activation = getattr(getattr(last, "activation", None), "__name__", None)
@@ -234,17 +245,17 @@ def _head(model: keras.Model, conv_tensor: Any) -> tuple[keras.Model, list[Any],
         activation = activation if tensors is not None else None
     else:
         activation = None
-    joining = branches_joining(conv_tensor, target)
-    return keras.Model([conv_tensor, *joining] if joining else conv_tensor, target), joining, activation
+    joining = branches_joining(features, target)
+    return keras.Model([features, *joining] if joining else features, target), joining, activation
 
 
-def _gradient(score_fn, conv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(d score / d conv, probabilities) on whichever backend Keras runs on."""
+def _gradient(score_fn, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(d score / d features, probabilities) on whichever backend Keras runs on."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        x = tf.convert_to_tensor(conv)
+        x = tf.convert_to_tensor(features)
         with tf.GradientTape() as tape:
             tape.watch(x)
             score, probabilities = score_fn(x)
@@ -252,19 +263,30 @@ def _gradient(score_fn, conv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if backend == "jax":
         import jax
 
-        grads, probabilities = jax.grad(score_fn, has_aux=True)(jax.numpy.asarray(conv))
+        grads, probabilities = jax.grad(score_fn, has_aux=True)(jax.numpy.asarray(features))
         return np.asarray(grads), np.asarray(probabilities)
-    raise InspectionError(f"Grad-CAM runs on the tensorflow and jax backends; Keras is on {backend!r}")
+    raise InspectionError(f"HiResCAM runs on the tensorflow and jax backends; Keras is on {backend!r}")
 
 
-# Grad-CAM's two halves of each model, built once: building the head from an intermediate
-# tensor re-calls the layers after the conv, which adds a node to each of them every time.
+# The two halves of each model, built once: building the head from an intermediate tensor
+# re-calls the layers after it, which adds a node to each of them every time.
 _PARTS: weakref.WeakKeyDictionary[keras.Model, tuple[keras.Model, keras.Model, str | None]] = (
     weakref.WeakKeyDictionary())
 
 
-def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = None) -> GradCam:
-    """Grad-CAM on the last convolution: where in the image the evidence for a class lies.
+def hires_cam(model: keras.Model, image: np.ndarray, class_index: int | None = None) -> ClassMap:
+    """HiResCAM (Draelos & Carin, 2020): where in the image the evidence for a class lies.
+
+    The map is ReLU(sum over channels of dScore/dA * A) at the feature map A that the head reads,
+    position by position. For a head that flattens A into dense layers this is each position's
+    exact share of the class score; for a global-average-pooled head it equals Grad-CAM, which
+    first averages each channel's gradient over the map and so, on a flatten head, lights what a
+    channel responds to anywhere instead of where the head counts it.
+
+    The score is the class's logit minus the mean of the logits: the part softmax reads (adding
+    one number to every logit changes no probability), so evidence both classes share is not
+    shown as evidence for either. A one-unit sigmoid head's logit speaks for class 1 and, negated,
+    for class 0.
 
     Args:
         model: a catdog model with a softmax head or a one-unit sigmoid head (class 1 is p,
@@ -283,20 +305,20 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = No
     batch = model_input(model, image)
     parts = _PARTS.get(model)
     if parts is None:
-        _, conv_tensor = _last_conv(model)
-        head, joining, activation = _head(model, conv_tensor)
-        parts = _PARTS[model] = (keras.Model(_inputs(model), [conv_tensor, *joining]), head, activation)
+        features_tensor = _feature_map(model)
+        head, joining, activation = _head(model, features_tensor)
+        parts = _PARTS[model] = (keras.Model(_inputs(model), [features_tensor, *joining]), head, activation)
     front, head, activation = parts
     values = front(batch, training=False)
-    conv, *rest = [np.asarray(ops.convert_to_numpy(v), dtype=np.float32)
-                   for v in (values if isinstance(values, (list, tuple)) else [values])]
+    features, *rest = [np.asarray(ops.convert_to_numpy(v), dtype=np.float32)
+                       for v in (values if isinstance(values, (list, tuple)) else [values])]
     # Keras refuses a list that mixes numpy arrays and backend tensors.
     shortcuts = [ops.convert_to_tensor(v) for v in rest]
     final = output_layer(model)
     state: dict[str, int] = {}
 
     def score_fn(x):
-        # The shortcuts do not depend on the conv activations: constants for the gradient.
+        # The shortcuts do not depend on the feature map: constants for the gradient.
         out = head([x, *shortcuts] if shortcuts else x, training=False)
         out = ops.cast(out, "float32")
         if activation is not None:  # the Dense output layer without its activation: logits
@@ -310,20 +332,28 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = No
             scores = ops.stack([-logit, logit])
         else:
             probs = ops.softmax(out[0]) if activation else out[0]
-            scores = out[0] if activation else ops.log(probs + 1e-7)
+            logits = out[0] if activation else ops.log(probs + 1e-7)
+            scores = logits - ops.mean(logits)
         if "index" not in state:  # the first, untraced call picks the class
             state["index"] = (int(np.argmax(ops.convert_to_numpy(probs)))
                               if class_index is None else class_index)
         return scores[state["index"]], ops.stop_gradient(probs)
 
-    probabilities = np.asarray(ops.convert_to_numpy(score_fn(ops.convert_to_tensor(conv))[1]), np.float32)
-    grads, _ = _gradient(score_fn, conv)
-    # Each channel weighs in by its mean gradient; ReLU keeps what speaks for the class.
-    weights = grads[0].mean(axis=(0, 1))
-    cam = np.maximum((conv[0] * weights).sum(axis=-1), 0.0)
+    probabilities = np.asarray(ops.convert_to_numpy(score_fn(ops.convert_to_tensor(features))[1]), np.float32)
+    grads, _ = _gradient(score_fn, features)
+    # Each position's own gradient times its activation, summed over channels; ReLU keeps what
+    # speaks for the class. No averaging of the gradient over the map (that would be Grad-CAM).
+    cam = np.maximum((grads[0] * features[0]).sum(axis=-1), 0.0)
     top = float(cam.max()) if cam.size else 0.0
     cam = cam / top if np.isfinite(top) and top > 0 else np.zeros_like(cam)
     height, width = np.asarray(image).shape[:2]
     resized = Image.fromarray(cam.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
     heatmap = np.nan_to_num(np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0))
-    return GradCam(heatmap, int(state["index"]), probabilities)
+    return ClassMap(heatmap, int(state["index"]), probabilities)
+
+
+def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = None) -> ClassMap:
+    """Deprecated: `hires_cam`, which this name has answered since Grad-CAM was replaced."""
+    warnings.warn("catdog.inspection.grad_cam is now hires_cam (HiResCAM); the old name goes in a later release",
+                  DeprecationWarning, stacklevel=2)
+    return hires_cam(model, image, class_index)

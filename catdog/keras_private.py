@@ -60,7 +60,7 @@ def graph_calls(model: keras.Model) -> dict[int, tuple[Any, Any]]:
 
     Found by walking back from the outputs, because a layer's `input`/`output` can mislead: for
     a sub-model they are its inner tensors, not the ones in the graph that calls it, and a layer
-    may also have been called elsewhere (Grad-CAM's head re-calls the layers after the conv).
+    may also have been called elsewhere (the heat map's head re-calls the layers after its feature map).
     A layer called twice in the graph (shared weights) has no single answer and is left out.
     """
     calls: dict[int, list[tuple[Any, Any]]] = {}

@@ -289,9 +289,10 @@ def input_image(image: np.ndarray, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def grad_cam_overlay(image: np.ndarray, heatmap: np.ndarray, label: str, probability: float,
-                     path: str | Path) -> Path:
-    """The photo beside the photo under its Grad-CAM heat map. 1000x500 pixels."""
+def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, label: str, probability: float,
+                    path: str | Path, method: str) -> Path:
+    """The photo beside the photo under its heat map, captioned with the `method` that made the
+    map (catdog.inspection.HEATMAP_METHOD). 1000x500 pixels."""
     image = np.asarray(image, dtype=np.uint8)
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.shape != image.shape[:2]:
@@ -302,13 +303,13 @@ def grad_cam_overlay(image: np.ndarray, heatmap: np.ndarray, label: str, probabi
     _tile(left, "photo", fontsize=11)
     right.imshow(image)
     overlay = right.imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-    _tile(right, "Grad-CAM heat map over the photo", fontsize=11)
+    _tile(right, f"{method} heat map over the photo", fontsize=11)
     # The bar shows the colour map at full strength, not washed out by the overlay's alpha.
     from matplotlib.cm import ScalarMappable
 
     bar = fig.colorbar(ScalarMappable(overlay.norm, overlay.cmap), ax=right, shrink=0.9, ticks=[0, 0.5, 1])
     bar.ax.set_yticklabels(["none", "some", "most"])
-    bar.set_label(f"Grad-CAM: where the evidence for {label} is")
+    bar.set_label(f"{method}: where the evidence for {label} is")
     fig.suptitle(f"Prediction: {label} ({probability:.2f})")
     return _save(fig, path)
 

@@ -1,7 +1,7 @@
 """`catdog serve`: a trained run behind a JSON API and a web page, on Starlette and uvicorn.
 
 The API is versioned under /v1: `predict` (one image as the raw body, or several as multipart
-files), `explain` (one image: probabilities, Grad-CAM over it and the first convolution's
+files), `explain` (one image: probabilities, the HiResCAM heat map over it and the first convolution's
 activation maps, for the page at /), `model` and `health`. Concurrent requests are batched:
 each request's decoded images wait a few milliseconds in a queue, and one model call answers all
 that arrived, so throughput grows with load instead of each request paying a whole model call.
@@ -131,7 +131,7 @@ def make_app(service: Service):
 
     async def explain(request):
         if service.keras is None:
-            raise Reject(404, "this server runs without Grad-CAM (explain is off)")
+            raise Reject(404, "this server runs without heat maps (explain is off)")
         uploads = await _uploads(request, service)
         if len(uploads) != 1:
             raise Reject(400, f"explain takes one image; got {len(uploads)}")

@@ -1,5 +1,5 @@
 """What `catdog serve` computes, apart from HTTP: its settings, the models, dynamic batching,
-and the page's pictures (Grad-CAM and activation maps from catdog.inspection, drawn without
+and the page's pictures (the HiResCAM heat map and activation maps from catdog.inspection, drawn without
 matplotlib).
 
 catdog.inspection (Keras) and ONNX are imported inside functions: the explanation pictures and
@@ -59,7 +59,7 @@ class ServeConfig:
     # keeps the largest batch's buffers (warmed at start, so memory does not grow under load).
     max_batch: int = 8
     max_wait_ms: float = 3.0
-    # Grad-CAM and activation maps need the Keras model (TensorFlow): off, the server needs only
+    # The heat map and activation maps need the Keras model (TensorFlow): off, the server needs only
     # ONNX Runtime when the run holds model.onnx.
     explain: bool = True
     # Seconds in-flight requests get to finish after SIGINT/SIGTERM.
@@ -160,8 +160,8 @@ def _png_data_url(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def grad_cam_overlay(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
-    """The photo with Grad-CAM's heat map blended over it (jet colours, where the evidence lies)."""
+def heatmap_overlay(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The photo with its heat map blended over it (jet colours, where the evidence lies)."""
     colours = cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
     return (0.55 * pixels.astype(np.float32) + 0.45 * colours.astype(np.float32)).astype(np.uint8)
 
@@ -194,7 +194,7 @@ class Service:
         self.explainer = ThreadPoolExecutor(1, thread_name_prefix="catdog-explain")
         self.batcher = Batcher(self.infer, config.max_batch, config.max_wait_ms / 1000)
         if self.keras is not None:
-            self._explain(np.zeros((*self.size, 3), np.uint8))  # builds Grad-CAM's parts once
+            self._explain(np.zeros((*self.size, 3), np.uint8))  # builds the heat map's parts once
         # Every batch size once, largest first: the runtime's buffers reach their final size
         # before serving, so memory does not grow under load.
         for n in range(config.max_batch, 0, -1):
@@ -233,11 +233,15 @@ class Service:
     def _explain(self, pixels: np.ndarray) -> dict:
         from catdog import inspection
 
-        heatmap, index, probabilities = inspection.grad_cam(self.keras, pixels)
+        heatmap, index, probabilities = inspection.hires_cam(self.keras, pixels)
         first = next((m for m in inspection.feature_maps(self.keras, pixels) if m.kind == "conv"), None)
         label, probability, every = answer(self.run.classes, probabilities, index)
+        overlay = _png_data_url(heatmap_overlay(pixels, heatmap))
+        # "gradcam" is the same picture under the name it had before the method changed, for
+        # clients written then; it goes in a later release.
         result = {"label": label, "probability": probability, "probabilities": every,
-                  "image": _png_data_url(pixels), "gradcam": _png_data_url(grad_cam_overlay(pixels, heatmap))}
+                  "image": _png_data_url(pixels), "heatmap": overlay,
+                  "heatmap_method": inspection.HEATMAP_METHOD, "gradcam": overlay}
         if first is not None:
             result["activations"] = _png_data_url(activation_grid(first.maps, gap=max(2, first.shape[0] // 50)))
             result["activations_layer"] = (f"{first.name} ({first.layer_type} {first.detail}), "

@@ -1,5 +1,5 @@
 """`catdog show`: pictures of what a trained run's network sees in one photo (the photo at the
-model's input size, the first convolution's filters, each layer's activations, Grad-CAM).
+model's input size, the first convolution's filters, each layer's activations, the HiResCAM heat map).
 
 catdog.inspection (which imports Keras) is imported inside `show`, so that importing this module
 does not start Keras.
@@ -45,8 +45,8 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
     """Draw what a trained run's network sees in one photo.
 
     Writes input.png (the photo at the model's input size), filters.png (the first convolution's
-    filters), one activations-<layer>.png per convolution and pooling layer, and gradcam.png (where
-    the evidence for the predicted class lies).
+    filters), one activations-<layer>.png per convolution and pooling layer, and heatmap.png (HiResCAM:
+    where the evidence for the predicted class lies).
 
     Args:
         image: the photo.
@@ -71,12 +71,12 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
     except ImageError as exc:
         raise ImageError(f"{shown(image)}: {exc}") from None
     maps = inspection.feature_maps(r.model, pixels)
-    heatmap, index, probabilities = inspection.grad_cam(r.model, pixels)
+    heatmap, index, probabilities = inspection.hires_cam(r.model, pixels)
 
     taken: set[str] = set()
     names = {"input": _file_name("input", taken), "filters": _file_name("filters", taken)}
     layer_files = [_file_name(f"activations-{m.name}", taken) for m in maps]
-    names["gradcam"] = _file_name("gradcam", taken)
+    names["heatmap"] = _file_name("heatmap", taken)
     if out is not None:
         out_dir = Path(out)
         clash = sorted(n for n in [*names.values(), *layer_files] if (out_dir / n).exists())
@@ -90,7 +90,8 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
         files = [plots.input_image(pixels, out_dir / names["input"]),
                  plots.filters_grid(inspection.first_conv_filters(r.model), out_dir / names["filters"])]
         files += [plots.activation_grid(m, out_dir / name) for m, name in zip(maps, layer_files, strict=True)]
-        files.append(plots.grad_cam_overlay(pixels, heatmap, label, probability, out_dir / names["gradcam"]))
+        files.append(plots.heatmap_overlay(pixels, heatmap, label, probability, out_dir / names["heatmap"],
+                                           inspection.HEATMAP_METHOD))
     except BaseException:
         if out is None:  # the folder is this call's own: nothing half drawn stays behind
             shutil.rmtree(out_dir, ignore_errors=True)

@@ -78,7 +78,7 @@ def test_end_to_end_without_tensorflow(backend, tiny_data, tmp_path):
     results = json.loads(line[len("RESULTS "):])
     failed = {k: v for k, v in results.items() if isinstance(v, dict) and v["exit"] != 0}
     if (backend == "torch" and "show" in failed
-            and "Grad-CAM runs on the tensorflow and jax backends" in failed["show"]["all"]):
+            and "HiResCAM runs on the tensorflow and jax backends" in failed["show"]["all"]):
         del failed["show"]  # inspection's gradient has no PyTorch version yet; it says so in one line
     assert not failed, failed
     assert results["tensorflow_loaded"] == []

@@ -242,7 +242,7 @@ def test_demo_runs_the_whole_path(tmp_path):
     assert result.exit_code == 0, result.output
     assert "SYNTHETIC" in result.output and "6/6" in result.output
     assert (tmp_path / "run" / "model.keras").is_file()
-    assert (tmp_path / "run" / "show" / "stripes_000" / "gradcam.png").is_file()
+    assert (tmp_path / "run" / "show" / "stripes_000" / "heatmap.png").is_file()
 
 
 def test_library_warnings_are_one_line(capsys):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import png_size, train_tiny_run
+from picture_reading import matrix_cells, percent_index, read_rgb, runs
 
 from catdog.cli import main
 from catdog.evaluation import EvalReport, mistakes, scores, shown_name
@@ -130,6 +131,20 @@ def test_evaluate_draws_confusion_matrix_and_top_mistakes(trained):
     assert f"picture: {folder / 'top_mistakes.png'}" in result.output
     assert png_size(folder / "confusion_matrix.png") == (600, 500)
     assert png_size(folder / "top_mistakes.png")[0] > 0
+    # The pictures show this evaluation's numbers: each cell coloured by its row percentage, and
+    # one photo per mistake (at most 12).
+    report = json.loads((folder / "report.json").read_text())
+    confusion = np.array(report["confusion_matrix"])
+    totals = confusion.sum(axis=1, keepdims=True)
+    percent = np.divide(100.0 * confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+    np.testing.assert_allclose(matrix_cells(folder / "confusion_matrix.png", 2), percent_index(percent), atol=1)
+    rgb = read_rgb(folder / "top_mistakes.png")
+    drawn = (rgb < 245).any(axis=-1)
+    photo_columns = runs(drawn.sum(axis=0) > 100, min_length=100)
+    photo_rows = runs(drawn.sum(axis=1) > 100, min_length=100)
+    photos = sum(drawn[top:bottom, left:right].mean() > 0.9
+                 for top, bottom in photo_rows for left, right in photo_columns)
+    assert photos == min(12, confusion.sum() - np.trace(confusion)) > 0
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:

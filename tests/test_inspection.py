@@ -1,4 +1,4 @@
-"""Feature maps, filters and Grad-CAM on tiny models built here (TensorFlow, and JAX in a subprocess)."""
+"""Feature maps, filters and HiResCAM on tiny models built here (TensorFlow, and JAX in a subprocess)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from keras import layers
 
 from catdog.config import load_config
 from catdog.errors import ImageError
-from catdog.inspection import InspectionError, feature_maps, first_conv_filters, grad_cam
+from catdog.inspection import InspectionError, feature_maps, first_conv_filters, hires_cam
 from catdog.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,14 +78,14 @@ def test_a_model_without_convolutions_has_no_filters():
     model = keras.Model(image, layers.Dense(2)(layers.Flatten()(image)), name="flat")
     with pytest.raises(InspectionError, match="model 'flat' has no convolution layer, so it has no filters to show"):
         first_conv_filters(model)
-    with pytest.raises(InspectionError, match="no convolution layer for Grad-CAM"):
-        grad_cam(model, photo(8, 8))
+    with pytest.raises(InspectionError, match="no convolution layer for HiResCAM"):
+        hires_cam(model, photo(8, 8))
 
 
-def test_grad_cam_map_has_the_image_size_and_values_in_0_1():
+def test_hires_cam_map_has_the_image_size_and_values_in_0_1():
     model = article()
     image = photo(40, 56)
-    heatmap, index, probabilities = grad_cam(model, image)
+    heatmap, index, probabilities = hires_cam(model, image)
     assert heatmap.shape == (40, 56)
     assert heatmap.dtype == np.float32
     assert not np.isnan(heatmap).any()
@@ -95,47 +95,47 @@ def test_grad_cam_map_has_the_image_size_and_values_in_0_1():
     assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_grad_cam_probabilities_are_the_model_s():
+def test_hires_cam_probabilities_are_the_model_s():
     model = article()
     image = photo()
-    result = grad_cam(model, image)
+    result = hires_cam(model, image)
     np.testing.assert_allclose(result.probabilities, model.predict(image[None].astype("float32"), verbose=0)[0],
                                rtol=1e-5, atol=1e-6)
 
 
-def test_grad_cam_sigmoid_head_gives_both_classes():
+def test_hires_cam_sigmoid_head_gives_both_classes():
     model = article(32, "model.head=sigmoid")
     image = photo()
     p = float(model.predict(image[None].astype("float32"), verbose=0)[0, 0])
     for index in (0, 1):
-        result = grad_cam(model, image, class_index=index)
+        result = hires_cam(model, image, class_index=index)
         assert result.class_index == index
         np.testing.assert_allclose(result.probabilities, [1 - p, p], atol=1e-6)
         assert result.heatmap.shape == (32, 32) and 0 <= result.heatmap.min() <= result.heatmap.max() <= 1
     with pytest.raises(InspectionError, match=r"class_index must be in \[0, 1\]; got 2"):
-        grad_cam(model, image, class_index=2)
+        hires_cam(model, image, class_index=2)
 
 
-def test_grad_cam_with_no_gradient_is_zeros_not_nan():
+def test_hires_cam_with_no_gradient_is_zeros_not_nan():
     model = article()
     output = model.get_layer("output")
     output.kernel.assign(np.zeros(output.kernel.shape, dtype="float32"))
-    heatmap, _, _ = grad_cam(model, photo())
+    heatmap, _, _ = hires_cam(model, photo())
     assert not np.isnan(heatmap).any() and heatmap.max() == 0.0
 
 
-def test_grad_cam_through_a_backbone_with_a_skip_connection():
+def test_hires_cam_through_a_backbone_with_a_skip_connection():
     model = residual_with_backbone()
-    heatmap, index, probabilities = grad_cam(model, photo(16, 16), class_index=2)
+    heatmap, index, probabilities = hires_cam(model, photo(16, 16), class_index=2)
     assert heatmap.shape == (16, 16) and index == 2 and probabilities.shape == (3,)
     assert 0 <= heatmap.min() <= heatmap.max() <= 1
 
 
-def test_grad_cam_leaves_feature_maps_working():
-    # Building Grad-CAM's head re-calls the layers after the conv; the maps must not lose them.
+def test_hires_cam_leaves_feature_maps_working():
+    # Building the heat map's head re-calls the layers after the feature map; the maps must not lose them.
     model = article()
-    grad_cam(model, photo())
-    grad_cam(model, photo(seed=1))
+    hires_cam(model, photo())
+    hires_cam(model, photo(seed=1))
     assert [m.name for m in feature_maps(model, photo())] == ["conv", "pool"]
 
 
@@ -147,21 +147,21 @@ def test_an_image_must_be_rgb():
 JAX_SCRIPT = textwrap.dedent("""
     import json, sys
     import keras, numpy as np
-    from catdog.inspection import grad_cam
+    from catdog.inspection import hires_cam
     assert keras.backend.backend() == "jax"
     image = np.load(sys.argv[1])
     out = {}
     for path in sys.argv[2:]:
         model = keras.models.load_model(path)
         for index in (0, 1):
-            heatmap, _, probabilities = grad_cam(model, image, class_index=index)
+            heatmap, _, probabilities = hires_cam(model, image, class_index=index)
             out[f"{path}:{index}"] = [heatmap.tolist(), probabilities.tolist()]
     print(json.dumps(out))
 """)
 
 
-def test_grad_cam_under_jax_matches_tensorflow(tmp_path):
-    # One subprocess for both heads: starting JAX costs more than the Grad-CAMs.
+def test_hires_cam_under_jax_matches_tensorflow(tmp_path):
+    # One subprocess for both heads: starting JAX costs more than the heat maps.
     pytest.importorskip("jax")
     image = photo(20, 28)
     np.save(tmp_path / "image.npy", image)
@@ -177,7 +177,7 @@ def test_grad_cam_under_jax_matches_tensorflow(tmp_path):
     for path, model in models.items():
         for index in (0, 1):
             heatmap, probabilities = (np.array(a, dtype=np.float32) for a in answers[f"{path}:{index}"])
-            expected = grad_cam(model, image, class_index=index)
+            expected = hires_cam(model, image, class_index=index)
             assert heatmap.shape == (20, 28) and not np.isnan(heatmap).any()
             np.testing.assert_allclose(probabilities, expected.probabilities, atol=1e-5)
             np.testing.assert_allclose(heatmap, expected.heatmap, atol=1e-3)
@@ -204,13 +204,121 @@ def test_maps_say_whether_they_come_after_the_activation_or_before_batch_norm():
 
 
 @pytest.mark.parametrize("name", ["article", "small", "large", "transfer"])
-def test_grad_cam_leaves_every_built_in_model_whole(name):
-    # Grad-CAM's head, where a shortcut passes the conv, once rewrote the model's input history:
+def test_hires_cam_leaves_every_built_in_model_whole(name):
+    # The heat map's head, where a shortcut passes the conv, once rewrote the model's input history:
     # feature maps, the summary and saving then failed with "could not find node key" (serve ran
     # them in that order on every ResNet run).
     overrides = ["data.image_size=32", "model.weights=none"] if name == "transfer" else ["data.image_size=32"]
     model = build_model(load_config(name, overrides), 2, pretrained=False)
-    grad_cam(model, photo())
-    grad_cam(model, photo(seed=1))
+    hires_cam(model, photo())
+    hires_cam(model, photo(seed=1))
     assert feature_maps(model, photo())
     model.get_config()
+
+
+# --- The map must light what decides the class: models whose weights are set by hand so that one
+# corner of the photo speaks for class 1 and the opposite corner for class 0.
+
+TOP_LEFT, BOTTOM_RIGHT = (slice(0, 16), slice(0, 16)), (slice(16, 32), slice(16, 32))
+
+
+def share_in(heatmap: np.ndarray, corner: tuple[slice, slice]) -> float:
+    assert heatmap.sum() > 0, "the map is empty: no evidence shown for the class"
+    return float(heatmap[corner].sum() / heatmap.sum())
+
+
+def corner_article(head: str) -> keras.Model:
+    """The article's model (conv 5x5, 2x2 max pool, flatten, dense) at 32x32: filter 0 passes each
+    pixel's brightness; the dense layer counts the pooled map's top-left 6x6 cells (image rows and
+    columns 2-13) twice for class 1 and its bottom-right 6x6 (18-29) once against it, and nothing else."""
+    model = article(32, f"model.head={head}")
+    conv = model.get_layer("conv")
+    kernel = np.zeros(conv.kernel.shape, "float32")
+    kernel[2, 2, :, 0] = 1 / 3  # the centre pixel's mean of red, green and blue
+    conv.kernel.assign(kernel)
+    conv.bias.assign(np.zeros(conv.bias.shape, "float32"))
+    weights = np.zeros((14, 14, 10), "float32")  # the pooled map the head flattens
+    weights[:6, :6, 0], weights[8:, 8:, 0] = 2.0, -1.0
+    output = model.get_layer("output")
+    if head == "sigmoid":  # the one logit speaks for class 1
+        kernel = weights.reshape(-1, 1)
+    else:  # class 1's logit minus class 0's is the same evidence, split between the two, and
+        # both logits also count every cell of filter 0 once: softmax cancels that, so must the map
+        shared = np.zeros_like(weights)
+        shared[..., 0] = 1.0
+        kernel = np.stack([(shared - weights / 2).ravel(), (shared + weights / 2).ravel()], axis=-1)
+    output.kernel.assign(kernel)
+    output.bias.assign(np.zeros(output.bias.shape, "float32"))
+    return model
+
+
+def corner_gap() -> keras.Model:
+    """Conv 3x3 (one filter for red, one for green), 2x2 max pool, global average, dense: red
+    speaks for class 1, green for class 0, grey for neither."""
+    image = keras.Input((32, 32, 3))
+    x = layers.Rescaling(1 / 255)(image)
+    conv = layers.Conv2D(2, 3, padding="same", activation="relu")
+    x = layers.GlobalAveragePooling2D()(layers.MaxPooling2D()(conv(x)))
+    output = layers.Dense(2, activation="softmax")
+    model = keras.Model(image, output(x))
+    kernel = np.zeros((3, 3, 3, 2), "float32")
+    kernel[1, 1, :, 0] = [1, -1, -1]  # red
+    kernel[1, 1, :, 1] = [-1, 1, -1]  # green
+    conv.set_weights([kernel, np.zeros(2, "float32")])
+    output.set_weights([np.array([[0, 4], [4, 0]], "float32"), np.zeros(2, "float32")])
+    return model
+
+
+def textured(seed: int = 0) -> np.ndarray:
+    """Grey of random brightness everywhere (60-200): what a flatten head must not blame at large."""
+    grey = np.random.default_rng(seed).integers(60, 200, (32, 32, 1), dtype=np.uint8)
+    return np.repeat(grey, 3, axis=-1)
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+def test_hires_cam_on_a_flatten_head_lights_the_corner_that_decides_the_class(head):
+    model, image = corner_article(head), textured()
+    heatmap, index, probabilities = hires_cam(model, image)
+    assert index == 1 and probabilities[1] > 0.5  # the top-left counts twice
+    # Each position's own gradient: the top-left for class 1; averaged over the map (Grad-CAM),
+    # the positive mean lights the grey everywhere, about a quarter of it in this corner.
+    assert share_in(heatmap, TOP_LEFT) > 0.95
+    # The evidence for class 0 is the corner counted against class 1 (with the averaged
+    # gradient: negative, so nothing).
+    assert share_in(hires_cam(model, image, class_index=0).heatmap, BOTTOM_RIGHT) > 0.95
+
+
+def test_hires_cam_on_a_global_average_head_lights_the_corner_that_decides_the_class():
+    image = textured()
+    image[2:12, 2:12] = [230, 20, 20]  # red, top left: class 1
+    image[22:28, 22:28] = [20, 230, 20]  # less green, bottom right: class 0
+    model = corner_gap()
+    heatmap, index, _ = hires_cam(model, image)
+    assert index == 1
+    assert share_in(heatmap, TOP_LEFT) > 0.95
+    assert share_in(hires_cam(model, image, class_index=0).heatmap, BOTTOM_RIGHT) > 0.95
+
+
+def test_hires_cam_with_a_branch_joining_the_head_leaves_the_model_whole():
+    # A head that also reads an earlier stage (pooled, then joined to the last feature map's): the
+    # heat map's head takes that branch as an input of its own, instead of rebuilding the path
+    # from the image, which rewrote the model's input history ("could not find node key").
+    image = keras.Input((16, 16, 3), name="image")
+    a = layers.Conv2D(4, 3, padding="same", activation="relu", name="early")(layers.Rescaling(1 / 255)(image))
+    b = layers.Conv2D(4, 3, padding="same", activation="relu", name="late")(layers.MaxPooling2D()(a))
+    joined = layers.Concatenate()([layers.GlobalAveragePooling2D()(a), layers.GlobalAveragePooling2D()(b)])
+    model = keras.Model(image, layers.Dense(2, activation="softmax", name="output")(joined))
+    heatmap, _, probabilities = hires_cam(model, photo(16, 16))
+    assert heatmap.shape == (16, 16) and probabilities.shape == (2,)
+    hires_cam(model, photo(16, 16, seed=1))
+    assert [m.name for m in feature_maps(model, photo(16, 16))][:1] == ["early"]
+    model.get_config()
+
+
+def test_grad_cam_is_the_old_name_of_hires_cam():
+    from catdog.inspection import grad_cam
+
+    model, image = article(), photo()
+    with pytest.warns(DeprecationWarning, match="grad_cam is now hires_cam"):
+        old = grad_cam(model, image)
+    np.testing.assert_array_equal(old.heatmap, hires_cam(model, image).heatmap)

@@ -143,7 +143,7 @@ def check(name: str, seen: dict) -> None:
         assert diff < (1e-4 if name in ("article", "transfer") or seen["backend"] != "tensorflow" else 0.05), \
             (photo, row, plain[photo])
     assert seen["show"]["line"].split(": ")[1].split(" (")[0] in ("cats", "dogs")
-    assert {"input.png", "filters.png", "gradcam.png"} <= set(seen["show"]["files"])
+    assert {"input.png", "filters.png", "heatmap.png"} <= set(seen["show"]["files"])
     assert any(f.startswith("activations-") for f in seen["show"]["files"])
     assert "total params" in seen["summary"]
     for fmt, line in seen["export"].items():
@@ -153,7 +153,7 @@ def check(name: str, seen: dict) -> None:
         assert served["health"]["status"] == "ok"
         (answer,) = served["predict"]["predictions"]
         assert answer["label"] in ("cats", "dogs")
-        assert served["explain"]["gradcam"].startswith("data:image/png;base64,")
+        assert served["explain"]["heatmap"].startswith("data:image/png;base64,")
         assert served["explain"]["label"] in ("cats", "dogs")
         assert served["model"]["classes"] == ["cats", "dogs"] and served["model"]["parameters"] > 0
         assert "/v1/model" in served["page"]

@@ -1,4 +1,5 @@
-"""Each picture is written as a PNG of the size it promises, from tiny made-up inputs."""
+"""Each picture is written as a PNG of the size it promises, from tiny made-up inputs, and shows
+what it was given: numbers are read back from the pixels (tests/picture_reading.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from picture_reading import colormap_index, matrix_cells, percent_index, read_rgb, runs
 from PIL import Image
 
 from catdog import plots
@@ -107,11 +109,11 @@ def test_input_image(tmp_path):
     assert_size(plots.input_image(pixels(16, 20), tmp_path / "i.png"), 5, 5.4)
 
 
-def test_grad_cam_overlay(tmp_path):
+def test_heatmap_overlay(tmp_path):
     heatmap = rng.random((16, 20)).astype(np.float32)
-    assert_size(plots.grad_cam_overlay(pixels(16, 20), heatmap, "dog", 0.97, tmp_path / "g.png"), 10, 5)
+    assert_size(plots.heatmap_overlay(pixels(16, 20), heatmap, "dog", 0.97, tmp_path / "g.png", "HiResCAM"), 10, 5)
     with pytest.raises(plots.PlotError, match=r"heat map must have the image's size \(16, 20\); got \(4, 4\)"):
-        plots.grad_cam_overlay(pixels(16, 20), np.zeros((4, 4)), "dog", 0.97, tmp_path / "g.png")
+        plots.heatmap_overlay(pixels(16, 20), np.zeros((4, 4)), "dog", 0.97, tmp_path / "g.png", "HiResCAM")
 
 
 def rows(count: int) -> list[dict]:
@@ -169,3 +171,79 @@ def test_model_diagram_elides_the_middle_levels_of_a_deep_branched_model(tmp_pat
                                     "inputs": ["add2" if i == 0 else f"l{i - 1}"]} for i in range(100)]
     shown = plots.MAX_DIAGRAM_ROWS + 1
     assert_size(plots.model_diagram(deep, tmp_path / "d.png"), 7 + 4.7, 0.9 + 0.85 * shown + 0.2)
+
+
+# --- What the pictures show, read back from their pixels.
+
+def test_confusion_matrix_colours_each_cell_by_its_row_percentage(tmp_path):
+    # Rows are true classes: 9 of 10 cats right, 7 of 10 dogs; no two cells alike, and transposing
+    # or normalising by column would change every colour but the second diagonal cell's.
+    matrix = np.array([[9, 1], [3, 7]])
+    read = matrix_cells(plots.confusion_matrix(matrix, ["cats", "dogs"], tmp_path / "cm.png"), 2)
+    np.testing.assert_allclose(read, percent_index([[90, 10], [30, 70]]), atol=1)
+    three = np.array([[3, 0, 1], [2, 2, 0], [0, 0, 5]])
+    read = matrix_cells(plots.confusion_matrix(three, ["a", "b", "c"], tmp_path / "cm3.png"), 3)
+    np.testing.assert_allclose(read, percent_index(100 * three / three.sum(axis=1, keepdims=True)), atol=1)
+
+
+def line_pixels(rgb: np.ndarray, colour: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of the pixels drawn in `colour` (a matplotlib default line colour)."""
+    return np.nonzero(np.abs(rgb.astype(np.int64) - colour).max(axis=-1) <= 10)
+
+
+def test_learning_curves_draw_both_curves_going_the_way_the_numbers_go(tmp_path):
+    history = {"loss": [1.0, 0.8, 0.6, 0.5, 0.45, 0.4, 0.38, 0.35],
+               "val_loss": [0.9, 0.85, 0.8, 0.78, 0.8, 0.82, 0.85, 0.9],
+               "accuracy": [0.5, 0.6, 0.65, 0.7, 0.74, 0.78, 0.8, 0.83],
+               "val_accuracy": [0.5, 0.55, 0.6, 0.62, 0.6, 0.6, 0.59, 0.58]}
+    rgb = read_rgb(plots.learning_curves(history, tmp_path / "curves.png", best_epoch=4))
+    half = rgb.shape[1] // 2
+    training, validation, kept = (31, 119, 180), (255, 127, 14), (44, 160, 44)  # C0, C1, tab:green
+    for panel, falls in ((rgb[:, :half], True), (rgb[:, half:], False)):  # loss falls, accuracy rises
+        for colour in (training, validation, kept):
+            assert len(line_pixels(panel, colour)[0]) > 50, colour  # each curve and the kept epoch's line
+        rows, cols = line_pixels(panel, training)
+        # Down the picture (rows grow) as the epochs go right for the loss, up for the accuracy.
+        slope = np.corrcoef(cols, rows)[0, 1]
+        assert (slope > 0.5) if falls else (slope < -0.5), slope
+
+
+def test_activation_grid_draws_one_tile_per_map_showing_that_map(tmp_path):
+    # Map i (from 1) is faint noise with its peak at row i, column 3i mod 12; map 0 is silent.
+    maps = np.zeros((12, 12, 10), np.float32)
+    for i in range(1, 10):
+        maps[..., i] = np.random.default_rng(i).random((12, 12)) * 0.2
+        maps[i, 3 * i % 12, i] = 1.0
+    path = plots.activation_grid(LayerMaps("conv", "conv", "Conv2D", "3x3 x10", maps.shape, maps), tmp_path / "a.png")
+    index = colormap_index(read_rgb(path), "viridis")
+    painted = index >= 0
+    columns = runs(painted.sum(axis=0) > 30, min_length=50)  # the colour bar is narrower
+    rows = runs(painted[:, columns[0][0]:columns[-1][1]].sum(axis=1) > 30, min_length=50)
+    tiles = [index[top:bottom, left:right] for top, bottom in rows for left, right in columns
+             if (index[top:bottom, left:right] >= 0).mean() > 0.9]
+    assert len(tiles) == 10
+    assert (tiles[0] == 0).all()  # silent: one colour, the lowest
+    for i, tile in enumerate(tiles[1:], start=1):
+        peak_rows, peak_cols = np.nonzero(tile == 255)  # the map's own maximum, the top colour
+        height, width = tile.shape
+        assert (int(peak_rows.mean() * 12 / height), int(peak_cols.mean() * 12 / width)) == (i, 3 * i % 12)
+
+
+def test_heatmap_overlay_is_red_where_the_map_is_hot(tmp_path):
+    # On a grey photo the overlay's colours are known: 55% grey and 45% of jet's colour.
+    image = np.full((40, 60, 3), 128, np.uint8)
+    heatmap = np.zeros((40, 60), np.float32)
+    heatmap[25:40, 0:20] = 1.0  # bottom left
+    rgb = read_rgb(plots.heatmap_overlay(image, heatmap, "dog", 0.9, tmp_path / "h.png", "HiResCAM"))
+    hot, cold = (0.55 * 128 + 0.45 * np.array([[128, 0, 0], [0, 0, 128]])).round()
+    hot_rows, hot_cols = line_pixels(rgb, tuple(hot.astype(int)))
+    cold_rows, cold_cols = line_pixels(rgb, tuple(cold.astype(int)))
+    # The overlay is where the cold colour is; the hot pixels fill its bottom-left quarter (by area
+    # a quarter of the photo: 15 of 40 rows, 20 of 60 columns).
+    top, bottom = cold_rows.min(), cold_rows.max() + 1
+    left, right = cold_cols.min(), cold_cols.max() + 1
+    assert len(hot_rows) > 0
+    assert hot_rows.min() >= top + 0.6 * (bottom - top) and hot_rows.max() < bottom
+    assert hot_cols.min() >= left and hot_cols.max() < left + 0.4 * (right - left)
+    share = len(hot_rows) / ((bottom - top) * (right - left))
+    assert 0.8 * (15 * 20) / (40 * 60) < share < 1.2 * (15 * 20) / (40 * 60), share

@@ -415,16 +415,18 @@ def test_concurrent_requests_are_batched_and_all_answered(server, served_run):
     assert batches < images  # some model calls answered several requests
 
 
-def test_explain_returns_grad_cam_and_activation_maps(server, served_run):
+def test_explain_returns_the_heat_map_and_activation_maps(server, served_run):
     photo = next(served_run[1].rglob("*.jpg"))
     status, body = server.request("/v1/explain", photo.read_bytes())
     assert status == 200
     assert body["label"] in ("cats", "dogs") and abs(sum(body["probabilities"].values()) - 1) < 1e-4
-    for key in ("image", "gradcam", "activations"):
+    for key in ("image", "heatmap", "activations"):
         assert body[key].startswith("data:image/png;base64,")
         picture = Image.open(io.BytesIO(base64.b64decode(body[key].split(",", 1)[1])))
         assert picture.mode == "RGB"
-    assert Image.open(io.BytesIO(base64.b64decode(body["gradcam"].split(",", 1)[1]))).size == (SIZE, SIZE)
+    assert Image.open(io.BytesIO(base64.b64decode(body["heatmap"].split(",", 1)[1]))).size == (SIZE, SIZE)
+    assert body["heatmap_method"] == "HiResCAM"
+    assert body["gradcam"] == body["heatmap"]  # the name clients written before HiResCAM read
     assert body["activations_layer"].startswith("conv (Conv2D 5x5 x10)")
 
 

@@ -1,5 +1,5 @@
 """The page at / in a real headless browser (Debian's chromium driven by Playwright): pick a photo,
-see the label, the probabilities, Grad-CAM and the activation maps; on a phone-sized screen too.
+see the label, the probabilities, the heat map and the activation maps; on a phone-sized screen too.
 
 Slow, and needs `apt-get install chromium` and `pip install playwright`:
     python -m pytest -m slow tests/test_serve_page.py
@@ -37,7 +37,7 @@ def browser():
 
 @pytest.mark.parametrize("viewport", [{"width": 1200, "height": 900}, {"width": 390, "height": 844}],
                          ids=["desktop", "phone"])
-def test_pick_a_photo_and_see_label_and_grad_cam(browser, server, served_run, viewport, tmp_path):
+def test_pick_a_photo_and_see_label_and_heat_map(browser, server, served_run, viewport, tmp_path):
     photo = sorted(served_run[1].rglob("*.jpg"))[0]
     page = browser.new_page(viewport=viewport)
     page.goto(server.url + "/")
@@ -47,7 +47,7 @@ def test_pick_a_photo_and_see_label_and_grad_cam(browser, server, served_run, vi
     label = page.inner_text("#label")
     assert label.split(" ")[0] in ("cats", "dogs")
     assert len(page.query_selector_all("#bars .bar")) == 2
-    for image in ("#photo", "#gradcam", "#activations"):
+    for image in ("#photo", "#heatmap", "#activations"):
         page.wait_for_function(f"document.querySelector('{image}').complete && "
                                f"document.querySelector('{image}').naturalWidth > 0")
         box = page.query_selector(image).bounding_box()
