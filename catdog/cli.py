@@ -228,7 +228,8 @@ def print_prepared(p) -> None:
 @main.command()
 @config_options
 @click.option("--data", type=click.Path(), help="Folder of class sub-folders (default: data.dir).")
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder to create (default: runs/<time>-<model>).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run folder to create (default: runs/<time>-<config name>).")
 @click.option("--quiet", is_flag=True, help="No progress bars (the one line per epoch still prints).")
 @click.option("--resume", type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Continue an interrupted run from its last completed epoch, with its own config.")

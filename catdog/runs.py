@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +25,13 @@ CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.json"
 SPLIT_FILE = "split.json"
 SKIPPED_FILE = "skipped.txt"
+
+
+def run_name(config: Config) -> str:
+    """The name part of a new run folder: the config's name (a built-in config's, a file's stem),
+    else the model's, with anything but letters, digits, `.`, `_` and `-` made `-`."""
+    name = re.sub(r"[^\w.-]+", "-", config.name or "", flags=re.ASCII).strip(".-")[:60]
+    return name or config.model.name
 
 
 def new_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:
