@@ -464,7 +464,7 @@ def config_show(name):
 @config_options
 @friendly
 def config_resolve(config_path, overrides):
-    """Print the complete config that -c and --set resolve to: every key, defaults included.
+    """Print the complete config that -c and --set resolve to: every key its model reads, defaults included.
 
     Example: catdog config resolve -c small --set train.epochs=2
     """
