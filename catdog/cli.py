@@ -261,7 +261,8 @@ def print_prepared(p) -> None:
 @main.command()
 @config_options
 @click.option("--data", type=click.Path(), help="Folder of class sub-folders (default: data.dir).")
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder to create (default: runs/<time>-<model>).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run folder to create (default: runs/<time>-<config name>).")
 @click.option("--quiet", is_flag=True, help="No progress bars (the one line per epoch still prints).")
 @click.option("--resume", type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Continue an interrupted run from its last completed epoch, with its own config.")
@@ -510,7 +511,7 @@ def config_show(name):
 @config_options
 @friendly
 def config_resolve(config_path, overrides):
-    """Print the complete config that -c and --set resolve to: every key, defaults included.
+    """Print the complete config that -c and --set resolve to: every key its model reads, defaults included.
 
     Example: catdog config resolve -c small --set train.epochs=2
     """

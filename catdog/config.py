@@ -11,8 +11,10 @@ import dataclasses
 import difflib
 import importlib.resources
 import math
+import re
 import reprlib
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
@@ -122,6 +124,36 @@ class ModelConfig:
     freeze_epochs: int = _opt(0, min=0, max=MAX_COUNT)
 
 
+# Which model.* keys each model of catdog.models.MODELS reads (model.name aside), and which keys of
+# each model.blocks entry. `config resolve` and a run's config.yaml show only these; setting another
+# warns (UnreadKeyWarning). The augmentation and the head are every model's.
+_EVERY_MODEL = ("activation", "dense_units", "dropout", "head", "flip", "rotation", "zoom", "translation", "contrast")
+# The residual models' units always use batch norm and "same" padding.
+_RESIDUAL_BLOCK = ("filters", "kernel_size", "strides", "convs", "pool", "pool_size", "dropout")
+
+
+@dataclass(frozen=True)
+class Reads:
+    """The model.* keys one model reads, and the keys of each model.blocks entry it reads."""
+
+    keys: tuple[str, ...]
+    block_keys: tuple[str, ...] = ()
+
+
+MODEL_READS: dict[str, Reads] = {
+    "article": Reads(("filters", "kernel_size", "strides", "padding", "pool", "pool_size", "top", *_EVERY_MODEL)),
+    "cnn": Reads(("blocks", "top", *_EVERY_MODEL), tuple(f.name for f in dataclasses.fields(BlockConfig))),
+    "resnet": Reads(("stem_pool", "blocks", *_EVERY_MODEL), _RESIDUAL_BLOCK),
+    "xception": Reads(("stem_pool", "blocks", *_EVERY_MODEL), _RESIDUAL_BLOCK),
+    # freeze_epochs is read by the trainer (catdog.plan), for this model only.
+    "transfer": Reads(("backbone", "weights", "freeze_epochs", *_EVERY_MODEL)),
+}
+
+
+class UnreadKeyWarning(UserWarning):
+    """A config sets a model.* key that the chosen model does not read (see MODEL_READS)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # The article trains 5 epochs with batches of 128 under Adam.
@@ -166,6 +198,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Config:
+    # What the config is called: a new run folder is runs/<time>-<name>. Default: the built-in
+    # config's name or the file's stem (a run's config.yaml records it). Two configs that differ
+    # only in name train the same model, so it takes no part in ==.
+    name: Optional[str] = field(default=None, compare=False)
     # One seed drives the split, weight initialisation and shuffling.
     seed: int = _opt(42, min=0, max=MAX_SEED)
     data: DataConfig = field(default_factory=DataConfig)
@@ -214,23 +250,55 @@ def config_source(name_or_path: str | Path) -> tuple[bytes, str]:
     A file that exists wins over a built-in config of the same name.
 
     Raises:
-        ConfigError: neither a file nor a built-in name.
+        ConfigError: a folder, or neither a file nor a built-in name (with the closest name, if any).
     """
     p = Path(name_or_path)
     if p.is_file():
         return p.read_bytes(), str(p)
     builtin = builtin_configs()
     name = str(name_or_path).removesuffix(".yaml")
-    if name in builtin and p.name == str(name_or_path):
+    bare = p.name == str(name_or_path)  # no folder part: it may be a built-in name
+    if name in builtin and bare:
         return builtin[name].read_bytes(), f"built-in config {name}"
-    raise ConfigError(f"config file not found: {p} (expected a YAML file or a built-in config name: "
-                      f"{', '.join(builtin)})")
+    expected = f"expected a YAML file or a built-in config name: {', '.join(builtin)}"
+    if p.is_dir():
+        # A run folder holds the config it was trained with.
+        inside = p / "config.yaml"
+        hint = f"did you mean {shown(inside)}?" if inside.is_file() else expected
+        raise ConfigError(f"config {shown(p)} is a folder, not a YAML file; {hint}")
+    close = difflib.get_close_matches(name, list(builtin), n=1, cutoff=0.6) if bare else []
+    close = close or difflib.get_close_matches(p.name, _yaml_files(p.parent), n=1, cutoff=0.8)
+    if close:
+        if close[0] in builtin:
+            raise ConfigError(f"no config file or built-in config named {shown(p)}; did you mean {close[0]}?")
+        raise ConfigError(f"config file not found: {shown(p)}; did you mean {shown(p.parent / close[0])}?")
+    raise ConfigError(f"config file not found: {shown(p)} ({expected})")
+
+
+def _yaml_files(folder: Path) -> list[str]:
+    """The names of the YAML files in a folder (none if it cannot be listed)."""
+    try:
+        return sorted(f.name for f in folder.iterdir() if f.suffix in (".yaml", ".yml"))
+    except OSError:
+        return []
+
+
+def config_name(path: str | Path, source: str) -> str:
+    """The name a config loaded from `path` goes by when it sets none: a built-in config's name, a
+    file's stem, or for a file named config.yaml (a run's) its folder's name without the time."""
+    if source.startswith("built-in config "):
+        return source.removeprefix("built-in config ")
+    p = Path(path).resolve()
+    if p.stem == "config" and p.parent.name:
+        return re.sub(r"^\d{8}-\d{6}-", "", p.parent.name)
+    return p.stem
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Load a config file or built-in config (the defaults when `path` is None) and apply `KEY=VALUE` overrides.
 
-    Errors in the file name the file; errors in an override name `--set`.
+    Errors in the file name the file; errors in an override name `--set`. A model.* key that the
+    model does not read (MODEL_READS) is ignored with an UnreadKeyWarning naming the model and key.
 
     Raises:
         ConfigError: the file is missing or not YAML, or a key, type or value is wrong.
@@ -247,13 +315,47 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
                               f"got {type(loaded).__name__}")
         raw = loaded
     config = config_from_dict(raw, source)
-    if not overrides:
-        return config
-    # The file is valid on its own, so whatever fails now came from an override.
-    for item in overrides:
-        _apply_override(raw, item)
-    _check_size(raw, "--set")
-    return config_from_dict(raw, "--set")
+    overridden: dict[str, Any] = {}
+    if overrides:
+        # The file is valid on its own, so whatever fails now came from an override.
+        for item in overrides:
+            _apply_override(raw, item)
+            _apply_override(overridden, item)
+        _check_size(raw, "--set")
+        config = config_from_dict(raw, "--set")
+    from_set = unread_keys(overridden, config.model.name)
+    _warn_unread([k for k in unread_keys(raw, config.model.name) if k not in from_set], config.model.name, source)
+    _warn_unread(from_set, config.model.name, "--set")
+    if config.name is None and path is not None:
+        config = config.replace(name=config_name(path, source))
+    return config
+
+
+def unread_keys(raw: dict[str, Any], model: str) -> list[str]:
+    """The model.* keys set in plain config data that model `model` does not read (see MODEL_READS)."""
+    reads = MODEL_READS.get(model)
+    section = raw.get("model")
+    if reads is None or not isinstance(section, dict):
+        return []  # an unknown model name is catdog.models' to report
+    keys = [f"model.{k}" for k in section if k != "name" and k not in reads.keys]
+    blocks = section.get("blocks")
+    if "blocks" in reads.keys and isinstance(blocks, list):
+        for i, block in enumerate(blocks):
+            if isinstance(block, dict):
+                keys += [f"model.blocks[{i}].{k}" for k in block if k not in reads.block_keys]
+    return keys
+
+
+def _warn_unread(keys: list[str], model: str, source: str) -> None:
+    if not keys:
+        return
+    reads = MODEL_READS[model]
+    listed = ", ".join(f.name for f in dataclasses.fields(ModelConfig) if f.name in reads.keys)
+    if reads.block_keys:
+        listed += f"; in each of model.blocks: {', '.join(reads.block_keys)}"
+    verb = "is" if len(keys) == 1 else "are"
+    warnings.warn(f"{shown(', '.join(keys), 300)} {verb} not read by the {model} model (it reads: {listed}); "
+                  f"ignored ({source})", UnreadKeyWarning, stacklevel=3)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -380,10 +482,11 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
         if key not in fields:
             full = shown(f"{prefix}{key}", 80)
             known = [f"{prefix}{name}" for name in fields]
-            close = difflib.get_close_matches(full, known, n=1, cutoff=0.6)
-            if not close and not prefix:
-                # `epochs` for `train.epochs`: the right key in another section.
-                close = [k for k in _leaf_keys(Config) if k.rpartition(".")[2] == key]
+            # `epochs` or `data.epochs` for `train.epochs`: the right key in another section; else
+            # the closest name in this one (compared without the prefix, which every name shares).
+            close = [k for k in _leaf_keys(Config) if k.rpartition(".")[2] == key]
+            close = close or [f"{prefix}{n}" for n in difflib.get_close_matches(str(key), list(fields), n=1,
+                                                                                 cutoff=0.6)]
             hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
             raise ConfigError(f"unknown config key {full} ({source}){hint}")
     values = {}
@@ -508,8 +611,42 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
 
 
 def config_yaml(config: Config) -> str:
-    """The config as YAML, sections in the dataclasses' order, short lists on one line."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+    """The config as YAML, sections in the dataclasses' order, short lists on one line.
+
+    The model section holds only the keys its model reads (MODEL_READS): the others change nothing,
+    and loading the YAML back gives them their defaults, which build the same model. A name of None
+    is left out.
+    """
+    data = config.to_dict()
+    if data["name"] is None:
+        del data["name"]
+    reads = MODEL_READS.get(config.model.name)
+    if reads is not None:
+        model = data["model"]
+        data["model"] = {k: v for k, v in model.items() if k == "name" or k in reads.keys}
+        if "blocks" in data["model"]:
+            data["model"]["blocks"] = [{k: v for k, v in b.items() if k in reads.block_keys} for b in model["blocks"]]
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Sections and mappings one key a line; lists of plain values, and each mapping in a list
+    (a model.blocks entry), on one line."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flat = all(not isinstance(v, (list, dict)) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", [_Inline(v) if isinstance(v, dict) else v for v in data],
+                                     flow_style=flat)
+
+
+class _Inline(dict):
+    """A mapping written on one line."""
+
+
+_Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(_Inline, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data,
+                                                                                flow_style=True))
 
 
 def _above(value: Any, hi: float) -> bool:

@@ -3,16 +3,10 @@
 Every model starts with its augmentation (active only while training) and its pixel scaling, so
 a saved model takes raw 0-255 pixels and nobody has to remember the preprocessing.
 
-Which `model.*` keys each builder reads:
-
-- `article`: filters, kernel_size, strides, padding, activation, pool, pool_size, top,
-  dense_units, dropout, head.
-- `cnn`: blocks (every BlockConfig field), activation, top, dense_units, dropout, head.
-- `resnet`, `xception`: blocks (filters, convs, strides, pool, pool_size, dropout; batch
-  normalisation is always on), activation, dense_units, dropout, head; global average top.
-- `transfer`: backbone, weights (see catdog.backbones), dense_units, dropout, head
-  (freeze_epochs is the trainer's).
-- all: flip, rotation, zoom, translation, contrast.
+Which `model.*` keys each builder reads is declared once, in catdog.config.MODEL_READS (the
+config, which imports no Keras, shows and records only those keys); `register` refuses a builder
+without a declaration, and tests/test_models.py checks each declaration against what its builder
+builds.
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ import keras
 from keras import layers
 
 from catdog.backbones import backbone
-from catdog.config import BlockConfig, Config, ModelConfig
+from catdog.config import MODEL_READS, BlockConfig, Config, ModelConfig
 from catdog.errors import ConfigError, first_line, shown
 from catdog.layers import ImagenetPreprocessing, L2Pooling2D, RandomGeometry
 
@@ -38,6 +32,9 @@ MODELS: dict[str, Builder] = {}
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
+    if name not in MODEL_READS:
+        raise ValueError(f"declare the model.* keys that model {name!r} reads in catdog.config.MODEL_READS")
+
     def wrap(fn: Builder) -> Builder:
         MODELS[name] = fn
         return fn

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import math
+import re
 import time
 import zipfile
 from collections.abc import Iterator
@@ -37,6 +38,13 @@ SKIPPED_FILE = "skipped.txt"
 LOCK_FILE = "training.lock"
 # catdog.checkpoints' CHECKPOINT_DIR/STATE_FILE (that module imports this one): the last saved epoch.
 _STATE = Path("checkpoint") / "state.json"
+
+
+def run_name(config: Config) -> str:
+    """The name part of a new run folder: the config's name (a built-in config's, a file's stem),
+    else the model's, with anything but letters, digits, `.`, `_` and `-` made `-`."""
+    name = re.sub(r"[^\w.-]+", "-", config.name or "", flags=re.ASCII).strip(".-")[:60]
+    return name or config.model.name
 
 
 def new_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:

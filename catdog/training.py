@@ -51,6 +51,7 @@ from catdog.runs import (
     claim_out_dir,
     new_run_dir,
     read_run_config,
+    run_name,
     training_lock,
     write_json,
 )
@@ -213,7 +214,7 @@ def _open_run(config: Config, data: str | Path | None, out: str | Path | None, s
                            f"resume with the data it was trained on (--data)")
         return run_dir
     # Only the chief worker writes the run folder; other workers save into a scratch folder.
-    run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(config.model.name)) if dist.chief
+    run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(run_name(config))) if dist.chief
                else dist.scratch_dir())
     # The run records the folder it trained on: `--data` (absolute, as split.json) over data.dir.
     used = config if data is None else config.replace(data=dataclasses.replace(config.data, dir=record["root"]))

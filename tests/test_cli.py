@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from catdog.cli import main
+from catdog.config import load_config
 from catdog.devices import training_device
 
 FAST = ["--set", "train.epochs=1", "--set", "data.image_size=16", "--set", "train.batch_size=8"]
@@ -50,6 +51,21 @@ def test_config_list_show_and_resolve(tmp_path):
     assert missing.exit_code == 1
     assert missing.stderr == ("Error: config file not found: nope (expected a YAML file or a built-in config name: "
                               "article, large, small, transfer)\n")
+
+
+def test_run_folders_are_named_after_the_config(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text("model: {name: article}\n")
+    first = invoke("train", "-c", "tiny.yaml", "--data", tiny_data, "--quiet", *FAST)
+    assert first.exit_code == 0, first.output
+    (run,) = (tmp_path / "runs").iterdir()
+    assert re.fullmatch(r"\d{8}-\d{6}-tiny", run.name)
+    # Its config.yaml holds the article's keys only, and its name: `train -c RUN/config.yaml` keeps it.
+    recorded = (run / "config.yaml").read_text()
+    assert recorded.startswith("name: tiny\n") and "stem_pool" not in recorded and "backbone" not in recorded
+    from catdog.runs import run_name
+
+    assert run_name(load_config(run / "config.yaml")) == "tiny"
 
 
 def test_set_errors_name_set_and_suggest_the_section():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from catdog.backbones import BACKBONES
-from catdog.config import config_from_dict, load_config
+from catdog.config import MODEL_READS, config_from_dict, load_config
 from catdog.errors import CatdogError, ConfigError
 from catdog.layers import ImagenetPreprocessing, L2Pooling2D
 from catdog.models import MODELS, build_model
@@ -308,3 +308,70 @@ def test_shipped_config_summarises_without_network(path, monkeypatch):
     result = CliRunner().invoke(main, ["summary", "-c", str(path), "--set", f"data.image_size={SIZE}"])
     assert result.exit_code == 0, result.output
     assert "total params:" in result.output
+
+
+# --- which keys each model reads (config.MODEL_READS) -------------------------------------------
+
+# A value other than the default for every model.* key and every block key.
+OTHER = {"filters": 6, "kernel_size": 3, "strides": 2, "padding": "same", "activation": "gelu", "pool": "average",
+         "pool_size": 3, "head": "sigmoid", "stem_pool": True, "blocks": [{"filters": 6}], "top": "global_average",
+         "dense_units": 6, "dropout": 0.2, "flip": True, "rotation": 0.1, "zoom": 0.1, "translation": 0.1,
+         "contrast": 0.2, "backbone": "efficientnetb0", "weights": "imagenet", "freeze_epochs": 2}
+OTHER_IN_BLOCK = {"filters": 6, "kernel_size": 5, "strides": 2, "padding": "valid", "convs": 2, "batch_norm": True,
+                  "pool": "average", "pool_size": 3, "dropout": 0.1}
+# Not the architecture's: the trainer reads freeze_epochs, and a transfer model's weights are tested
+# above (loading them here would need the network).
+NOT_BUILT = {"freeze_epochs", "weights"}
+READ_BASE = {"article": {}, "cnn": {"blocks": [{"filters": 4}, {"filters": 8}]},
+             "resnet": {"blocks": [{"filters": 4}, {"filters": 8}]},
+             "xception": {"blocks": [{"filters": 4}, {"filters": 8}]}, "transfer": {"backbone": "MobileNetV2"}}
+
+
+def architecture(model: dict) -> tuple[str, list]:
+    keras.backend.clear_session()  # the same automatic layer names each time
+    net = build_model(cfg({"dense_units": 4, **model}), 2, pretrained=False)
+    return net.to_json(), [w.tolist() for w in net.get_weights()]
+
+
+def test_the_other_values_cover_every_key():
+    import dataclasses
+
+    from catdog.config import BlockConfig, ModelConfig
+
+    assert set(OTHER) == {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
+    assert set(OTHER_IN_BLOCK) == {f.name for f in dataclasses.fields(BlockConfig)}
+    assert set(MODEL_READS) == set(MODELS)
+
+
+def with_unread_keys_changed(name: str) -> tuple[dict, dict]:
+    """A small config of model `name`, and the same with every key MODEL_READS leaves out changed."""
+    reads = MODEL_READS[name]
+    base = {"name": name, **READ_BASE[name]}
+    changed = {**base, **{k: v for k, v in OTHER.items() if k not in reads.keys}}
+    if "blocks" in reads.keys:
+        changed["blocks"] = [{**b, **{k: v for k, v in OTHER_IN_BLOCK.items() if k not in reads.block_keys}}
+                             for b in base["blocks"]]
+    return base, changed
+
+
+@pytest.mark.parametrize("name", sorted(READ_BASE))
+def test_a_model_ignores_the_keys_it_is_not_declared_to_read(name):
+    """`config resolve` and a run's config.yaml leave out the keys MODEL_READS does not list for the
+    model: changing every one of them builds the same model, weights included."""
+    base, changed = with_unread_keys_changed(name)
+    before = architecture(base)
+    assert architecture(changed) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(READ_BASE))
+def test_every_key_a_model_is_declared_to_read_changes_it(name):
+    """Nothing MODEL_READS lists is shown to no effect: changing any one key changes the model."""
+    reads = MODEL_READS[name]
+    base, _ = with_unread_keys_changed(name)
+    before = architecture(base)[0]
+    for key in sorted(set(reads.keys) - NOT_BUILT):
+        assert architecture({**base, key: OTHER[key]})[0] != before, key
+    for key in reads.block_keys:
+        blocks = [{**base["blocks"][0], key: OTHER_IN_BLOCK[key]}, *base["blocks"][1:]]
+        assert architecture({**base, "blocks": blocks})[0] != before, key
