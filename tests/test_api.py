@@ -60,7 +60,7 @@ def test_load_config_by_name_or_file_with_overrides_as_a_mapping_or_strings(tmp_
 
 
 def test_load_config_errors_name_what_is_wrong(tmp_path):
-    with pytest.raises(catdog.ConfigError, match=r"config file not found: smal \(expected a YAML file or a built-in"):
+    with pytest.raises(catdog.ConfigError, match=r"no config file or built-in config named smal; did you mean small\?"):
         catdog.load_config("smal")
     with pytest.raises(catdog.ConfigError, match=r"unknown config key train\.epoch .*did you mean train\.epochs\?"):
         catdog.load_config("small", {"train.epoch": 2})
