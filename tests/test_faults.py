@@ -792,6 +792,7 @@ def test_run_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_one(tiny_
         if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 2:
             break
         time.sleep(0.01)
+    assert proc.poll() is None, "training ended before its second epoch was seen: nothing was killed"
     proc.kill()
     proc.wait()
     resumed = run("train", "--resume", tmp_path / "killed", "--quiet")

@@ -363,6 +363,7 @@ def test_kill_9_mid_epoch_then_resume_from_the_cli(tiny_data, tmp_path):
     deadline = time.time() + 300
     while not state_file.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, "training ended before its first checkpoint was seen: nothing was killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     state = read_state(run)
