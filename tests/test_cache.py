@@ -72,17 +72,19 @@ def test_kill_9_mid_prepare_then_rerun_completes(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     write_images(tmp_path / "d" / "a", 150, size=64, seed=1)
     write_images(tmp_path / "d" / "b", 150, size=64, seed=2)
-    code = ("import sys; from catdog.cache import prepare; from catdog.folders import discover; "
+    # The progress callback holds prepare after 50 of 300 rows until the kill: it cannot finish
+    # first, as it could in a fixed sleep, and leave nothing to test.
+    code = ("import sys, time; from catdog.cache import prepare; from catdog.folders import discover; "
             "prepare(discover(sys.argv[1]), (32, 32), cache_root=sys.argv[2], workers=1, "
-            "progress=lambda d, t: d == 50 and print('half', flush=True))")
+            "progress=lambda d, t: d == 50 and (print('half', flush=True), time.sleep(600)))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "d"), str(tmp_path / "c")],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "half"
-    time.sleep(0.05)
+    (u8,) = (tmp_path / "c").rglob("images.u8")
+    assert u8.stat().st_size == 50 * 32 * 32 * 3 and not list((tmp_path / "c").rglob("manifest.json"))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     p = prepare(discover(tmp_path / "d"), (32, 32), cache_root=tmp_path / "c")

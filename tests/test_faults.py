@@ -600,6 +600,21 @@ def test_killed_prepare_leaves_no_process_running(tmp_path, sig):
 
 
 # --- full disks and read-only folders (a tmpfs, where this machine lets us mount one) ---------------
+# As root the tests below mount one themselves; as another user test_full_disk_tests_in_a_user_namespace
+# runs them in a user namespace, where the kernel lets anyone mount a tmpfs (unless it is switched
+# off); the ones after them fill a simulated disk and need neither.
+
+IN_NAMESPACE = "CATDOG_TEST_IN_USER_NAMESPACE"
+SMALL_DISK_TESTS = "full_disk_during_prepare or read_only_disk or run_folder_on_a_full_disk"
+
+
+def mount_tmpfs(where: Path, options: str) -> str | None:
+    """Mount (or with "remount,..." change) a tmpfs at `where`; why not, or None when done. The type
+    and source are named even for a remount: inside a user namespace mount(8) needs them."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return "needs root (or a user namespace) to mount a small tmpfs"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+    return None if done.returncode == 0 else f"cannot mount a tmpfs here: {done.stderr.decode().strip()}"
 
 
 @pytest.fixture
@@ -607,15 +622,33 @@ def small_disk(tmp_path):
     """A 256 KiB tmpfs at tmp_path/disk, remountable read-only; skipped where mounting is not allowed."""
     where = tmp_path / "disk"
     where.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a small tmpfs")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    if (why := mount_tmpfs(where, "size=256k")) is not None:
+        pytest.skip(why)
     try:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def remount(where: Path, options: str) -> None:
+    assert mount_tmpfs(where, "remount," + options) is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux user namespaces")
+def test_full_disk_tests_in_a_user_namespace(tmp_path):
+    if os.environ.get(IN_NAMESPACE):
+        pytest.skip("already in the user namespace")
+    (tmp_path / "probe").mkdir()
+    if mount_tmpfs(tmp_path / "probe", "size=64k") is None:
+        subprocess.run(["umount", "-l", str(tmp_path / "probe")], check=False)
+        pytest.skip("the full-disk tests mount their tmpfs themselves here")
+    enter = ["unshare", "--user", "--map-root-user", "--mount"]
+    if shutil.which("unshare") is None or subprocess.run([*enter, "true"], capture_output=True).returncode != 0:
+        pytest.skip("this kernel (or container) allows no user namespaces")
+    done = subprocess.run([*enter, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                           "-k", SMALL_DISK_TESTS], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, IN_NAMESPACE: "1"}, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0 and "3 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
 
 
 def test_full_disk_during_prepare_is_one_line_and_leaves_no_partial_cache(small_disk, tmp_path):
@@ -640,7 +673,7 @@ def test_complete_cache_on_a_read_only_disk_is_used(small_disk, tmp_path):
     args = ["prepare", "--data", tmp_path / "photos", "--set", f"data.cache_dir={small_disk}", "--set",
             "data.image_size=16"]
     assert cli(*args).exit_code == 0
-    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    remount(small_disk, "ro")
     again = cli(*args)
     assert again.exit_code == 0, again.output
     assert "0 decoded now, 20 from cache" in again.stdout
@@ -651,7 +684,7 @@ def test_complete_cache_on_a_read_only_disk_is_used(small_disk, tmp_path):
 
 
 def test_run_folder_on_a_full_disk_can_be_resumed_or_retrained_once_space_is_free(small_disk, tiny_data):
-    subprocess.run(["mount", "-o", "remount,size=160k", str(small_disk)], check=True)
+    remount(small_disk, "size=160k")
     out = small_disk / "run"
     args = ["--quiet", "--set", "train.epochs=3", "--set", "data.image_size=16", "--set", "train.batch_size=8"]
     full = cli("train", "--data", tiny_data, "--out", out, *args)
@@ -661,7 +694,7 @@ def test_run_folder_on_a_full_disk_can_be_resumed_or_retrained_once_space_is_fre
         ": No space left on device; free some space or point data.cache_dir / --out elsewhere\n"), line
     assert not [p for p in small_disk.rglob("*") if ".tmp" in p.name or ".partial" in p.name]  # no half files
     assert not (out / "model.keras").exists()
-    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    remount(small_disk, "size=4m")
     if (out / "checkpoint" / "state.json").is_file():
         again = cli("train", "--resume", out, "--quiet")
     else:  # failed in its first epoch: the folder was removed, so --out works again
@@ -669,6 +702,71 @@ def test_run_folder_on_a_full_disk_can_be_resumed_or_retrained_once_space_is_fre
         again = cli("train", "--data", tiny_data, "--out", out, *args)
     assert again.exit_code == 0, again.output
     assert (out / "model.keras").is_file() and "best epoch 3/3" in again.stdout
+
+
+class SmallDisk:
+    """os.pwrite as on a disk with `room` bytes free under `folder`: a write past it fails with
+    ENOSPC, as the kernel's would. The cache's rows are written with os.pwrite (catdog.cache);
+    with data.workers=1 they are written in this process."""
+
+    def __init__(self, folder: Path, room: int) -> None:
+        self.folder, self.room, self.used, self.refused = str(folder), room, 0, 0
+        self.pwrite = os.pwrite
+
+    def __call__(self, fd: int, data, offset: int) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(self.folder + os.sep):
+            if self.used + len(data) > self.room:
+                self.refused += 1
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.used += len(data)
+        return self.pwrite(fd, data, offset)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_full_disk_in_a_first_prepare_leaves_an_empty_cache_then_a_rerun_fills_it(tmp_path, monkeypatch):
+    for name in ("cats", "dogs"):
+        write_images(tmp_path / "photos" / name, 30, size=32)
+    cache = tmp_path / "cache"
+    args = ["prepare", "--data", tmp_path / "photos", "--set", f"data.cache_dir={cache}", "--set", "data.workers=1",
+            "--set", "data.image_size=32"]
+    disk = SmallDisk(cache, 20 * 32 * 32 * 3)  # room for 20 of the 60 rows
+    monkeypatch.setattr(os, "pwrite", disk)
+    result = cli(*args)
+    assert disk.used == 20 * 32 * 32 * 3 and disk.refused == 1
+    (u8,) = cache.rglob("images.u8")
+    one_error_line(result, f"cannot write the cache {u8}: No space left on device; free some space or set "
+                           "data.cache_dir to another disk (the cache is as it was before)")
+    assert u8.stat().st_size == 0 and not list(cache.rglob("manifest.json"))
+    disk.room = 10**9
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert "60 decoded now, 0 from cache" in again.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_full_disk_while_adding_photos_keeps_the_cache_as_it_was(tmp_path, monkeypatch):
+    for name in ("cats", "dogs"):
+        write_images(tmp_path / "photos" / name, 20, size=32, seed=1)
+    cache = tmp_path / "cache"
+    args = ["prepare", "--data", tmp_path / "photos", "--set", f"data.cache_dir={cache}", "--set", "data.workers=1",
+            "--set", "data.image_size=16"]
+    assert cli(*args).exit_code == 0
+    (u8,), (manifest,) = cache.rglob("images.u8"), cache.rglob("manifest.json")
+    before = (u8.read_bytes(), manifest.read_bytes())
+    assert len(before[0]) == 40 * 16 * 16 * 3
+    new = write_images(tmp_path / "new", 20, size=32, seed=2)
+    for path in new:
+        path.rename(tmp_path / "photos" / "dogs" / f"new_{path.name}")
+    monkeypatch.setattr(os, "pwrite", disk := SmallDisk(cache, 5 * 16 * 16 * 3))
+    one_error_line(cli(*args), f"cannot write the cache {u8}: No space left on device; free some space or set "
+                               "data.cache_dir to another disk (the cache is as it was before)")
+    assert disk.refused == 1
+    assert u8.stat().st_size == len(before[0])  # the 5 rows written meanwhile were cut off
+    assert (u8.read_bytes(), manifest.read_bytes()) == before
+    disk.room = 10**9
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert "20 decoded now, 40 from cache" in again.stdout
 
 
 # --- resume after a real kill -9 (slow: two trainings in subprocesses) ------------------------------
@@ -694,6 +792,7 @@ def test_run_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_one(tiny_
         if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 2:
             break
         time.sleep(0.01)
+    assert proc.poll() is None, "training ended before its second epoch was seen: nothing was killed"
     proc.kill()
     proc.wait()
     resumed = run("train", "--resume", tmp_path / "killed", "--quiet")

@@ -286,6 +286,60 @@ def test_interrupted_run_resumes_to_the_same_epochs_with_history(tiny_data, tmp_
         resume(tmp_path / "run")
 
 
+class Watch(keras.callbacks.Callback):
+    """Records what a fit call starts from and does: the optimizer's step count and the weights at
+    its start, the epochs it begins and the batches it runs in each; `stop` ends it before any batch."""
+
+    def __init__(self, stop: bool = False):
+        super().__init__()
+        self.stop, self.batches = stop, {}
+
+    def on_train_begin(self, logs=None):
+        self.iterations = int(self.model.optimizer.iterations)
+        self.weights = [np.array(w) for w in self.model.trainable_weights]
+        if self.stop:
+            raise Crash()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.batches[epoch] = epoch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches[self.epoch] += 1
+
+
+def test_a_resumed_run_trains_only_the_epochs_it_had_not_finished(tiny_data, tmp_path):
+    # Retraining from epoch 0 with the same seed would end with the same history and weights;
+    # what tells it apart is the work done: 1 epoch of 3 was finished, 2 remain, 5 batches each.
+    with pytest.raises(Crash):
+        train(cfg("train.epochs=3"), tiny_data, tmp_path / "run", callbacks=[crash_in_epoch(1)])
+    watch = Watch()
+    result = resume(tmp_path / "run", callbacks=[watch])
+    assert watch.batches == {1: 5, 2: 5}
+    assert watch.iterations == 5  # the optimizer starts at the checkpoint's step, not at 0
+    assert result.epochs == 3 and len(result.history["loss"]) == 3
+
+
+def test_a_resumed_run_starts_from_its_checkpoints_weights(tiny_data, tmp_path):
+    import h5py
+
+    with pytest.raises(Crash):
+        train(cfg("train.epochs=3"), tiny_data, tmp_path / "run", callbacks=[crash_in_epoch(1)])
+    # Every weight of the checkpoint set to its own constant: no initialisation or retraining makes those.
+    written = []
+    with h5py.File(tmp_path / "run" / CHECKPOINT_DIR / read_state(tmp_path / "run").checkpoint, "r+") as f:
+        for layer in f["layers"].values():
+            for var in layer["vars"].values():
+                value = (len(written) + 1) / 64
+                var[...] = np.full(var.shape, value, var.dtype)
+                written.append((var.shape, value))
+    assert len(written) == 4
+    watch = Watch(stop=True)
+    with pytest.raises(Crash):
+        resume(tmp_path / "run", callbacks=[watch])
+    started = [(w.shape, float(w.flat[0])) for w in watch.weights if np.all(w == w.flat[0])]
+    assert len(started) == len(watch.weights) and sorted(started) == sorted(written)
+
+
 def test_resume_errors_are_one_line(tmp_path):
     with pytest.raises(RunError, match=f"^--resume {tmp_path / 'nope'}: run folder not found$"):
         read_state(tmp_path / "nope")
@@ -309,6 +363,7 @@ def test_kill_9_mid_epoch_then_resume_from_the_cli(tiny_data, tmp_path):
     deadline = time.time() + 300
     while not state_file.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, "training ended before its first checkpoint was seen: nothing was killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     state = read_state(run)
