@@ -105,3 +105,10 @@ def test_a_resumed_run_shuffles_as_the_uninterrupted_one():
         resumed = batches(x, np.arange(8), y, 8, shuffle=True, first_epoch=epoch)
         np.testing.assert_array_equal(resumed.order, fresh.order)
     assert len({tuple(batches(x, np.arange(8), y, 8, shuffle=True, first_epoch=e).order) for e in range(4)}) == 4
+
+
+def test_the_default_seed_is_zero():
+    x, y = flat_photos(8)
+    default = batches(x, np.arange(8), y, 8, shuffle=True)
+    np.testing.assert_array_equal(default.order, batches(x, np.arange(8), y, 8, shuffle=True, seed=0).order)
+    assert (default.order != batches(x, np.arange(8), y, 8, shuffle=True, seed=1).order).any()

@@ -208,3 +208,65 @@ def test_built_in_configs_are_listed_and_described():
         load_config("nope")
     assert str(exc.value) == ("config file not found: nope (expected a YAML file or a built-in config name: "
                               + ", ".join(configs) + ")")
+
+
+@pytest.mark.parametrize("override, message", [
+    # A long value or key is cut, so that the line stays one line.
+    ("train.epochs=[" + ", ".join(["a" * 70] * 6) + "]",
+     "train.epochs must be an integer >= 1; got ['aaaaaaaaaaaaaaaaaaaaaaaaaaa...aaaaaaaaaaaaaaaaaaaaaaaaaaaa', "
+     "'aaaaaaaaaaaaaaaaaaaaaaaaaaa...aaaaaaaaaaaaaaaaaaaaaaaaaa... (--set)"),
+    ("data." + "x" * 90 + "=1",
+     "unknown config key data." + "x" * 75 + "... (--set); known keys: data.dir, data.validation_dir, "
+     "data.image_size, data.resize, data.validation_split, data.test_split, data.cache_dir, data.workers"),
+    ("workers=1", "unknown config key workers (--set); did you mean data.workers?"),
+    # Not an integer: the ceiling is news only to a value above it.
+    ("train.epochs=1000000.0", "train.epochs must be an integer >= 1; got 1000000.0 (--set)"),
+    # 5 + 9,995 values is the most an override may expand to; one more is refused.
+    ("model.blocks=[" + ", ".join(["{}"] * 9995) + "]",
+     "model.blocks must be a list of at most 64 items; got [{}, {}, {}, {}, {}, {}, ...] (--set)"),
+    ("model.blocks=[" + ", ".join(["{}"] * 9996) + "]",
+     "--set: expands to more than 10,000 values (YAML aliases nested in aliases?); a config needs a few hundred"),
+])
+def test_long_values_and_limits_in_error_lines(override, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, [override])
+    assert str(exc.value) == message
+
+
+def test_every_upper_bound_is_inclusive_and_values_may_hold_equals_signs():
+    c = load_config(None, ["model.activation=a=b", "model.name=[x", "model.blocks=[" + ", ".join(["{}"] * 64) + "]",
+                           "data.image_size=2048", "data.validation_split=0.9", "train.epochs=1000000"])
+    assert (c.model.activation, c.model.name, len(c.model.blocks)) == ("a=b", "[x", 64)
+    assert (c.data.image_size, c.data.validation_split, c.train.epochs) == ((2048, 2048), 0.9, 1_000_000)
+    from catdog.config import config_from_dict
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict([1])  # type: ignore[arg-type]
+    assert str(exc.value) == "config must be a mapping; got [1] (config)"
+
+
+def test_yaml_files_refused_without_a_traceback(tmp_path):
+    import re
+    (tmp_path / "nul.yaml").write_bytes(b"train: {}\n\x00\n")  # a reader error: no line, no problem
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "nul.yaml")
+    assert re.fullmatch(re.escape(f"{tmp_path / 'nul.yaml'}: not valid YAML") + r"( \S.*)?", str(exc.value))
+    assert "None" not in str(exc.value)
+    (tmp_path / "long.yaml").write_bytes(b"model:\n  " + b"k" * 61 + b": 1\n  " + b"k" * 61 + b": 2\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "long.yaml")
+    assert str(exc.value) == f"{tmp_path / 'long.yaml'}: not valid YAML at line 3 (duplicate key {'k' * 60}...)"
+    # A merge key first does not hide a key given twice after it.
+    (tmp_path / "merge.yaml").write_text("train:\n  <<: {epochs: 2}\n  epochs: 3\n  epochs: 4\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "merge.yaml")
+    assert str(exc.value) == f"{tmp_path / 'merge.yaml'}: not valid YAML at line 4 (duplicate key epochs)"
+
+
+def test_a_description_is_the_comment_without_its_marks():
+    from catdog.config import describe
+    assert describe("# XL model\n") == "XL model" and describe("# Small.\n") == "Small"
+
+
+def test_a_description_keeps_the_words_next_to_its_marks():
+    from catdog.config import describe
+    assert describe("#XL model\n") == "XL model" and describe("# Model X.\n") == "Model X"

@@ -232,3 +232,30 @@ def test_report_table_json_and_csv_agree_on_the_numbers(tmp_path):
                     [str(Path("a.jpg").absolute()), "cats", "cats", "0.900000"],
                     [str(Path("b.jpg").absolute()), "cats", "dogs", "0.700000"],
                     [str(Path("c.jpg").absolute()), "dogs", "dogs", "0.800000"]]
+
+
+def test_long_class_names_are_cut_in_the_table_and_odd_file_names_kept_in_the_csv(tmp_path):
+    name = "c" * 41
+    odd = os.fsdecode(b"caf\xe9.jpg")  # not UTF-8: written back as its bytes
+    probs = one_hot([0, 1])
+    s = scores(np.array([0, 1]), probs, [name, "dogs"])
+    report = EvalReport(Path("run"), "x", [name, "dogs"], s["accuracy"], s["balanced_accuracy"], s["macro_f1"],
+                        s["log_loss"], s["per_class"], s["confusion"], 2, [], [Path(odd), Path("b.jpg")],
+                        np.array([0, 1]), probs)
+    table = report.table()
+    assert f"\n{'c' * 40}...  " in table and "c" * 41 not in table
+    from catdog.evaluation import write_photos_csv
+    write_photos_csv(report, tmp_path / "p.csv")
+    assert os.fsencode(str(Path(odd).absolute())) in (tmp_path / "p.csv").read_bytes()
+
+
+def test_a_report_whose_parts_disagree_in_length_is_refused_not_cut_short(tmp_path):
+    from catdog.evaluation import write_photos_csv
+    report = report_of(["a.jpg", "b.jpg"], [0, 1], [0, 1])
+    report.files = report.files[:1]  # one photo fewer than its labels
+    with pytest.raises(ValueError):
+        write_photos_csv(report, tmp_path / "p.csv")
+    report = report_of(["a.jpg", "b.jpg"], [0, 1], [0, 1])
+    report.confusion = report.confusion[:1]  # a class without its row
+    with pytest.raises(ValueError):
+        report.table()

@@ -59,13 +59,13 @@ def test_decoded_chunks_keep_the_order_and_name_each_unreadable_file(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
     files = [good[0], bad, *good[1:]]
-    chunks = list(decoded_chunks(files, (8, 12), "squash", 2))
+    chunks = list(decoded_chunks(files, (8, 12), "pad", 2))
     assert [c for c, _, _ in chunks] == [files[0:2], files[2:4], files[4:6]]
     assert [len(p) for _, p, _ in chunks] == [1, 2, 2]
     assert chunks[0][2] == {bad: "not an image (unrecognised format)"}
     assert all(not failed for _, _, failed in chunks[1:])
     from catdog.images import load_image
     for (chunk, pixels, failed) in chunks:
-        wanted = [load_image(f, (8, 12), "squash") for f in chunk if f not in failed]
+        wanted = [load_image(f, (8, 12), "pad") for f in chunk if f not in failed]
         assert all(p.shape == (8, 12, 3) and (p == w).all() for p, w in zip(pixels, wanted, strict=True))
     assert list(decoded_chunks(files[:2], (8, 8), "squash", 5))[0][0] == files[:2]
