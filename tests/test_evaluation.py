@@ -184,3 +184,132 @@ def test_evaluate_out_writes_the_report_elsewhere_for_a_read_only_run(trained, t
     finally:
         for p, mode in modes.items():
             p.chmod(mode)
+
+
+def test_scores_of_a_small_case_worked_by_hand():
+    # cats: 1 of 2 found; dogs: 1 of 1 found, 2 answers; birds: never a photo nor an answer.
+    probs = np.array([[0.9, 0.1, 0.0], [0.3, 0.7, 0.0], [0.2, 0.8, 0.0]])
+    s = scores(np.array([0, 0, 1]), probs, ["cats", "dogs", "birds"])
+    assert s["confusion"] == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
+    assert all(type(v) is int for row in s["confusion"] for v in row)
+    assert s["per_class"] == {
+        "cats": {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2},
+        "dogs": {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1},
+        "birds": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0},
+    }
+    assert s["accuracy"] == pytest.approx(2 / 3) and s["balanced_accuracy"] == pytest.approx(0.75)
+    assert s["macro_f1"] == pytest.approx(2 / 3)
+    assert s["log_loss"] == pytest.approx(-(np.log(0.9) + np.log(0.3) + np.log(0.8)) / 3)
+
+
+def test_a_class_never_answered_has_precision_zero():
+    s = scores(np.array([0, 1]), one_hot([0, 0]), ["cats", "dogs"])
+    assert s["per_class"]["dogs"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert s["per_class"]["cats"]["precision"] == 0.5
+
+
+def test_log_loss_is_clipped_both_ways_and_positive():
+    certain = np.array([[1.0, 0.0], [0.0, 1.0]])
+    right = scores(np.array([0, 1]), certain, ["cats", "dogs"])["log_loss"]
+    assert 0 < right < 1e-14  # -log(1 - 1e-15), not 0
+    wrong = scores(np.array([1, 0]), certain, ["cats", "dogs"])["log_loss"]
+    assert wrong == pytest.approx(-np.log(1e-15))  # finite: one sure mistake costs 34.5, not infinity
+
+
+def test_mistakes_most_confident_first_ties_in_file_order():
+    probs = np.array([[0.4, 0.6], [0.1, 0.9], [0.8, 0.2]] + [[0.3, 0.7]] * 20)
+    files = [f"p/{i:02d}.jpg" for i in range(23)]
+    s = scores(np.zeros(23, int), probs, ["cats", "dogs"])
+    report = EvalReport(Path("run"), "x", ["cats", "dogs"], s["accuracy"], s["balanced_accuracy"], s["macro_f1"],
+                        s["log_loss"], s["per_class"], s["confusion"], 23, [], [Path(f) for f in files],
+                        np.zeros(23, int), probs)
+    assert [str(p) for p, _ in mistakes(report)] == ["p/01.jpg", *files[3:], "p/00.jpg"]
+
+
+def test_long_class_names_are_cut_at_40_characters_in_titles():
+    name = "c" * 41
+    probs = one_hot([1])
+    report = EvalReport(Path("run"), "x", [name, "dogs"], 0.0, 0.0, 0.0, 0.0, {}, [], 1, [], [Path("a.jpg")],
+                        np.array([0]), probs)
+    assert mistakes(report) == [(Path("a.jpg"), f"a.jpg\ntrue: {'c' * 40}... / pred: dogs (0.90)")]
+    report.classes = ["dogs", name]
+    report.labels = np.array([0])
+    assert mistakes(report)[0][1] == f"a.jpg\ntrue: dogs / pred: {'c' * 40}... (0.90)"
+
+
+def test_names_up_to_the_longest_file_name_keep_their_end():
+    assert shown_name("b" * 30) == "b" * 30
+    assert shown_name("b" * 31) == "b" * 15 + "…" + "b" * 14
+    name = "a" * 246 + "_end.jpg"  # 254 characters: a file name can hold 255 bytes
+    assert shown_name(name) == "a" * 15 + "…" + "a" * 6 + "_end.jpg"
+
+
+def test_report_table_json_and_csv_agree_on_the_numbers(tmp_path):
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]])
+    labels = np.array([0, 0, 1])
+    s = scores(labels, probs, ["cats", "dogs"])
+    report = EvalReport(Path("run"), "photos", ["cats", "dogs"], s["accuracy"], s["balanced_accuracy"],
+                        s["macro_f1"], s["log_loss"], s["per_class"], s["confusion"], 3, [("bad.jpg", "not an image")],
+                        [Path("a.jpg"), Path("b.jpg"), Path("c.jpg")], labels, probs, out_dir=tmp_path)
+    assert report.table() == "\n".join([
+        "3 images from photos",
+        "accuracy           0.6667",
+        "balanced accuracy  0.7500",
+        "macro F1           0.6667",
+        "log loss           0.5108",
+        "",
+        "class      precision  recall     f1  support",
+        "cats          1.0000  0.5000  0.6667        2",
+        "dogs          0.5000  1.0000  0.6667        1",
+        "",
+        "confusion matrix (rows: true, columns: predicted)",
+        "                cats       dogs",
+        "cats               1          1",
+        "dogs               0          1",
+        "",
+        "skipped 1 files:",
+        "  bad.jpg: not an image",
+    ])
+    assert report.to_dict() == {
+        "run": "run", "report_dir": str(tmp_path), "source": "photos", "images": 3,
+        "accuracy": s["accuracy"], "balanced_accuracy": 0.75, "macro_f1": s["macro_f1"], "log_loss": s["log_loss"],
+        "classes": ["cats", "dogs"], "photos_csv": str(tmp_path / "photos.csv"), "per_class": s["per_class"],
+        "confusion_matrix": [[1, 1], [0, 1]], "skipped": [{"file": "bad.jpg", "reason": "not an image"}],
+    }
+    report.out_dir = None
+    assert report.to_dict()["photos_csv"] is None
+    from catdog.evaluation import write_photos_csv
+    assert write_photos_csv(report, tmp_path / "p.csv") == tmp_path / "p.csv"
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows == [["path", "true_label", "predicted_label", "probability"],
+                    [str(Path("a.jpg").absolute()), "cats", "cats", "0.900000"],
+                    [str(Path("b.jpg").absolute()), "cats", "dogs", "0.700000"],
+                    [str(Path("c.jpg").absolute()), "dogs", "dogs", "0.800000"]]
+
+
+def test_long_class_names_are_cut_in_the_table_and_odd_file_names_kept_in_the_csv(tmp_path):
+    name = "c" * 41
+    odd = os.fsdecode(b"caf\xe9.jpg")  # not UTF-8: written back as its bytes
+    probs = one_hot([0, 1])
+    s = scores(np.array([0, 1]), probs, [name, "dogs"])
+    report = EvalReport(Path("run"), "x", [name, "dogs"], s["accuracy"], s["balanced_accuracy"], s["macro_f1"],
+                        s["log_loss"], s["per_class"], s["confusion"], 2, [], [Path(odd), Path("b.jpg")],
+                        np.array([0, 1]), probs)
+    table = report.table()
+    assert f"\n{'c' * 40}...  " in table and "c" * 41 not in table
+    from catdog.evaluation import write_photos_csv
+    write_photos_csv(report, tmp_path / "p.csv")
+    assert os.fsencode(str(Path(odd).absolute())) in (tmp_path / "p.csv").read_bytes()
+
+
+def test_a_report_whose_parts_disagree_in_length_is_refused_not_cut_short(tmp_path):
+    from catdog.evaluation import write_photos_csv
+    report = report_of(["a.jpg", "b.jpg"], [0, 1], [0, 1])
+    report.files = report.files[:1]  # one photo fewer than its labels
+    with pytest.raises(ValueError):
+        write_photos_csv(report, tmp_path / "p.csv")
+    report = report_of(["a.jpg", "b.jpg"], [0, 1], [0, 1])
+    report.confusion = report.confusion[:1]  # a class without its row
+    with pytest.raises(ValueError):
+        report.table()

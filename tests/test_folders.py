@@ -73,3 +73,69 @@ def test_camera_file_names_do_not_make_a_class(tmp_path, names):
         f"{tmp_path}: files named like {', '.join(first[c] for c in sorted(first))} are a camera's photos, not "
         f"<class>.<number>, and would make a class {sorted(first)[0]!r}; put each class's photos in a sub-folder "
         f"of its own (e.g. cats/, dogs/) or name them cat.1.jpg, dog.1.jpg")
+def touch(root, *names):
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+
+
+def test_a_fifo_in_a_class_folder_is_listed_not_opened(tiny_data):
+    import os
+    os.mkfifo(tiny_data / "cats" / "pipe")
+    (tiny_data / "dogs" / "inner").mkdir()
+    found = discover(tiny_data)
+    assert found.ignored == [("cats/pipe", "not a regular file")] and len(found.files) == 48
+
+
+def test_flat_names_skip_folders_hidden_files_and_other_names_but_keep_going(tmp_path):
+    touch(tmp_path, ".thumbs/x.jpg", ".DS_Store", "Cat.2.jpg", "bird.jpg", "cat.1.jpg", "dog.1.jpg",
+          "zzz.txt", "dog_7.png")
+    found = discover(tmp_path)
+    assert found.layout == "flat names" and found.classes == ["cat", "dog"]
+    assert found.files == ["Cat.2.jpg", "cat.1.jpg", "dog.1.jpg", "dog_7.png"] and found.labels == [0, 0, 1, 1]
+    assert found.ignored == [(".DS_Store", "hidden or system file"),
+                             ("bird.jpg", "no class in the name (expected e.g. cat.12.jpg)"),
+                             ("zzz.txt", "no class in the name (expected e.g. cat.12.jpg)")]
+
+
+def test_classes_the_model_does_not_know_are_named_with_the_models(tiny_data):
+    touch(tiny_data, "birds/1.jpg", "fish/1.jpg")
+    with pytest.raises(DataError) as exc:
+        discover(tiny_data, ["cats", "dogs"])
+    assert str(exc.value) == f"{tiny_data} has classes the model does not know: birds, fish (model classes: cats, dogs)"
+    found = discover(tiny_data, ["birds", "cats", "dogs", "fish", "owls"])
+    assert found.classes == ["birds", "cats", "dogs", "fish", "owls"]
+    assert found.labels == [0] + [1] * 24 + [2] * 24 + [3]
+
+
+def test_a_folder_of_splits_is_refused_naming_the_split_and_its_classes(tmp_path):
+    touch(tmp_path, "Train/cats/1.jpg", "Train/dogs/1.jpg", "Validation/cats/1.jpg")
+    with pytest.raises(DataError) as exc:
+        discover(tmp_path)
+    message = str(exc.value)
+    assert message.startswith(f"{tmp_path} holds split folders (Train, Validation)")
+    assert "Train/ holds the class folders cats, dogs" in message and f"--data {tmp_path / 'Train'} " in message
+
+
+def test_split_names_need_two_class_folders_inside_to_be_refused(tmp_path):
+    # train/ with one folder inside, or a class folder that holds folders, are still classes.
+    touch(tmp_path, "a/train/cats/1.jpg", "a/other/1.jpg", "b/cats/x/1.jpg", "b/cats/y/1.jpg", "b/dogs/1.jpg")
+    assert discover(tmp_path / "a").classes == ["other", "train"]
+    assert discover(tmp_path / "b").classes == ["cats", "dogs"]
+
+
+@pytest.mark.parametrize("files, hint", [
+    (["only/x/1.jpg", "only/y/1.jpg"], "; did you mean --data ROOT/only?"),
+    (["only/train/cats/1.jpg", "only/train/dogs/1.jpg"],
+     "; only/ holds split folders: pass e.g. --data ROOT/only/train"),
+    (["only/x/1.jpg"], ""),
+    (["only/x/1.jpg", "only/y/1.jpg", "only/z/1.jpg"], "; did you mean --data ROOT/only?"),
+    (["cat.1.jpg"], ""),  # flat names: no class folder to look into
+])
+def test_only_one_class_says_where_the_classes_may_be(tmp_path, files, hint):
+    touch(tmp_path, *files)
+    with pytest.raises(DataError) as exc:
+        discover(tmp_path)
+    cls = "cat" if files == ["cat.1.jpg"] else "only"
+    assert str(exc.value) == (f"only one class found in {tmp_path} ({cls}); a classifier needs at least two "
+                              f"class folders" + hint.replace("ROOT", str(tmp_path)))

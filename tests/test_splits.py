@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -79,3 +81,59 @@ def test_a_class_folder_of_unusable_files_is_an_error_naming_it(tiny_data):
     assert result.output.startswith(f"Error: class folder {tiny_data / 'dogs'}: none of its 24 files is a usable "
                                     f"image (reasons in ")
     assert result.output.endswith("skipped.txt); add readable photos or remove the class\n")
+def test_split_keeps_each_of_three_classes_apart():
+    labels = np.array([0] * 10 + [1] * 20 + [2] * 30)
+    tr, va, te = split_indices(labels, (0.1, 0.2), seed=0)
+    assert [int((labels[va] == c).sum()) for c in range(3)] == [1, 2, 3]
+    assert [int((labels[te] == c).sum()) for c in range(3)] == [2, 4, 6]
+    assert [int((labels[tr] == c).sum()) for c in range(3)] == [7, 14, 21]
+    assert sorted([*tr, *va, *te]) == list(range(60))
+
+
+def test_a_small_fraction_still_holds_out_one_photo_of_each_class():
+    labels = np.array([0] * 5 + [1] * 5)
+    tr, va, te = split_indices(labels, (0.05, 0.05), seed=0)
+    assert (len(tr), len(va), len(te)) == (6, 2, 2)
+    assert sorted(labels[va]) == [0, 1] and sorted(labels[te]) == [0, 1]
+    tr, va, te = split_indices(labels, (0.0, 0.0), seed=0)
+    assert (len(tr), len(va), len(te)) == (10, 0, 0)
+
+
+def test_a_class_too_small_to_split_and_train_is_refused():
+    labels = np.array([0] * 6 + [1] * 2)
+    with pytest.raises(DataError) as exc:
+        split_indices(labels, (0.2, 0.2), seed=0)  # 1 + 1 of 2 leaves none to train on
+    assert str(exc.value) == "class 1 has 2 images: too few to split off validation/test photos and still train"
+    tr, _, _ = split_indices(np.array([0] * 6 + [1] * 3), (0.2, 0.2), seed=0)  # 1 + 1 of 3 leaves one
+    assert len(tr) == 5
+
+
+def test_data_dir_is_the_flag_or_the_config():
+    from catdog.splits import data_dir
+    assert data_dir(load_config(None, ["data.dir=photos"]), None) == Path("photos")
+    assert data_dir(load_config(None, ["data.dir=photos"]), "other") == Path("other")
+    with pytest.raises(DataError) as exc:
+        data_dir(load_config(None), None)
+    assert str(exc.value) == "no data folder given: pass --data DIR or set data.dir in the config"
+
+
+def test_the_record_names_every_split_by_its_folder(tiny_data, tmp_path):
+    write_images(tmp_path / "val" / "cats", 2, seed=7)
+    write_images(tmp_path / "val" / "dogs", 2, seed=8, bright=True)
+    config = load_config(None, ["data.image_size=8", "data.test_split=0.25", f"data.validation_dir={tmp_path / 'val'}"])
+    record = load_data(config, tiny_data).record()
+    assert set(record) == {"root", "validation_root", "train", "validation", "test"}
+    assert record["root"] == str(tiny_data.resolve())
+    assert record["validation_root"] == str((tmp_path / "val").resolve())
+    assert record["validation"] == ["cats/img_000.jpg", "cats/img_001.jpg", "dogs/img_000.jpg", "dogs/img_001.jpg"]
+    assert len(record["train"]) == 36 and len(record["test"]) == 12
+    assert all((tiny_data / f).is_file() for f in record["train"] + record["test"])
+
+
+def test_prepare_folder_uses_the_configs_cache_and_reports_progress(tiny_data, tmp_path):
+    from catdog.splits import prepare_folder
+    config = load_config(None, ["data.image_size=8", f"data.cache_dir={tmp_path / 'cache'}", "data.workers=1"])
+    calls = []
+    prepared = prepare_folder(config, tiny_data, progress=lambda done, total: calls.append((done, total)))
+    assert len(prepared.files) == 48 and prepared.images[np.array([0])].shape == (1, 8, 8, 3)
+    assert any((tmp_path / "cache").rglob("*")) and calls and calls[-1][1] == 48
