@@ -103,7 +103,9 @@ def test_a_class_too_small_to_split_and_train_is_refused():
     labels = np.array([0] * 6 + [1] * 2)
     with pytest.raises(DataError) as exc:
         split_indices(labels, (0.2, 0.2), seed=0)  # 1 + 1 of 2 leaves none to train on
-    assert str(exc.value) == "class 1 has 2 images: too few to split off validation/test photos and still train"
+    assert str(exc.value) == ("class 1 has 2 usable images: too few to hold out 1 for validation and 1 for test "
+                              "(data.validation_split 0.2, data.test_split 0.2) and still train; add photos or "
+                              "lower the fractions")
     tr, _, _ = split_indices(np.array([0] * 6 + [1] * 3), (0.2, 0.2), seed=0)  # 1 + 1 of 3 leaves one
     assert len(tr) == 5
 
