@@ -298,7 +298,7 @@ def predict(paths, run, as_json, tta):
 
     run = chosen_run(run)
     failures = 0
-    for p in run_prediction(list(paths), run, tta=tta):
+    for p in run_prediction(list(paths), run, tta=tta, report=lambda m: click.echo(m, err=True)):
         if p.error is not None:
             failures += 1
         if as_json:
