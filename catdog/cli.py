@@ -64,6 +64,12 @@ def friendly(fn):
             if debugging():
                 raise
             raise click.ClickException(one_line(exc)) from None
+        except (ImportError, ValueError) as exc:  # KERAS_BACKEND=torch without torch; anything else is a bug
+            from catdog.devices import missing_backend
+
+            if debugging() or (line := missing_backend(exc)) is None:
+                raise
+            raise click.ClickException(line) from None
     return wrapper
 
 

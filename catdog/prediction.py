@@ -67,12 +67,14 @@ def predict(paths: list[str | Path], run: str | Path | None = None, tta: bool = 
     files = expand(paths)
     if not files:
         raise DataError(f"no files found in {', '.join(map(str, paths))}")
-    infer = None  # the model is loaded at the first photo that decodes: none may need it
+    # Before the decoding threads start: a warning (OnnxFallback) raised while one of them has
+    # its warnings silenced (catch_warnings is process-wide) would be lost. No file to read, no
+    # model to load.
+    infer = answerer(r, tta, report, write_onnx) if any(f.is_file() for f in files) else None
     size, resize = r.config.data.image_size, r.config.data.resize
     for chunk, pixels, failed in decoded_chunks(files, size, resize, BATCH):
         probs = np.zeros((0, len(r.classes)))
-        if pixels:
-            infer = infer or answerer(r, tta, report, write_onnx)
+        if pixels and infer is not None:
             probs = as_class_probabilities(infer(np.stack(pixels)))
         rows = iter(probs)
         for path in chunk:

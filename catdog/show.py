@@ -58,11 +58,11 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
         PlotError: `out` already holds one of the pictures.
         RunError: no usable run folder.
     """
-    from catdog import inspection
-
     r = load_run(run)
     image = Path(image)
     pixels = load_image(image, r.config.data.image_size, r.config.data.resize)
+    from catdog import inspection  # Keras: after the run and the photo are known to be good
+
     maps = inspection.feature_maps(r.model, pixels)
     heatmap, index, probabilities = inspection.grad_cam(r.model, pixels)
 
