@@ -83,10 +83,11 @@ def missing_backend(exc: BaseException) -> str | None:
     function needed Keras, and fails there with a traceback through its own modules.
     """
     name, source = chosen_backend()
-    said = f"KERAS_BACKEND={name}" if source == "KERAS_BACKEND" else f"the Keras backend {name} (from {source})"
+    said = f"KERAS_BACKEND={name}" if source == "KERAS_BACKEND" else f"{source} selects the Keras backend {name},"
     if isinstance(exc, ValueError) and str(exc).startswith("Unable to import backend"):
         if name not in BACKEND_PACKAGES:
-            return f"{said} is not a Keras backend; use tensorflow, jax or torch"
+            return f"{said} {'is not a Keras backend' if source == 'KERAS_BACKEND' else 'which does not exist'}; use " \
+                   f"tensorflow, jax or torch"
         return None
     package, install = BACKEND_PACKAGES.get(name, (None, None))
     if (isinstance(exc, ImportError) and package is not None and (exc.name or "").split(".")[0] == package

@@ -122,3 +122,14 @@ def test_a_keras_backend_that_does_not_exist_is_named_in_one_line(tmp_path):
                           env=child_env(KERAS_BACKEND="tensorflw"), timeout=120)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr == "Error: KERAS_BACKEND=tensorflw is not a Keras backend; use tensorflow, jax or torch\n"
+
+
+def test_a_backend_chosen_in_keras_json_names_the_file(tmp_path):
+    (tmp_path / "keras.json").write_text('{"backend": "torch"}')
+    code = "import sys\nsys.modules['torch'] = None\nfrom catdog.cli import main\nmain(['summary', '-c', 'article'])"
+    env = {k: v for k, v in child_env(KERAS_HOME=str(tmp_path)).items() if k != "KERAS_BACKEND"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr == (f"Error: {tmp_path}/keras.json selects the Keras backend torch, but torch is not "
+                           f"installed: pip install torch\n")
