@@ -480,7 +480,8 @@ def export_for_predict(run: Run) -> ExportResult | None:
 
     Raises:
         ExportError: the run folder cannot be written (a read-only disk or folder), or the
-            export failed (parity, a file in the way); OSError as writing raises it.
+            export failed (parity, a file in the way).
+        OSError: writing failed (a full disk).
     """
     if not os.access(run.dir, os.W_OK):
         raise ExportError(f"{run.dir} is read-only")
