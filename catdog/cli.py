@@ -65,6 +65,12 @@ def friendly(fn):
             if debugging():
                 raise
             raise click.ClickException(one_line(exc)) from None
+        except (ImportError, ValueError) as exc:  # KERAS_BACKEND=torch without torch; anything else is a bug
+            from catdog.devices import missing_backend
+
+            if debugging() or (line := missing_backend(exc)) is None:
+                raise
+            raise click.ClickException(line) from None
     return wrapper
 
 
@@ -346,7 +352,7 @@ def predict(paths, run, as_json, tta):
         click.echo(dumps({"path": path, "error": reason}) if as_json else f"{shown(path)}: error: {reason}",
                    err=not as_json)
     paths = tuple(p for p in paths if not_a_local_file(p) is None)
-    for p in run_prediction(list(paths), run, tta=tta) if paths else ():
+    for p in run_prediction(list(paths), run, tta=tta, report=lambda m: click.echo(m, err=True)) if paths else ():
         if p.error is not None:
             failures += 1
         if as_json:

@@ -10,6 +10,8 @@ GPU settings must be made before a backend starts, and only the backend in use i
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import logging
 import os
 import platform
@@ -51,6 +53,47 @@ def backend() -> str:
     import keras
 
     return keras.backend.backend()
+
+
+# The Python package each Keras backend imports, and how to install it.
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax", "'jax[cpu]'"),
+                    "torch": ("torch", "torch"), "openvino": ("openvino", "openvino"), "numpy": ("numpy", "numpy")}
+
+
+def chosen_backend() -> tuple[str, str]:
+    """(the backend Keras will start, where that was said), read as Keras reads it, without
+    importing Keras: KERAS_BACKEND, else the "backend" of $KERAS_HOME/keras.json (~/.keras/keras.json),
+    else tensorflow."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"], "KERAS_BACKEND"
+    path = os.path.join(os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras"), "keras.json")
+    try:
+        with open(path) as f:
+            name = json.load(f).get("backend")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return (name, path) if isinstance(name, str) and name else ("tensorflow", "Keras's default")
+
+
+def missing_backend(exc: BaseException) -> str | None:
+    """One line naming what to install (or set) when `exc` is Keras failing to start its backend
+    because the backend's package is not installed or the name is not a backend; None otherwise.
+
+    Keras imports the backend's package when it is first imported, inside whatever catdog
+    function needed Keras, and fails there with a traceback through its own modules.
+    """
+    name, source = chosen_backend()
+    said = f"KERAS_BACKEND={name}" if source == "KERAS_BACKEND" else f"{source} selects the Keras backend {name},"
+    if isinstance(exc, ValueError) and str(exc).startswith("Unable to import backend"):
+        if name not in BACKEND_PACKAGES:
+            return f"{said} {'is not a Keras backend' if source == 'KERAS_BACKEND' else 'which does not exist'}; use " \
+                   f"tensorflow, jax or torch"
+        return None
+    package, install = BACKEND_PACKAGES.get(name, (None, None))
+    if (isinstance(exc, ImportError) and package is not None and (exc.name or "").split(".")[0] == package
+            and importlib.util.find_spec(package) is None):  # not a broken install of it: a bug to show
+        return f"{said} but {package} is not installed: pip install {install}"
+    return None
 
 
 def configure_gpus() -> None:

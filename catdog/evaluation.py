@@ -211,13 +211,14 @@ def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None
         if clash:
             raise PlotError(f"--out {shown(out)} already holds {', '.join(clash)}; pick another folder")
     r = run if isinstance(run, Run) else load_run(run)
-    model = with_mirror_averaged(r.model) if tta else r.model
     if data is not None:
         prepared = prepare_folder(r.config, data, classes=r.classes, progress=progress)
         idx = np.arange(len(prepared.files))
         source = str(data)
     else:
         prepared, idx, source = _held_out(r, progress)
+    # Loaded once the photos are there: a wrong folder is said before TensorFlow starts (seconds).
+    model = with_mirror_averaged(r.model) if tta else r.model
     probs = class_probabilities(model, prepared.images, prepared.rows[idx])
     labels = prepared.labels[idx]
     s = scores(labels, probs, r.classes)

@@ -113,7 +113,7 @@ def missing_modules(fmt: str, find: Callable[[str], Any] = importlib.util.find_s
 
 
 def can_export_onnx() -> bool:
-    """Whether the `catdog[export]` extra's ONNX converter is installed."""
+    """Whether the ONNX converter (tf2onnx, onnx: dependencies of catdog) is installed."""
     return not missing_modules("onnx")
 
 
@@ -305,7 +305,7 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
         return _current_export(r, target, beside)  # needs no converter: nothing is written
     missing = missing_modules(fmt, find)
     if missing:
-        raise ExportError(f"exporting {fmt} needs {', '.join(missing)}: pip install 'catdog[export]'")
+        raise ExportError(f"exporting {fmt} needs {', '.join(missing)}: pip install {' '.join(missing)}")
     if fmt == "litert" and target.suffix != ".tflite":
         raise ExportError(f"--out for litert must end in .tflite; got {target}")
     check_keras_writes(fmt)
@@ -345,7 +345,7 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
                 warnings.simplefilter("ignore")
                 model.export(str(tmp), format=_KERAS_FORMATS[fmt], verbose=False, input_signature=[spec])
         except ImportError as exc:
-            raise ExportError(f"exporting {fmt} failed: {exc}; pip install 'catdog[export]'") from None
+            raise ExportError(f"exporting {fmt} failed: {exc}; pip install tf2onnx onnx") from None
         if fmt == "onnx":
             _finish_onnx(tmp, info)
         if parity:
@@ -454,10 +454,10 @@ def _remove_own(path: Path, ident: tuple[int, int]) -> None:
 
 
 def export_after_training(run_dir: Path, model=None) -> ExportResult | None:
-    """model.onnx beside model.keras when the export extra is installed, for fast `catdog predict`.
+    """model.onnx beside model.keras when the ONNX converter and runtime are installed, for fast `catdog predict`.
 
-    Returns None (nothing written) without the extra, on a Keras backend other than TensorFlow
-    (whose ONNX converter the extra does not install), or when the run already holds model.onnx.
+    Returns None (nothing written) without them, on a Keras backend other than TensorFlow (whose
+    ONNX converter, tf2onnx, is TensorFlow's), or when the run already holds model.onnx.
     `model` is the trained Keras model, if at hand (saves loading it back).
     """
     import keras
@@ -469,6 +469,23 @@ def export_after_training(run_dir: Path, model=None) -> ExportResult | None:
     if model is not None:
         r._model = model
     return export(r, "onnx")
+
+
+def export_for_predict(run: Run) -> ExportResult | None:
+    """model.onnx for a run that has none (trained where the converter was missing), so that
+    this and every later predict answers through ONNX Runtime instead of importing TensorFlow.
+
+    Returns None (nothing written) where `export_after_training` writes nothing: no converter or
+    runtime, another Keras backend, or a model.onnx already there.
+
+    Raises:
+        ExportError: the run folder cannot be written (a read-only disk or folder), or the
+            export failed (parity, a file in the way).
+        OSError: writing failed (a full disk).
+    """
+    if not os.access(run.dir, os.W_OK):
+        raise ExportError(f"{run.dir} is read-only")
+    return export_after_training(run.dir, run.model)
 
 
 def read_contract(artifact: str | Path) -> dict[str, Any]:

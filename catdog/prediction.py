@@ -1,12 +1,14 @@
 """Answering for new photos with a trained run.
 
-Keras is imported inside functions: predicting through ONNX Runtime needs no TensorFlow.
+Keras (and catdog.export, which imports it) is imported inside functions: predicting through
+ONNX Runtime needs no TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +16,10 @@ from typing import cast
 
 import numpy as np
 
-from catdog.errors import DataError, ImageError
+from catdog.errors import CatdogError, DataError, ImageError, first_line, shown
 from catdog.images import check_pixels, fit_array, is_system_file, load_image
 from catdog.runs import Run, load_run
-from catdog.runtime import fallback_warning, open_onnx
+from catdog.runtime import ONNX_FILE, OnnxFallback, fallback_warning, open_onnx
 
 BATCH = 32
 # What predict takes: photo paths or folders, or RGB uint8 pixels (see `predict`).
@@ -58,7 +60,8 @@ def expand(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def predict(paths: Inputs, run: str | Path | Run | None = None, tta: bool = False) -> Iterator[Prediction]:
+def predict(paths: Inputs, run: str | Path | Run | None = None, tta: bool = False,
+            report: Callable[[str], None] | None = None, write_onnx: bool = True) -> Iterator[Prediction]:
     """Predict each image in `paths` (files or folders), in order, one Prediction per file; or, given
     RGB uint8 arrays, one Prediction per array (its `path` None).
 
@@ -74,11 +77,14 @@ def predict(paths: Inputs, run: str | Path | Run | None = None, tta: bool = Fals
     Raises:
         DataError: no files at the paths. ImageError: an array of the wrong shape or dtype, or
             arrays and paths mixed. RunError: the run cannot be used.
+
+    A run without model.onnx gets one, once, when `write_onnx` (see `answerer`); `report`
+    receives the line saying it was written.
     """
     arrays = pixel_arrays(paths)
     r = run if isinstance(run, Run) else load_run(run)
     if arrays is not None:
-        yield from _predict_arrays(r, arrays, tta)
+        yield from _predict_arrays(r, arrays, tta, answerer(r, tta, report, write_onnx))
         return
     paths = cast("list[str | os.PathLike]", [paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
     files = expand(paths)
@@ -86,10 +92,15 @@ def predict(paths: Inputs, run: str | Path | Run | None = None, tta: bool = Fals
         raise DataError("nothing to predict: give photo files, folders or RGB arrays")
     if not files:
         raise DataError(f"no files found in {', '.join(map(str, paths))}")
-    infer = answerer(r, tta)
+    # Before the decoding threads start: a warning (OnnxFallback) raised while one of them has
+    # its warnings silenced (catch_warnings is process-wide) would be lost. No file to read, no
+    # model to load.
+    infer = answerer(r, tta, report, write_onnx) if any(f.is_file() for f in files) else None
     size, resize = r.config.data.image_size, r.config.data.resize
     for chunk, pixels, failed in decoded_chunks(files, size, resize, BATCH):
-        probs = as_class_probabilities(infer(np.stack(pixels))) if pixels else np.zeros((0, len(r.classes)))
+        probs = np.zeros((0, len(r.classes)))
+        if pixels and infer is not None:
+            probs = as_class_probabilities(infer(np.stack(pixels)))
         rows = iter(probs)
         for path in chunk:
             if path in failed:
@@ -105,12 +116,17 @@ def answer(classes: list[str], p: np.ndarray, index: int | None = None) -> tuple
     return classes[best], float(p[best]), {c: float(v) for c, v in zip(classes, p, strict=True)}
 
 
-def answerer(r, tta: bool = False):
+def answerer(r, tta: bool = False, report: Callable[[str], None] | None = None, write_onnx: bool = False):
     """The function from a (N, H, W, 3) batch to the model's output for run `r`.
 
     ONNX Runtime on the run's model.onnx when it has one and it is the run's current export
     (no TensorFlow import, see catdog.runtime); Keras otherwise, with a warning saying why
     (`catdog.runtime.OnnxFallback`) once it has loaded, and for `tta`.
+
+    With `write_onnx`, a run that has no model.onnx (trained where the converter was missing)
+    gets one through `catdog.export.export_for_predict`, said to `report`, and ONNX Runtime
+    answers, now and at every later call; when it cannot be written (a read-only run folder, a
+    failed conversion), Keras answers with a warning saying why.
 
     Raises:
         RunError: the run's classes.json or config.yaml does not fit its model (class names,
@@ -122,8 +138,40 @@ def answerer(r, tta: bool = False):
     keras_model = r.model  # a model.keras that cannot be loaded is the one line to show, not the fallback
     if problem is not None:
         fallback_warning(r, problem)
+    elif write_onnx and not tta and (fast := _written_onnx(r, report)) is not None:
+        return fast
     model = with_mirror_averaged(keras_model) if tta else keras_model
     return model.predict_on_batch
+
+
+def _written_onnx(r, report: Callable[[str], None] | None):
+    """The run's model.onnx, written now by `export_for_predict`, in ONNX Runtime; None (with an
+    `OnnxFallback` warning saying why, unless nothing was to be written) when Keras must answer."""
+    from catdog.export import export_for_predict
+
+    path = r.dir / ONNX_FILE
+    try:
+        result = export_for_predict(r)
+    # Keras answers whatever went wrong (a read-only disk, a converter's own exception): the
+    # run is usable without model.onnx, and the warning names the cause.
+    except Exception as exc:  # noqa: BLE001
+        fast, _ = open_onnx(r)  # another predict of the same run may have written it meanwhile
+        if fast is None:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+            kind = "" if isinstance(exc, (CatdogError, OSError)) else f"{type(exc).__name__}: "
+            warnings.warn(f"{shown(path)} could not be written for fast predicts ({kind}{shown(why, 300)}); "
+                          f"Keras answers instead", OnnxFallback, stacklevel=3)
+        return fast
+    if result is None:
+        return None
+    fast, problem = open_onnx(r)
+    if fast is None:
+        fallback_warning(r, problem or "it was not written")
+        return None
+    if report is not None:
+        report(f"wrote {shown(path)} (once, from its model.keras): later predicts answer through ONNX Runtime "
+               f"without loading TensorFlow")
+    return fast
 
 
 def decoded_chunks(files: list[Path], size: tuple[int, int], resize: str, batch: int):
@@ -198,9 +246,9 @@ def pixel_arrays(inputs: Inputs) -> list[np.ndarray] | None:
     return arrays
 
 
-def _predict_arrays(r: Run, arrays: list[np.ndarray], tta: bool) -> Iterator[Prediction]:
+def _predict_arrays(r: Run, arrays: list[np.ndarray], tta: bool, infer: Callable[[np.ndarray], np.ndarray],
+                    ) -> Iterator[Prediction]:
     """One Prediction per array, fitted to the run's image size as a decoded photo file is."""
-    infer = answerer(r, tta)
     size, resize = r.config.data.image_size, r.config.data.resize
     for start in range(0, len(arrays), BATCH):
         batch = np.stack([fit_array(a, size, resize) for a in arrays[start:start + BATCH]])

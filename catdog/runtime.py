@@ -1,9 +1,9 @@
 """Inference with ONNX Runtime on a run's exported model.onnx, without TensorFlow or Keras.
 
 Importing TensorFlow takes seconds; ONNX Runtime a fraction of one. `catdog predict` and
-`catdog serve` use this when the run holds a model.onnx (written at the end of training when
-`catdog[export]` is installed, or by `catdog export`) and fall back to Keras otherwise. Nothing
-here may import TensorFlow or Keras, directly or through another catdog module.
+`catdog serve` use this when the run holds a model.onnx (written at the end of training, by
+`catdog export`, or by the first `catdog predict` of a run that had none) and fall back to Keras
+otherwise. Nothing here may import TensorFlow or Keras, directly or through another catdog module.
 
 A model.onnx is used only once it is shown to be this run's current export: its contract
 (model.onnx.json) and the ONNX file's own metadata record the SHA-256 and size of the
@@ -14,7 +14,7 @@ image size and resize mode predict and serve read) must say what the model was t
 its contract records it; when they do not, nothing answers (RunError), since Keras would give
 the wrong labels, or be fed the wrong pixels, too.
 
-ONNX Runtime is imported inside functions: it is an optional extra.
+ONNX Runtime is imported inside functions: an install may lack it (predict then falls back to Keras).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def open_onnx(run: Run) -> tuple[OnnxModel | None, str | None]:
                       f"from another run)")
     check_config(run, contract)
     if importlib.util.find_spec("onnxruntime") is None:
-        return None, f"{shown(path)} not used: onnxruntime is not installed (pip install 'catdog[export]')"
+        return None, f"{shown(path)} not used: onnxruntime is not installed (pip install onnxruntime)"
     try:
         model = OnnxModel(path)
     # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...) for a bad file.

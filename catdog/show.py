@@ -60,8 +60,6 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
         PlotError: `out` already holds one of the pictures.
         RunError: no usable run folder.
     """
-    from catdog import inspection
-
     if (reason := not_a_local_file(str(image))) is not None:
         raise ImageError(f"{image}: {reason}")
     r = load_run(run)
@@ -70,6 +68,8 @@ def show(image: str | Path, run: str | Path | None = None, out: str | Path | Non
         pixels = load_image(image, r.config.data.image_size, r.config.data.resize)
     except ImageError as exc:
         raise ImageError(f"{shown(image)}: {exc}") from None
+    from catdog import inspection  # Keras: after the run and the photo are known to be good
+
     maps = inspection.feature_maps(r.model, pixels)
     heatmap, index, probabilities = inspection.hires_cam(r.model, pixels)
 

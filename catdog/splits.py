@@ -14,18 +14,19 @@ import numpy as np
 from catdog.cache import Prepared, Progress, prepare
 from catdog.config import Config
 from catdog.errors import ConfigError, DataError, shown
-from catdog.folders import discover
+from catdog.folders import Found, discover
 
 
-def prepare_folder(config: Config, folder: str | Path, classes: list[str] | None = None,
+def prepare_folder(config: Config, folder: str | Path | Found, classes: list[str] | None = None,
                    progress: Progress | None = None) -> Prepared:
-    """Find the images of `folder` and bring the cache up to date at the config's size and mode.
+    """Find the images of `folder` (unless already found) and bring the cache up to date at the
+    config's size and mode.
 
     Raises:
         DataError: see `discover`; or a class folder none of whose files could be read (a model
             trained without a class's photos would still answer with it).
     """
-    found = discover(folder, classes)
+    found = folder if isinstance(folder, Found) else discover(folder, classes)
     d = config.data
     prepared = prepare(found, d.image_size, d.resize, d.cache_dir, d.workers, progress)
     refuse_unusable_classes(prepared)

@@ -39,6 +39,7 @@ from catdog.config import Config, save_config
 from catdog.devices import backend as keras_backend
 from catdog.devices import emulated_bfloat16, training_device
 from catdog.errors import RunError, TrainingError, TrainingInterrupted, first_line, replacing, shown
+from catdog.folders import Found, discover
 from catdog.optimizers import accumulation, micro_batch, plateau_callback, unjittable, warmup_epochs
 from catdog.plan import check_config, class_weights, set_phase, uneven_warning
 from catdog.runs import (
@@ -92,12 +93,21 @@ class TrainResult:
                 f"{self.best_epoch})" + tail)
 
 
-def load_data(config: Config, data: str | Path | None, progress: Progress | None = None) -> Split:
-    """Prepare the training (and validation) folders and split them by the config."""
-    train = prepare_folder(config, data_dir(config, data), progress=progress)
-    val = None
-    if config.data.validation_dir:
-        val = prepare_folder(config, config.data.validation_dir, classes=train.classes, progress=progress)
+def find_data(config: Config, data: str | Path | None) -> tuple[Found, Found | None]:
+    """The photos of the training (and validation) folders, found without reading one: a missing
+    or empty folder is said before TensorFlow starts, which takes seconds."""
+    train = discover(data_dir(config, data))
+    val = discover(config.data.validation_dir, train.classes) if config.data.validation_dir else None
+    return train, val
+
+
+def load_data(config: Config, data: str | Path | None, progress: Progress | None = None,
+              found: tuple[Found, Found | None] | None = None) -> Split:
+    """Prepare the training (and validation) folders and split them by the config; `found` is
+    what `find_data` found in them, when it was called already."""
+    train_found, val_found = found or find_data(config, data)
+    train = prepare_folder(config, train_found, progress=progress)
+    val = prepare_folder(config, val_found, progress=progress) if val_found is not None else None
     return split(config, train, val)
 
 
@@ -121,6 +131,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     """
     say = report or (lambda _msg: None)
     plan = check_config(config)  # config errors before any data is read or folder written
+    found = find_data(config, data)
     _say_warm_up(config, plan, say)
     # Multi-worker training and GPU memory growth must be set before TensorFlow starts.
     dist = distribute.start(config)
@@ -129,7 +140,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     # A bad model name or activation, layers that do not fit the image size, weights that cannot
     # be had: all found before any photo is prepared.
     check_model(config, fetch=True)
-    sp = load_data(config, data, progress)
+    sp = load_data(config, data, progress, found)
     weights = _class_weights_said(config, sp, say)
     state = _resume or State()
     run_dir = _open_run(config, data, out, sp, dist, state, resuming=_resume is not None)

@@ -194,7 +194,7 @@ def test_fast_predict_agrees_with_keras(run_dir, photos):
     onnx, moved = run_dir / "model.onnx", run_dir / "model.onnx.aside"
     onnx.rename(moved)
     try:
-        keras_answers = list(predict(files, run_dir))
+        keras_answers = list(predict(files, run_dir, write_onnx=False))
     finally:
         moved.rename(onnx)
     assert [p.label for p in fast] == [p.label for p in keras_answers]
@@ -359,8 +359,8 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def test_missing_converter_names_the_extra(run_dir, tmp_path):
-    with pytest.raises(ExportError, match=r"^exporting onnx needs tf2onnx, onnx: pip install 'catdog\[export\]'$"):
+def test_missing_converter_names_the_packages(run_dir, tmp_path):
+    with pytest.raises(ExportError, match=r"^exporting onnx needs tf2onnx, onnx: pip install tf2onnx onnx$"):
         export(run_dir, "onnx", tmp_path / "m.onnx", find=lambda name: None)
     assert not list(tmp_path.iterdir())
 
@@ -401,3 +401,75 @@ def test_bench_predicts_plain_keras_script_loads_a_resnet_run(run_dir, photos):
                           str(next(photos.rglob("*.jpg")))], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().startswith("[[")
+
+
+# --- a run trained without the converter: the first predict writes model.onnx ------------------------
+
+
+def run_without_model_onnx(run_dir: Path, where: Path, keep_contract: bool = False) -> Path:
+    """A copy of `run_dir` as a run trained where the ONNX converter was missing (times kept)."""
+    return Path(shutil.copytree(run_dir, where, ignore=shutil.ignore_patterns(
+        "model.onnx" if keep_contract else "model.onnx*")))
+
+
+@article_only
+def test_first_predict_writes_model_onnx_and_the_next_needs_no_tensorflow(run_dir, photos, tmp_path):
+    run = run_without_model_onnx(run_dir, tmp_path / "run")
+    photo = next(photos.rglob("*.jpg"))
+    first = CliRunner().invoke(main, ["predict", "--run", str(run), "--json", str(photo)])
+    assert first.exit_code == 0, first.output
+    assert first.stderr == (f"wrote {run}/model.onnx (once, from its model.keras): later predicts answer through "
+                            f"ONNX Runtime without loading TensorFlow\n")
+    contract = read_contract(run / "model.onnx")
+    assert contract["keras_sha256"] == hashlib.sha256((run / "model.keras").read_bytes()).hexdigest()
+    assert contract["parity"]["labels_agree"] and contract["parity"]["max_abs_diff"] <= 1e-4
+    (own,) = predict([photo], run_dir)  # the export train wrote answers the same
+    answered = json.loads(first.stdout)
+    assert answered["label"] == own.label and abs(answered["probability"] - own.probability) <= 1e-5
+    # The next predict, in a new process as a user runs it: ONNX Runtime, no TensorFlow, nothing said.
+    code = ("import sys\nfrom catdog.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
+            "    print('loaded', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules), file=sys.stderr)")
+    second = subprocess.run([sys.executable, "-c", code, "predict", "--run", str(run), "--json", str(photo)],
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert second.stderr == "loaded []\n"
+    assert json.loads(second.stdout) == answered
+
+
+@article_only
+def test_predict_that_cannot_write_model_onnx_answers_through_keras_with_one_warning(run_dir, photos, tmp_path):
+    # model.onnx deleted, its contract left behind: export never replaces a file without --force.
+    run = run_without_model_onnx(run_dir, tmp_path / "run", keep_contract=True)
+    stray = (run / "model.onnx.json").read_bytes()
+    photo = next(photos.rglob("*.jpg"))
+    result = CliRunner().invoke(main, ["predict", "--run", str(run), "--json", str(photo)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"warning: {run}/model.onnx could not be written for fast predicts ({run}/model.onnx.json "
+                             f"already exists; remove it, pass --force to replace it, or pass --out NEW_PATH); Keras "
+                             f"answers instead\n")
+    assert not (run / "model.onnx").exists() and (run / "model.onnx.json").read_bytes() == stray
+    (keras,) = predict([photo], run, write_onnx=False)
+    assert json.loads(result.stdout) == keras.to_dict()
+    assert not list(run.glob(".catdog-export-*"))
+
+
+@article_only
+def test_predict_in_a_read_only_run_folder_answers_through_keras_with_one_warning(run_dir, photos, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a read-only tmpfs")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        run = run_without_model_onnx(run_dir, disk / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        photo = next(photos.rglob("*.jpg"))
+        result = CliRunner().invoke(main, ["predict", "--run", str(run), str(photo)])
+        assert result.exit_code == 0, result.output
+        assert result.stderr == (f"warning: {run}/model.onnx could not be written for fast predicts ({run} is "
+                                 f"read-only); Keras answers instead\n")
+        assert result.stdout.startswith(f"{photo}: ") and not (run / "model.onnx").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
