@@ -45,6 +45,9 @@ _PUBLIC = {
     "CacheError": "catdog.errors",
 }
 
+# Modules that never import TensorFlow: using them leaves the backend's logging as it is.
+_QUIET = {"catdog.errors", "catdog.config"}
+
 # Written out, not built from _PUBLIC, so that linters see the TYPE_CHECKING names used.
 __all__ = [
     "__version__",
@@ -68,6 +71,10 @@ def __getattr__(name: str) -> Any:
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'catdog' has no attribute {name!r}")
+    if module not in _QUIET:  # errors and configs start no backend; the rest may
+        from catdog.native_logs import quiet_library
+
+        quiet_library()
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # looked up once
     return value

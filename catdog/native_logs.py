@@ -9,7 +9,8 @@ then copies everything back to the real stderr except the lines TF_CPP_MIN_LOG_L
 hide (informational and warning lines of the C++ log). An error line, a Python warning or
 anything else printed meanwhile still reaches the terminal, in order.
 
-CATDOG_BACKEND_LOGS=1 turns this off (cli.py does not install it).
+The CLI and the Python API (`catdog.<name>`, on first use) install it; CATDOG_BACKEND_LOGS=1
+turns it off for both.
 """
 
 from __future__ import annotations
@@ -91,3 +92,13 @@ def install() -> None:
     """Filter the native lines of TensorFlow's first import, whoever imports it (Keras, catdog)."""
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietFinder())
+
+
+def quiet_library() -> None:
+    """For the Python API: filter TensorFlow's first import as the CLI does, and hide its later
+    informational log lines (the converter's "Starting new session") unless the user has chosen a
+    TF_CPP_MIN_LOG_LEVEL. Nothing once TensorFlow is loaded, or with CATDOG_BACKEND_LOGS=1."""
+    if os.environ.get("CATDOG_BACKEND_LOGS") == "1" or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    install()

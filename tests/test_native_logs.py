@@ -27,7 +27,7 @@ def run(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     fake = tmp_path / "fake" / "tensorflow"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text(f"import os\nos.write(2, {CHATTER + KEPT!r})\n")
-    child_env = {k: v for k, v in os.environ.items() if k != "CATDOG_BACKEND_LOGS"}
+    child_env = {k: v for k, v in os.environ.items() if k not in ("CATDOG_BACKEND_LOGS", "TF_CPP_MIN_LOG_LEVEL")}
     child_env.update(env, PYTHONPATH=os.pathsep.join([str(tmp_path / "fake"), str(ROOT)]))
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, env=child_env,
                           timeout=60)
@@ -56,3 +56,14 @@ def test_catdog_backend_logs_shows_everything(tmp_path):
     done = run("import catdog.cli, tensorflow", tmp_path, CATDOG_BACKEND_LOGS="1")
     assert done.returncode == 0, done.stderr
     assert done.stderr == CHATTER + KEPT
+
+
+def test_the_python_api_filters_tensorflows_import_too(tmp_path):
+    code = "import os, catdog; catdog.predict; import tensorflow; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+    done = run(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == KEPT and done.stdout == b"2\n"
+    # A level the user chose is theirs; CATDOG_BACKEND_LOGS=1 shows everything, as for the CLI.
+    assert run(code, tmp_path / "mine", TF_CPP_MIN_LOG_LEVEL="0").stdout == b"0\n"
+    shown = run(code, tmp_path / "all", CATDOG_BACKEND_LOGS="1")
+    assert shown.stderr == CHATTER + KEPT and shown.stdout == b"None\n"
