@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 
@@ -391,3 +392,48 @@ def test_a_description_is_the_comment_without_its_marks():
 def test_a_description_keeps_the_words_next_to_its_marks():
     from catdog.config import describe
     assert describe("#XL model\n") == "XL model" and describe("# Model X.\n") == "Model X"
+
+
+def test_a_top_level_key_put_in_a_section_is_pointed_back_to_the_top():
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, ["data.seed=1"])
+    assert str(exc.value) == "unknown config key data.seed (--set); did you mean seed?"
+
+
+def test_config_yaml_writes_each_block_on_one_line():
+    lines = config_yaml(load_config("large")).splitlines()
+    blocks = [line for line in lines if line.startswith("  - ")]
+    assert blocks[0] == "  - {filters: 32, kernel_size: 3, strides: 1, convs: 1, pool: max, pool_size: 2, dropout: 0.0}"
+    assert len(blocks) == 4 and lines[lines.index("  blocks:") + 5] == "  dense_units: 0"
+
+
+def test_the_unread_key_warning_points_at_the_caller_and_cuts_a_long_list(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    # The keys come to 301 characters: cut at 300.
+    mine.write_text("model:\n  name: resnet\n  top: flatten\n  pool: max\n  blocks: [" +
+                    ", ".join(["{batch_norm: true}"] * 10) + "]\n")
+    keys = ", ".join(["model.top", "model.pool"] + [f"model.blocks[{i}].batch_norm" for i in range(10)])
+    assert len(keys) == 301
+    with pytest.warns(UnreadKeyWarning) as caught:
+        load_config(mine)
+    assert str(caught[0].message) == (f"{keys[:300]}... are not read by the resnet model (it reads: {RESNET_READS}); "
+                                      f"ignored ({mine})")
+    if "MUTANT_UNDER_TEST" not in os.environ:  # under mutmut its trampoline is the caller
+        assert caught[0].filename == __file__
+
+
+def test_c_suggests_a_yml_file_and_only_a_close_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "exp1.yml").write_text("seed: 1\n")
+    names = "article, large, small, transfer"
+    cases = {
+        "mine/exp1.yaml": "config file not found: mine/exp1.yaml; did you mean mine/exp1.yml?",
+        "mine/abc1.yml": f"config file not found: mine/abc1.yml (expected a YAML file or a built-in config name: "
+                         f"{names})",  # as close as 0.67 to exp1.yml: too far to suggest
+        # A name with a folder is a file's, never a built-in config's.
+        "mine/small": f"config file not found: mine/small (expected a YAML file or a built-in config name: {names})",
+    }
+    for given, message in cases.items():
+        result = CliRunner().invoke(main, ["config", "resolve", "-c", given])
+        assert (result.exit_code, result.stderr) == (1, f"Error: {message}\n"), given

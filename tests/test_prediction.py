@@ -174,3 +174,8 @@ def test_decoded_chunks_keep_the_order_and_name_each_unreadable_file(tmp_path):
         wanted = [load_image(f, (8, 12), "pad") for f in chunk if f not in failed]
         assert all(p.shape == (8, 12, 3) and (p == w).all() for p, w in zip(pixels, wanted, strict=True))
     assert list(decoded_chunks(files[:2], (8, 8), "squash", 5))[0][0] == files[:2]
+
+
+def test_an_arrays_answer_has_no_path():
+    assert Prediction(None, label="cat", probability=0.9).to_dict()["path"] is None
+    assert Prediction(None, error="not RGB").to_dict() == {"path": None, "error": "not RGB"}

@@ -139,3 +139,34 @@ def test_prepare_folder_uses_the_configs_cache_and_reports_progress(tiny_data, t
     prepared = prepare_folder(config, tiny_data, progress=lambda done, total: calls.append((done, total)))
     assert len(prepared.files) == 48 and prepared.images[np.array([0])].shape == (1, 8, 8, 3)
     assert any((tmp_path / "cache").rglob("*")) and calls and calls[-1][1] == 48
+
+
+def test_prepare_folder_holds_a_folder_to_the_models_classes(tiny_data, tmp_path):
+    from catdog.splits import prepare_folder
+    config = load_config(None, ["data.image_size=8", f"data.cache_dir={tmp_path / 'cache'}", "data.workers=1"])
+    with pytest.raises(DataError, match=r"has classes the model does not know: dogs \(model classes: cats, birds\)"):
+        prepare_folder(config, tiny_data, classes=["cats", "birds"])
+    assert prepare_folder(config, tiny_data, classes=["dogs", "cats"]).labels[0] == 1  # cats/ is class 1
+
+
+def test_a_flat_class_of_unusable_files_is_named_by_its_file_names(tmp_path):
+    from catdog.splits import prepare_folder
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, path in enumerate(write_images(tmp_path / "made", 6)):
+        path.rename(flat / f"cat.{i}.jpg")
+        (flat / f"dog.{i}.jpg").write_bytes(b"not a photo")
+    config = load_config(None, ["data.image_size=8", f"data.cache_dir={tmp_path / 'cache'}", "data.workers=1"])
+    with pytest.raises(DataError) as exc:
+        prepare_folder(config, flat)
+    assert str(exc.value).startswith(f"{flat}: the files named dog.<number>: none of its 6 files is a usable image")
+
+
+def test_a_class_too_small_to_split_is_named_by_its_folder(tmp_path):
+    from catdog.splits import prepare_folder, split
+    write_images(tmp_path / "photos" / "cats", 6, seed=1)
+    write_images(tmp_path / "photos" / "dogs", 2, seed=2, bright=True)
+    config = load_config(None, ["data.image_size=8", f"data.cache_dir={tmp_path / 'cache'}", "data.workers=1",
+                                "data.validation_split=0.2", "data.test_split=0.2"])
+    with pytest.raises(DataError, match=r"^class dogs has 2 usable images"):
+        split(config, prepare_folder(config, tmp_path / "photos"))
