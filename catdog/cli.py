@@ -641,3 +641,75 @@ def cache_clear(cache_dir, everything, data, older_than):
         click.echo(entries_table(result.removed + result.foreign, result.root).rsplit("\n", 1)[0])
     count = len(result.removed) + len(result.foreign)
     click.echo(f"removed {count} cache{'s' * (count != 1)}, freed {size_text(result.freed)} in {shown(result.root)}")
+
+
+@main.command("runs")
+@click.argument("folder", required=False, default="runs", type=click.Path())
+@click.option("--sort", type=click.Choice(["name", "config", "model", "data", "epochs", "metric", "accuracy",
+                                           "balanced", "time", "state"]),
+              default="name", show_default=True, help="Column to sort by (runs without a value come last).")
+@click.option("--config", "config_name", metavar="NAME", help="Only the runs of this config.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+@friendly
+def runs_command(folder, sort, config_name, as_json):
+    """List the runs under FOLDER (default runs/): config, model, data, epochs, kept metric, latest
+    evaluation, training time and state; a damaged run folder is a row saying what is wrong.
+
+    Example: catdog runs --sort accuracy --config small
+    """
+    from catdog.run_table import list_runs, runs_table
+
+    rows = list_runs(folder, config=config_name, sort=sort)
+    if as_json:
+        for row in rows:
+            click.echo(dumps(row.to_dict()))
+    else:
+        click.echo(runs_table(rows))
+
+
+@main.command("compare")
+@click.argument("runs", nargs=-1, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), default="compare.png", show_default=True,
+              help="The PNG of the runs' learning curves overlaid.")
+@click.option("--force", is_flag=True, help="Replace the PNG at --out if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the PNG is still drawn).")
+@friendly
+def compare_command(runs, out, force, as_json):
+    """Compare two or more runs: the config keys that differ, the metrics side by side (from the
+    same evaluation folder where they share one), and their learning curves overlaid in one PNG.
+
+    Example: catdog compare runs/A runs/B --out ab.png
+    """
+    from catdog.run_table import compare_plot, compare_runs, duration
+
+    result = compare_runs(list(runs))
+    picture = compare_plot(result, out, force=force)
+    if as_json:
+        click.echo(dumps({**result.to_dict(), "picture": str(picture)}))
+        return
+    names = [shown(r.name, 40) for r in result.runs]
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return "-" if value is None else shown(str(value), 40)
+
+    def table(title: str, rows: list[tuple[str, list[str]]]) -> None:
+        width = max(len(k) for k, _ in rows)
+        cols = [max(len(n), *(len(v[i]) for _, v in rows)) for i, n in enumerate(names)]
+        click.echo(title)
+        for key, values in [("", names), *rows]:
+            cells = "  ".join(v.ljust(w) for v, w in zip(values, cols, strict=True))
+            click.echo(f"  {key:{width}}  {cells}".rstrip())
+
+    if result.differing:
+        table("config keys that differ", [(k, ["-" if v is None else shown(str(v), 40) for v in vs])
+                                          for k, vs in result.differing.items()])
+    else:
+        click.echo("config: the same in every run")
+    metrics = [(k, [duration(v) if k == "training seconds" else cell(v) for v in vs])
+               for k, vs in result.metrics.items()]
+    table("metrics", [("evaluation", [cell(e) for e in result.evaluation]), *metrics])
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"learning curves: {shown(picture)}")

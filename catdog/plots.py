@@ -447,3 +447,31 @@ def _rounded_box(x: float, y: float, w: float, h: float, colour: str) -> Any:
 
     return FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0,rounding_size=0.08",
                           facecolor=colour, edgecolor="#666666", linewidth=1)
+
+
+def compared_curves(names: Sequence[str], histories: Sequence[dict[str, list[float]]], path: str | Path) -> Path:
+    """Several runs' learning curves overlaid: one colour a run, training solid, validation dashed.
+
+    Written at 1100x420 pixels, like `learning_curves`.
+    """
+    fig = _figure(11, 4.2)
+    axes = fig.subplots(1, 2)
+    colours = [f"C{i % 10}" for i in range(len(names))]
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        for name, history, colour in zip(names, histories, colours, strict=True):
+            for prefix, kind, style in (("", "training", "-"), ("val_", "validation", "--")):
+                values = history.get(prefix + key)
+                if values:
+                    ax.plot(np.arange(1, len(values) + 1), [np.nan if v is None else v for v in values], style,
+                            color=colour, marker="o", markersize=3, label=f"{textwrap.shorten(name, 40)} ({kind})")
+        ax.set_title(f"{key.capitalize()} ({'lower' if key == 'loss' else 'higher'} is better)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle("Learning curves compared")
+    return _save(fig, path)

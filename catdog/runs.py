@@ -34,6 +34,8 @@ CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.json"
 SPLIT_FILE = "split.json"
 SKIPPED_FILE = "skipped.txt"
+# What training did, written when the model is saved: its seconds and epochs (catdog runs reads it).
+TRAINED_FILE = "training.json"
 # Held (flock) by the process training a run; the kernel lets go of it when that process dies.
 LOCK_FILE = "training.lock"
 # catdog.checkpoints' CHECKPOINT_DIR/STATE_FILE (that module imports this one): the last saved epoch.

@@ -49,6 +49,7 @@ from catdog.runs import (
     MODEL_FILE,
     SKIPPED_FILE,
     SPLIT_FILE,
+    TRAINED_FILE,
     claim_out_dir,
     new_run_dir,
     read_run_config,
@@ -185,6 +186,8 @@ def _build_and_fit(config: Config, sp: Split, run_dir: Path, plan: list[tuple[in
         model = build_model(config, len(sp.train.classes))
         monitor, seconds = _fit(model, config, sp, run_dir, plan, state, say, weights, dist, batch_progress,
                                 callbacks)
+    write_json(run_dir / TRAINED_FILE, {"seconds": round(seconds, 3), "epochs_done": state.epochs_done,
+                                        "early_stopped": state.stopped})
     _save_model(model, run_dir)
     return device, model, monitor, seconds
 
