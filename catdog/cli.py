@@ -61,6 +61,12 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:  # `catdog runs --json | head`: the reader has all it wanted
+            if debugging():
+                raise
+            # Python's own recipe: stdout to /dev/null, so that flushing it at exit raises nothing.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(1) from None
         except (CatdogError, OSError, MemoryError) as exc:
             if debugging():
                 raise

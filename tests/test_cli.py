@@ -299,3 +299,18 @@ def test_sigterm_wrapped_by_native_code_still_ends_in_its_line_and_143(capsys):
             raise TypeError("<built-in function __import__> returned a result with an exception set") from None
     assert stopped.value.exit_code == 128 + signal.SIGTERM
     assert capsys.readouterr().err == "export stopped by SIGTERM; what it had half written was removed\n"
+
+
+def test_a_reader_that_stops_early_gets_no_error_line():
+    """`catdog ... | head`: the pipe closes before catdog has written everything; no `Error:` line."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "from catdog.cli import main; main()", "config", "resolve", "-c",
+                              "large"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child writes: its first write meets a closed pipe
+    stderr = child.stderr.read()
+    assert child.wait(timeout=60) == 1
+    assert stderr == b""
