@@ -84,3 +84,9 @@ def test_train_and_evaluate_on_training_photos_mark_the_report_leaky(tmp_path):
     assert result.exit_code == 0, result.output
     clean = json.loads(result.output)
     assert clean["leaky"] is False and clean["leaks"]["training_photos"] == 0 and clean["leaks"]["list"] is None
+
+    # A run trained before the hashes were recorded: said, not silently passed as clean.
+    (run / HASHES_FILE).unlink()
+    older = evaluate(run, photos, out=tmp_path / "older")
+    assert older.to_dict()["leaks"]["checked"] is False
+    assert f"note: the run has no {HASHES_FILE} (trained by an older catdog)" in older.table()
