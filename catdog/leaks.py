@@ -55,11 +55,14 @@ class Leaks:
         out = []
         if self.shared:
             a, b = self.shared[0]
-            out.append(f"warning: {len(self.shared)} of the {scored} are also training photos (same pixels), "
+            n = len(self.shared)
+            out.append(f"warning: {n} of the {scored} {'is a training photo' if n == 1 else 'are training photos'} "
+                       f"too (same pixels), "
                        f"e.g. {shown(a)} = {shown(b)}; list in {shown(listed)}")
         if self.two_classes:
             a, ca, b, cb = self.two_classes[0]
-            out.append(f"warning: {len(self.two_classes)} photos are filed in two classes (same pixels), "
+            n = len(self.two_classes)
+            out.append(f"warning: {n} {'photo is' if n == 1 else 'photos are'} filed in two classes (same pixels), "
                        f"e.g. {shown(a)} ({shown(ca)}) = {shown(b)} ({shown(cb)}); list in {shown(listed)}")
         return out
 
@@ -98,10 +101,12 @@ def find(scored: list[tuple[str, str, str]], training: dict[str, str],
     return leaks
 
 
-def named(prepared: Prepared, hashes: list[str], idx: np.ndarray | None = None,
-          prefix: str = "") -> list[tuple[str, str, str]]:
-    """(name, class, hash) for the photos at positions `idx` (default all) of `prepared`."""
+def named(prepared: Prepared, hashes: list[str], idx: np.ndarray | None = None) -> list[tuple[str, str, str]]:
+    """(name, class, hash) for the photos at positions `idx` (default all) of `prepared`, each named
+    by its path from the folder's parent (e.g. validation/cats/cat.1.jpg), so that photos of two
+    folders are told apart."""
     positions = range(len(prepared.files)) if idx is None else idx
+    prefix = f"{prepared.found.root.resolve().name}/"
     return [(prefix + prepared.files[i], prepared.classes[prepared.labels[i]], h)
             for i, h in zip(positions, hashes, strict=True)]
 
@@ -122,9 +127,7 @@ def check_split(sp, run_dir: Path, say: Callable[[str], None]) -> Leaks:
     if sp.val is sp.train:
         scored += [everything[i] for i in sp.val_idx]
     else:
-        # Photos of the validation folder are named by the path from the training folder's parent.
-        prefix = f"{sp.val.found.root.name}/"
-        val_named = named(sp.val, pixel_hashes(sp.val, sp.val_idx), sp.val_idx, prefix)
+        val_named = named(sp.val, pixel_hashes(sp.val, sp.val_idx), sp.val_idx)
         scored += val_named
         groups.append(val_named)
     leaks = find(scored, training, groups)

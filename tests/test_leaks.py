@@ -22,7 +22,8 @@ def _checked(config_sets: list[str], data: Path, run_dir: Path) -> tuple[list[st
 
 
 def test_a_clean_split_says_nothing_and_records_the_training_hashes(tiny_data, tmp_path):
-    said, leaks = _checked(["data.image_size=8", "data.test_split=0.25", "data.validation_split=0.25"], tiny_data, tmp_path / "run")
+    sets = ["data.image_size=8", "data.test_split=0.25", "data.validation_split=0.25"]
+    said, leaks = _checked(sets, tiny_data, tmp_path / "run")
     assert said == [] and not leaks and not (tmp_path / "run" / LEAKS_FILE).exists()
     recorded = json.loads((tmp_path / "run" / HASHES_FILE).read_text())["training"]
     assert len(recorded) == 24 and all(len(h) == 32 for h in recorded)
@@ -35,16 +36,16 @@ def test_a_training_photo_copied_into_the_validation_folder_is_named(tiny_data, 
     sets = ["data.image_size=8", f"data.validation_dir={tmp_path / 'val'}"]
     said, leaks = _checked(sets, tiny_data, tmp_path / "run")
     listed = tmp_path / "run" / LEAKS_FILE
-    assert said == [f"warning: 1 of the validation and test photos are also training photos (same pixels), "
-                    f"e.g. val/dogs/copy.jpg = dogs/img_005.jpg; list in {listed}"]
-    assert listed.read_text() == "scored val/dogs/copy.jpg = training dogs/img_005.jpg\n"
+    assert said == [f"warning: 1 of the validation and test photos is a training photo too (same pixels), "
+                    f"e.g. val/dogs/copy.jpg = photos/dogs/img_005.jpg; list in {listed}"]
+    assert listed.read_text() == "scored val/dogs/copy.jpg = training photos/dogs/img_005.jpg\n"
 
 
 def test_a_photo_filed_in_both_classes_is_named_with_its_classes(tiny_data, tmp_path):
     shutil.copy(tiny_data / "cats" / "img_003.jpg", tiny_data / "dogs" / "also_a_cat.jpg")
     said, leaks = _checked(["data.image_size=8", "data.validation_split=0"], tiny_data, tmp_path / "run")
-    assert said == [f"warning: 1 photos are filed in two classes (same pixels), e.g. cats/img_003.jpg (cats) = "
-                    f"dogs/also_a_cat.jpg (dogs); list in {tmp_path / 'run' / LEAKS_FILE}"]
+    assert said == [f"warning: 1 photo is filed in two classes (same pixels), e.g. photos/cats/img_003.jpg (cats) = "
+                    f"photos/dogs/also_a_cat.jpg (dogs); list in {tmp_path / 'run' / LEAKS_FILE}"]
 
 
 def test_the_same_pixels_under_another_name_in_one_class_is_a_leak_across_the_split(tiny_data, tmp_path):
@@ -67,7 +68,7 @@ def test_train_and_evaluate_on_training_photos_mark_the_report_leaky(tmp_path):
     write_images(tmp_path / "val" / "dogs", 2, seed=9, bright=True)
     run, photos = train_tiny_run(tmp_path, "train.epochs=1", "data.image_size=8", "train.batch_size=8",
                                  f"data.validation_dir={tmp_path / 'val'}")
-    assert "scored val/cats/img_000.jpg = training cats/img_000.jpg\n" in (run / LEAKS_FILE).read_text()
+    assert "scored val/cats/img_000.jpg = training photos/cats/img_000.jpg\n" in (run / LEAKS_FILE).read_text()
 
     report = evaluate(run, photos)
     assert report.leaky and len(report.leaks.shared) == 24
@@ -76,7 +77,7 @@ def test_train_and_evaluate_on_training_photos_mark_the_report_leaky(tmp_path):
     assert saved["leaks"]["list"] == str(report.out_dir / LEAKS_FILE)
     table = report.table()
     assert "(LEAKY: see the warnings below)" in table.splitlines()[0]
-    assert "warning: 24 of the photos scored are also training photos (same pixels), e.g. " in table
+    assert "warning: 24 of the photos scored are training photos too (same pixels), e.g. " in table
 
     write_images(tmp_path / "new" / "cats", 3, seed=11)
     write_images(tmp_path / "new" / "dogs", 3, seed=12, bright=True)
