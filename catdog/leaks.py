@@ -21,6 +21,7 @@ import numpy as np
 
 from catdog.cache import Prepared
 from catdog.errors import replacing, shown
+from catdog.splits import Split
 
 HASHES_FILE = "pixel_hashes.json"
 LEAKS_FILE = "leaks.txt"
@@ -111,12 +112,9 @@ def named(prepared: Prepared, hashes: list[str], idx: np.ndarray | None = None) 
             for i, h in zip(positions, hashes, strict=True)]
 
 
-def check_split(sp, run_dir: Path, say: Callable[[str], None]) -> Leaks:
+def check_split(sp: Split, run_dir: Path, say: Callable[[str], None]) -> Leaks:
     """At training: record the training photos' hashes in the run, and warn about validation or test
-    photos that are training photos, and about photos filed in two classes (RUN/leaks.txt lists them).
-
-    `sp` is a catdog.splits.Split.
-    """
+    photos that are training photos, and about photos filed in two classes (RUN/leaks.txt lists them)."""
     train_all = pixel_hashes(sp.train)
     everything = named(sp.train, train_all)
     training: dict[str, str] = {}
