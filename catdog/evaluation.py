@@ -15,6 +15,7 @@ from catdog.batches import batches
 from catdog.cache import Prepared, Progress, folder_digest
 from catdog.errors import DataError, ImageError, PlotError, shown
 from catdog.images import load_image
+from catdog.leaks import HASHES_FILE, LEAKS_FILE, Leaks, find, named, pixel_hashes, read_hashes
 from catdog.prediction import as_class_probabilities, with_mirror_averaged
 from catdog.runs import Run, load_run, write_json
 from catdog.splits import prepare_folder
@@ -54,6 +55,23 @@ class EvalReport:
     out_dir: Path | None = None
     # confusion_matrix.png and top_mistakes.png beside report.json.
     pictures: list[Path] = field(default_factory=list)
+    # Scored photos that are training photos or filed in two classes (catdog.leaks).
+    leaks: Leaks | None = None
+    # The run trained before catdog recorded its training photos' hashes.
+    leaks_unchecked: bool = False
+
+    @property
+    def leaky(self) -> bool:
+        return bool(self.leaks)
+
+    def leak_lines(self) -> list[str]:
+        """The warnings about leaks, or the line saying training photos were not looked for."""
+        listed = (self.out_dir or Path()) / LEAKS_FILE
+        lines = self.leaks.lines("photos scored", listed) if self.leaks else []
+        if self.leaks_unchecked:
+            lines.append(f"note: the run has no {HASHES_FILE} (trained by an older catdog), so the photos "
+                         "scored were not checked against its training photos")
+        return lines
 
     def to_dict(self) -> dict:
         return {
@@ -63,13 +81,21 @@ class EvalReport:
             "photos_csv": str(self.out_dir / PHOTOS_FILE) if self.out_dir is not None else None,
             "per_class": self.per_class, "confusion_matrix": self.confusion,
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+            "leaky": self.leaky, "leaks": self._leaks_dict(),
         }
+
+    def _leaks_dict(self) -> dict | None:
+        if self.leaks is None:
+            return None
+        listed = (self.out_dir or Path()) / LEAKS_FILE if self.leaks else None
+        return {**self.leaks.to_dict(listed), "checked": not self.leaks_unchecked}
 
     def table(self) -> str:
         """The report as aligned text for the terminal."""
         names = [shown(c, 40) for c in self.classes]
         width = max(9, *(len(c) for c in names))
-        lines = [f"{self.count} images from {shown(self.source)}",
+        leaky = " (LEAKY: see the warnings below)" if self.leaky else ""
+        lines = [f"{self.count} images from {shown(self.source)}{leaky}",
                  f"accuracy           {self.accuracy:.4f}", f"balanced accuracy  {self.balanced_accuracy:.4f}",
                  f"macro F1           {self.macro_f1:.4f}", f"log loss           {self.log_loss:.4f}", "",
                  f"{'class':<{width}}  precision  recall     f1  support"]
@@ -83,6 +109,8 @@ class EvalReport:
             lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
         if self.skipped:
             lines += ["", f"skipped {len(self.skipped)} files:"] + [f"  {shown(f)}: {r}" for f, r in self.skipped]
+        if self.leak_lines():
+            lines += ["", *self.leak_lines()]
         return "\n".join(lines)
 
 
@@ -207,7 +235,8 @@ def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None
             file the report would write.
     """
     if out is not None:
-        clash = [n for n in (REPORT_FILE, PHOTOS_FILE, CONFUSION_FILE, MISTAKES_FILE) if (Path(out) / n).exists()]
+        written = (REPORT_FILE, PHOTOS_FILE, CONFUSION_FILE, MISTAKES_FILE, LEAKS_FILE)
+        clash = [n for n in written if (Path(out) / n).exists()]
         if clash:
             raise PlotError(f"--out {shown(out)} already holds {', '.join(clash)}; pick another folder")
     r = run if isinstance(run, Run) else load_run(run)
@@ -217,6 +246,7 @@ def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None
         source = str(data)
     else:
         prepared, idx, source = _held_out(r, progress)
+    found_leaks, unchecked = _leaks(r, prepared, idx)
     # Loaded once the photos are there: a wrong folder is said before TensorFlow starts (seconds).
     model = with_mirror_averaged(r.model) if tta else r.model
     probs = class_probabilities(model, prepared.images, prepared.rows[idx])
@@ -225,14 +255,26 @@ def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None
     report = EvalReport(r.dir, source, r.classes, s["accuracy"], s["balanced_accuracy"], s["macro_f1"],
                         s["log_loss"], s["per_class"], s["confusion"],
                         len(idx), prepared.skipped, [prepared.found.root / prepared.files[i] for i in idx],
-                        labels, probs)
+                        labels, probs, leaks=found_leaks, leaks_unchecked=unchecked)
     name = "held-out" if data is None else _slug(Path(data))
     report.out_dir = Path(out) if out is not None else r.dir / "evaluation" / (name + "-tta" if tta else name)
     report.out_dir.mkdir(parents=True, exist_ok=True)
+    if found_leaks:
+        found_leaks.write(report.out_dir / LEAKS_FILE)
+    else:
+        (report.out_dir / LEAKS_FILE).unlink(missing_ok=True)  # left by an earlier evaluation of this set
     write_photos_csv(report, report.out_dir / PHOTOS_FILE)
     write_json(report.out_dir / REPORT_FILE, report.to_dict())
     report.pictures = evaluation_pictures(report, r.config.data.image_size, r.config.data.resize)
     return report
+
+
+def _leaks(r: Run, prepared: Prepared, idx: np.ndarray) -> tuple[Leaks, bool]:
+    """The scored photos that are the run's training photos or filed in two classes (same pixels),
+    and whether the run lacked the record of its training photos' hashes."""
+    training = read_hashes(r.dir)
+    scored = named(prepared, pixel_hashes(prepared, idx), idx)
+    return find(scored, training or {}, [scored]), training is None
 
 
 def _slug(folder: Path) -> str:

@@ -40,6 +40,7 @@ from catdog.devices import backend as keras_backend
 from catdog.devices import emulated_bfloat16, training_device
 from catdog.errors import RunError, TrainingError, TrainingInterrupted, first_line, replacing, shown
 from catdog.folders import Found, discover
+from catdog.leaks import check_split
 from catdog.optimizers import accumulation, micro_batch, plateau_callback, unjittable, warmup_epochs
 from catdog.plan import check_config, class_weights, set_phase, uneven_warning
 from catdog.runs import (
@@ -147,6 +148,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     run_dir = _open_run(config, data, out, sp, dist, state, resuming=_resume is not None)
     try:
         with training_lock(run_dir), _removed_unless_resumable(run_dir, fresh=_resume is None or not dist.chief):
+            check_split(sp, run_dir, say)
             device, model, monitor, seconds = _build_and_fit(config, sp, run_dir, plan, state, say, weights, dist,
                                                              batch_progress, callbacks or [])
     except TrainingInterrupted:
