@@ -145,19 +145,15 @@ def tensorboard_callback(run_dir: Path) -> Any:
     is missing (tf.summary.scalar is TensorBoard's: TensorFlow alone, and so JAX, cannot write them).
 
     Placed after the checkpointer, it logs only epochs that a resume will not run again, so a
-    resumed run (fit's initial_epoch) continues the same logs without a step written twice.
+    resumed run (fit's initial_epoch) continues the same logs without a step written twice. Each
+    epoch is on disk when it ends (the writer flushes as Keras leaves its as_default), so TensorBoard
+    shows a run live and a killed run keeps its epochs.
     """
     if importlib.util.find_spec("tensorboard") is None:
         return None
     import keras
 
     class TensorBoard(keras.callbacks.TensorBoard):
-        def on_epoch_end(self, epoch, logs=None):
-            super().on_epoch_end(epoch, logs)
-            # Written now: a Ctrl-C skips on_train_end, which would have flushed the last epochs.
-            for writer in self._writers.values():
-                writer.flush()
-
         def on_test_end(self, logs=None):
             # Keras adds evaluation_*_vs_iterations at the optimizer's step count, which starts
             # again at 0 when a frozen backbone's fine-tuning compiles a new optimizer: steps would

@@ -80,6 +80,9 @@ def test_tensorboard_logs_each_epoch_once_across_a_resume(tiny_data, tmp_path):
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            # TensorBoard watching a run sees each epoch as it ends (and a killed run keeps it).
+            written = tensorboard_scalars(tmp_path / "run").get(("train", "epoch_loss"), [])
+            assert [step for step, _ in written] == list(range(epoch + 1)), written
             if epoch == 0:
                 raise KeyboardInterrupt  # as Ctrl-C would, after the first epoch was checkpointed
 
