@@ -58,7 +58,7 @@ def test_learning_curves_mark_the_kept_epoch_with_and_without_keep_best(tmp_path
 
 
 def tensorboard_scalars(run_dir: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """{(train or validation, tag): [(step, value), ...]} of every scalar in a run's event files,
+    """{(train or validation, tag): [(step, value), ...]} of every summary in a run's event files,
     in the order written."""
     import tensorflow as tf
 
@@ -66,7 +66,8 @@ def tensorboard_scalars(run_dir: Path) -> dict[tuple[str, str], list[tuple[int, 
     for events in sorted((run_dir / "tensorboard").glob("*/events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(events)):
             for value in event.summary.value:
-                number = float(tf.make_ndarray(value.tensor))
+                array = tf.make_ndarray(value.tensor)
+                number = float(array) if array.dtype.kind == "f" else float("nan")  # nan: not a scalar
                 found.setdefault((events.parent.name, value.tag), []).append((event.step, number))
     return found
 
