@@ -72,26 +72,41 @@ def tensorboard_scalars(run_dir: Path) -> dict[tuple[str, str], list[tuple[int, 
     return found
 
 
-def test_tensorboard_logs_each_epoch_once_across_a_resume(tiny_data, tmp_path):
+def test_tensorboard_logs_each_epoch_once_across_a_resume(tiny_data, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     import keras
 
+    from catdog import training
     from catdog.config import load_config
-    from catdog.training import resume, train
 
-    class Interrupt(keras.callbacks.Callback):
+    class Watch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             # TensorBoard watching a run sees each epoch as it ends (and a killed run keeps it).
             written = tensorboard_scalars(tmp_path / "run").get(("train", "epoch_loss"), [])
             assert [step for step, _ in written] == list(range(epoch + 1)), written
-            if epoch == 0:
-                raise KeyboardInterrupt  # as Ctrl-C would, after the first epoch was checkpointed
 
+    def checkpointer(*args, **kwargs):
+        # Ctrl-C as the second epoch ends, before its checkpoint: the resume trains it again, so
+        # it must not be in the logs yet.
+        keeper = real_checkpointer(*args, **kwargs)
+        save = keeper.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+            save(epoch, logs)
+
+        keeper.on_epoch_end = on_epoch_end
+        return keeper
+
+    real_checkpointer = training.checkpointer
     config = load_config(None, ["train.epochs=3", "data.image_size=16", "train.batch_size=8",
                                 "train.schedule=cosine"])
+    monkeypatch.setattr(training, "checkpointer", checkpointer)
     with pytest.raises(KeyboardInterrupt):
-        train(config, tiny_data, tmp_path / "run", callbacks=[Interrupt()])
-    result = resume(tmp_path / "run")
+        training.train(config, tiny_data, tmp_path / "run", callbacks=[Watch()])
+    monkeypatch.setattr(training, "checkpointer", real_checkpointer)
+    result = training.resume(tmp_path / "run")
     scalars = tensorboard_scalars(tmp_path / "run")
     assert {("train", "epoch_loss"), ("train", "epoch_accuracy"), ("train", "epoch_learning_rate"),
             ("validation", "epoch_loss"), ("validation", "epoch_accuracy")} <= scalars.keys(), scalars.keys()
