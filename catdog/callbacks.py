@@ -1,6 +1,6 @@
 """The Keras callbacks training adds to fit: a stop on diverging numbers, per-epoch reseeding of
-random layers, early stopping across phases and resumes, one line per epoch, and the
-learning-curves picture. (Checkpoints and the best weights: catdog.checkpoints.)
+random layers, early stopping across phases and resumes, one line per epoch, the
+learning-curves picture and the TensorBoard logs. (Checkpoints and the best weights: catdog.checkpoints.)
 
 Keras is imported inside functions, so that importing this module never starts TensorFlow
 (training sets devices up first).
@@ -8,6 +8,7 @@ Keras is imported inside functions, so that importing this module never starts T
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 from collections.abc import Callable
@@ -22,6 +23,10 @@ from catdog.checkpoints import best_index, mode
 from catdog.errors import TrainingError
 
 LEARNING_CURVES_FILE = "learning_curves.png"
+# Keras's TensorBoard callback writes train/ and validation/ under it.
+TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_MISSING = ("TensorBoard logs not written: the tensorboard package is missing; "
+                       "pip install 'catdog[tensorboard]' (or --set train.tensorboard=null)")
 
 Report = Callable[[str], None]
 
@@ -132,6 +137,32 @@ def learning_curves_callback(run_dir: Path, history: Callable[[], dict[str, list
             plots.learning_curves(hist, run_dir / LEARNING_CURVES_FILE, kept or None, kept_last=monitor is None)
 
     return LearningCurves()
+
+
+def tensorboard_callback(run_dir: Path) -> Any:
+    """Keras's TensorBoard callback writing <run_dir>/tensorboard/{train,validation}: each epoch's
+    numbers and the learning rate, at step = the 0-based epoch, or None when the tensorboard package
+    is missing (tf.summary.scalar is TensorBoard's: TensorFlow alone, and so JAX, cannot write them).
+
+    Placed after the checkpointer, it logs only epochs that a resume will not run again, so a
+    resumed run (fit's initial_epoch) continues the same logs without a step written twice. Each
+    epoch is on disk when it ends (the writer flushes as Keras leaves its as_default), so TensorBoard
+    shows a run live and a killed run keeps its epochs.
+    """
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    import keras
+
+    class TensorBoard(keras.callbacks.TensorBoard):
+        def on_test_end(self, logs=None):
+            # Keras adds evaluation_*_vs_iterations at the optimizer's step count, which starts
+            # again at 0 when a frozen backbone's fine-tuning compiles a new optimizer: steps would
+            # repeat. The epoch numbers hold the same values.
+            pass
+
+    # write_graph off: the model summary it writes at step 0 on every fit call (each phase, each
+    # resume) would repeat step 0, and JAX has no graph to show.
+    return TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR), write_graph=False)
 
 
 def best_epoch(history: dict[str, list[float]], monitor: str | None = "val_loss") -> int | None:

@@ -181,6 +181,11 @@ class TrainConfig:
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     # Keep the weights of the best epoch by `monitor` rather than the last.
     keep_best: bool = True
+    # TensorBoard logs in the run folder (tensorboard/): each epoch's numbers and the learning rate.
+    # They need the tensorboard package (catdog[tensorboard]). null: written when it is installed,
+    # nothing said when it is not (a plain install stays quiet); true: training says once when it
+    # is missing; false: never.
+    tensorboard: Optional[bool] = None
     # Weigh each class's photos in the loss, for uneven folders: null (off), "balanced" (class c
     # weighs n / (classes x n_c) over the training photos, as in scikit-learn and Keras's
     # imbalanced-data example) or {class name: weight} (unlisted classes weigh 1). Keras's own

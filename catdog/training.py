@@ -21,7 +21,15 @@ import numpy as np
 from catdog import distribute
 from catdog.batches import batches
 from catdog.cache import Progress, write_skip_list
-from catdog.callbacks import early_stopping, epoch_reporter, finite_guard, learning_curves_callback, reseeder
+from catdog.callbacks import (
+    TENSORBOARD_MISSING,
+    early_stopping,
+    epoch_reporter,
+    finite_guard,
+    learning_curves_callback,
+    reseeder,
+    tensorboard_callback,
+)
 from catdog.checkpoints import (
     CHECKPOINT_DIR,
     STATE_FILE,
@@ -296,6 +304,7 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
                  keeper,
                  # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
                  learning_curves_callback(run_dir, history, monitor if t.keep_best else None),
+                 *_tensorboard(t.tensorboard, run_dir, say),
                  epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress), *extra]
     compiled, epochs_before = None, state.epochs_done
     if state.checkpoint is not None:
@@ -332,6 +341,18 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
     if t.keep_best:
         restore_best(model, run_dir, state)
     return monitor, seconds
+
+
+def _tensorboard(wanted: bool | None, run_dir: Path, say: Report) -> list:
+    """Keras's TensorBoard callback for train.tensorboard (None: if the package is installed), or
+    none, with one line saying why when the logs were asked for (True)."""
+    if wanted is False:
+        return []
+    if (callback := tensorboard_callback(run_dir)) is None:
+        if wanted:
+            say(TENSORBOARD_MISSING)
+        return []
+    return [callback]
 
 
 def _save_model(model, run_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,93 @@ def test_learning_curves_mark_the_kept_epoch_with_and_without_keep_best(tmp_path
     # Epochs 1..3 are evenly spaced: the line sits at the last epoch's x, or one step left of it.
     at_last = any(abs(x - last_epoch_x) <= 6 for x in green)
     assert at_last == (kept == 3)
+
+
+# --- TensorBoard -----------------------------------------------------------------------------------
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """{(train or validation, tag): [(step, value), ...]} of every summary in a run's event files,
+    in the order written."""
+    import tensorflow as tf
+
+    found: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for events in sorted((run_dir / "tensorboard").glob("*/events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                array = tf.make_ndarray(value.tensor)
+                number = float(array) if array.dtype.kind == "f" else float("nan")  # nan: not a scalar
+                found.setdefault((events.parent.name, value.tag), []).append((event.step, number))
+    return found
+
+
+def test_tensorboard_logs_each_epoch_once_across_a_resume(tiny_data, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    import keras
+
+    from catdog import training
+    from catdog.config import load_config
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            # TensorBoard watching a run sees each epoch as it ends (and a killed run keeps it).
+            written = tensorboard_scalars(tmp_path / "run").get(("train", "epoch_loss"), [])
+            assert [step for step, _ in written] == list(range(epoch + 1)), written
+
+    def checkpointer(*args, **kwargs):
+        # Ctrl-C as the second epoch ends, before its checkpoint: the resume trains it again, so
+        # it must not be in the logs yet.
+        keeper = real_checkpointer(*args, **kwargs)
+        save = keeper.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+            save(epoch, logs)
+
+        keeper.on_epoch_end = on_epoch_end
+        return keeper
+
+    real_checkpointer = training.checkpointer
+    config = load_config(None, ["train.epochs=3", "data.image_size=16", "train.batch_size=8",
+                                "train.schedule=cosine"])
+    monkeypatch.setattr(training, "checkpointer", checkpointer)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, tiny_data, tmp_path / "run", callbacks=[Watch()])
+    monkeypatch.setattr(training, "checkpointer", real_checkpointer)
+    result = training.resume(tmp_path / "run")
+    scalars = tensorboard_scalars(tmp_path / "run")
+    assert {("train", "epoch_loss"), ("train", "epoch_accuracy"), ("train", "epoch_learning_rate"),
+            ("validation", "epoch_loss"), ("validation", "epoch_accuracy")} <= scalars.keys(), scalars.keys()
+    for (part, tag), written in scalars.items():
+        assert [step for step, _ in written] == [0, 1, 2], (part, tag, written)
+        key = tag.removeprefix("epoch_")
+        if key == "learning_rate":
+            continue  # not in the history unless the plateau schedule puts it there
+        values = result.history["val_" + key if part == "validation" else key]
+        assert [value for _, value in written] == pytest.approx(values, rel=1e-5), (part, tag)
+    rates = [value for _, value in scalars[("train", "epoch_learning_rate")]]
+    assert rates[0] > rates[-1], f"the cosine schedule's rate, epoch by epoch: {rates}"
+
+
+def test_training_without_the_tensorboard_package_says_so_once(tiny_data, tmp_path, monkeypatch):
+    from catdog.callbacks import TENSORBOARD_MISSING
+    from catdog.config import load_config
+    from catdog.training import train
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed: find_spec says None
+    said: list[str] = []
+    settings = ["train.epochs=2", "data.image_size=16", "train.batch_size=8"]
+    # By default a plain install (no tensorboard) trains without logs and without a word about them.
+    train(load_config(None, settings), tiny_data, tmp_path / "default", report=said.append)
+    assert not any("tensorboard" in line.lower() for line in said), said
+    assert not (tmp_path / "default" / "tensorboard").exists()
+    train(load_config(None, [*settings, "train.tensorboard=true"]), tiny_data, tmp_path / "missing",
+          report=said.append)
+    assert said.count(TENSORBOARD_MISSING) == 1, said
+    assert sum("tensorboard" in line.lower() for line in said) == 1, said
+    assert not (tmp_path / "missing" / "tensorboard").exists()
+    said.clear()
+    train(load_config(None, [*settings, "train.tensorboard=false"]), tiny_data, tmp_path / "off", report=said.append)
+    assert not any("tensorboard" in line.lower() for line in said), said
+    assert not (tmp_path / "off" / "tensorboard").exists()
