@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,9 @@ def sigterm_unwinds(command: str) -> Iterator[None]:
 
     Raised while TensorFlow's C++ is calling back into Python, the exception comes out as another
     (a SystemError or TypeError wrapping it); after a SIGTERM, whatever ends the block ends it so.
+    Raised inside a callback whose exceptions Python ignores (a garbage-collector callback, such as
+    JAX's, or a __del__), it is lost: the signal is then sent again, to be raised in the code the
+    callback interrupted.
     """
     received: list[int] = []
 
@@ -118,7 +122,17 @@ def sigterm_unwinds(command: str) -> Iterator[None]:
         received.append(signum)
         raise Terminated
 
+    def swallowed(unraisable) -> None:
+        if isinstance(unraisable.exc_value, Terminated):
+            # Sent again from another thread a moment later: sent from here, it would be handled
+            # here, inside the hook, and be lost again.
+            signal.signal(signal.SIGTERM, stop)
+            threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            return
+        previous_hook(unraisable)
+
     previous = signal.signal(signal.SIGTERM, stop)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, swallowed
     try:
         yield
     except BaseException as exc:
@@ -127,6 +141,7 @@ def sigterm_unwinds(command: str) -> Iterator[None]:
         click.echo(f"{command} stopped by SIGTERM; what it had half written was removed", err=True)
         raise click.exceptions.Exit(128 + signal.SIGTERM) from None
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
 
 

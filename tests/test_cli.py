@@ -314,3 +314,38 @@ def test_a_reader_that_stops_early_gets_no_error_line():
     stderr = child.stderr.read()
     assert child.wait(timeout=60) == 1
     assert stderr == b""
+
+
+def test_sigterm_swallowed_by_a_garbage_collector_callback_still_stops_the_command(tmp_path):
+    # JAX's gc callback once received the SIGTERM: Python ignores an exception raised there ("Exception
+    # ignored in: <function _xla_gc_callback>") and the export went on to finish with exit 0.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import gc, os, signal, sys, time
+        import click
+        from catdog.cli import sigterm_unwinds
+
+        def callback(phase, info):
+            if phase == "start" and not fired:
+                fired.append(1)
+                os.kill(os.getpid(), signal.SIGTERM)
+                sum(range(1000))  # Python code: the handler runs here, inside the callback
+
+        fired = []
+        gc.callbacks.append(callback)
+        try:
+            with sigterm_unwinds("export"):
+                gc.collect()
+                for _ in range(200):
+                    time.sleep(0.01)
+                print("finished")
+        except click.exceptions.Exit as stop:
+            sys.exit(stop.exit_code)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, (done.stdout, done.stderr)
+    assert "finished" not in done.stdout
+    assert done.stderr == "export stopped by SIGTERM; what it had half written was removed\n"
