@@ -142,14 +142,15 @@ def learning_curves_callback(run_dir: Path, history: Callable[[], dict[str, list
 def tensorboard_callback(run_dir: Path) -> Any:
     """Keras's TensorBoard callback writing <run_dir>/tensorboard/{train,validation}: each epoch's
     numbers and the learning rate, at step = the 0-based epoch, or None when the tensorboard package
-    is missing (tf.summary.scalar is TensorBoard's: TensorFlow alone, and so JAX, cannot write them).
+    is missing (tf.summary.scalar is TensorBoard's: TensorFlow alone cannot write them) or
+    TensorFlow is (Keras writes them through tf.summary under every backend).
 
     Placed after the checkpointer, it logs only epochs that a resume will not run again, so a
     resumed run (fit's initial_epoch) continues the same logs without a step written twice. Each
     epoch is on disk when it ends (the writer flushes as Keras leaves its as_default), so TensorBoard
     shows a run live and a killed run keeps its epochs.
     """
-    if importlib.util.find_spec("tensorboard") is None:
+    if not (importable("tensorboard") and importable("tensorflow")):
         return None
     import keras
 
@@ -163,6 +164,14 @@ def tensorboard_callback(run_dir: Path) -> Any:
     # write_graph off: the model summary it writes at step 0 on every fit call (each phase, each
     # resume) would repeat step 0, and JAX has no graph to show.
     return TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR), write_graph=False)
+
+
+def importable(name: str) -> bool:
+    """Whether `import name` would find a package (one hidden as sys.modules[name] = None is not)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:
+        return False
 
 
 def best_epoch(history: dict[str, list[float]], monitor: str | None = "val_loss") -> int | None:
