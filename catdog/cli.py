@@ -368,11 +368,13 @@ def predict(paths, run, as_json, tta):
     run = chosen_run(run)
     failures = 0
     # "-" and URLs each get their own line, as typed (a path folds a URL's "//").
-    for path, reason in [(p, r) for p in paths if (r := not_a_local_file(p)) is not None]:
-        failures += 1
-        click.echo(dumps({"path": path, "error": reason}) if as_json else f"{shown(path)}: error: {reason}",
-                   err=not as_json)
-    paths = tuple(p for p in paths if not_a_local_file(p) is None)
+    reasons = {p: not_a_local_file(p) for p in paths}
+    for path in paths:
+        if (reason := reasons[path]) is not None:
+            failures += 1
+            click.echo(dumps({"path": path, "error": reason}) if as_json else f"{shown(path)}: error: {reason}",
+                       err=not as_json)
+    paths = tuple(p for p in paths if reasons[p] is None)
     for p in run_prediction(list(paths), run, tta=tta, report=lambda m: click.echo(m, err=True)) if paths else ():
         if p.error is not None:
             failures += 1

@@ -109,8 +109,8 @@ class EvalReport:
             lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
         if self.skipped:
             lines += ["", f"skipped {len(self.skipped)} files:"] + [f"  {shown(f)}: {r}" for f, r in self.skipped]
-        if self.leak_lines():
-            lines += ["", *self.leak_lines()]
+        if leaks := self.leak_lines():
+            lines += ["", *leaks]
         return "\n".join(lines)
 
 
