@@ -349,6 +349,8 @@ def evaluate(run, data, as_json, tta, out):
         click.echo(f"per-photo results: {shown(report.out_dir / 'photos.csv')}")
         for picture in report.pictures:
             click.echo(f"picture: {shown(picture)}")
+    if report.tensorboard_line:
+        click.echo(report.tensorboard_line, err=as_json)  # stdout holds only the JSON
 
 
 @main.command()

@@ -181,7 +181,8 @@ class TrainConfig:
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     # Keep the weights of the best epoch by `monitor` rather than the last.
     keep_best: bool = True
-    # TensorBoard logs in the run folder (tensorboard/): each epoch's numbers and the learning rate.
+    # TensorBoard logs in the run folder (tensorboard/): each epoch's numbers and the learning rate,
+    # the learning curves as training ends and each evaluation's pictures (tensorboard/evaluation).
     # They need the tensorboard package (catdog[tensorboard]). null: written when it is installed,
     # nothing said when it is not (a plain install stays quiet); true: training says once when it
     # is missing; false: never.

@@ -5,6 +5,7 @@ most confident mistakes."""
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +14,11 @@ import numpy as np
 from catdog import plots
 from catdog.batches import batches
 from catdog.cache import Prepared, Progress, folder_digest
-from catdog.errors import DataError, ImageError, PlotError, shown
+from catdog.errors import DataError, ImageError, PlotError, first_line, shown
 from catdog.images import load_image
 from catdog.leaks import HASHES_FILE, LEAKS_FILE, Leaks, find, named, pixel_hashes, read_hashes
 from catdog.prediction import as_class_probabilities, with_mirror_averaged
-from catdog.runs import Run, load_run, write_json
+from catdog.runs import TRAINED_FILE, Run, load_run, write_json
 from catdog.splits import prepare_folder
 
 # Kaggle's "Dogs vs. Cats Redux" log loss clips probabilities so one confident mistake stays finite.
@@ -59,6 +60,8 @@ class EvalReport:
     leaks: Leaks | None = None
     # The run trained before catdog recorded its training photos' hashes.
     leaks_unchecked: bool = False
+    # Where the pictures were also written for TensorBoard, or why they were not (None: logs off).
+    tensorboard_line: str | None = None
 
     @property
     def leaky(self) -> bool:
@@ -266,7 +269,31 @@ def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None
     write_photos_csv(report, report.out_dir / PHOTOS_FILE)
     write_json(report.out_dir / REPORT_FILE, report.to_dict())
     report.pictures = evaluation_pictures(report, r.config.data.image_size, r.config.data.resize)
+    if out is None:  # --out is for a run on a read-only disk: nothing is written into the run
+        report.tensorboard_line = pictures_to_tensorboard(r, report)
     return report
+
+
+def pictures_to_tensorboard(r: Run, report: EvalReport) -> str | None:
+    """Write the report's pictures into <run>/tensorboard/evaluation at the step of the run's last
+    epoch, tagged with the report folder's name (held-out, validation-3f2a9c, ...); an evaluation
+    of the same photos again replaces them. Returns the line saying where, or why not; None when
+    the run's TensorBoard logs are off (train.tensorboard false, or tensorboard not installed).
+
+    Never raises: the report is complete without them.
+    """
+    from catdog.tensorboard_images import evaluation_logs, logs_on, write_images
+
+    if not report.pictures or report.out_dir is None or not logs_on(r.config.train.tensorboard):
+        return None
+    logs = evaluation_logs(r.dir)
+    try:
+        epochs = json.loads((r.dir / TRAINED_FILE).read_text())["epochs_done"]
+        name = shown(report.out_dir.name, 80)
+        write_images(logs, int(epochs) - 1, {f"{name}/{p.stem}": p for p in report.pictures}, key=name)
+    except Exception as exc:  # noqa: BLE001
+        return f"TensorBoard images not written ({type(exc).__name__}: {first_line(exc)})"
+    return f"TensorBoard images: {shown(logs)} (tensorboard --logdir {shown(r.dir.parent)})"
 
 
 def _leaks(r: Run, prepared: Prepared, idx: np.ndarray) -> tuple[Leaks, bool]:

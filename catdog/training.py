@@ -22,6 +22,8 @@ from catdog import distribute
 from catdog.batches import batches
 from catdog.cache import Progress, write_skip_list
 from catdog.callbacks import (
+    LEARNING_CURVES_FILE,
+    TENSORBOARD_DIR,
     TENSORBOARD_MISSING,
     early_stopping,
     epoch_reporter,
@@ -169,6 +171,7 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
         raise TrainingInterrupted(run_dir if saved else None, saved, config.train.epochs) from None
     if dist.chief:
         _write_onnx(run_dir, model, say)
+        _curves_to_tensorboard(config, run_dir, state.epochs_done, say)
     return _result(config, run_dir, device, state, monitor, seconds)
 
 
@@ -353,6 +356,23 @@ def _tensorboard(wanted: bool | None, run_dir: Path, say: Report) -> list:
             say(TENSORBOARD_MISSING)
         return []
     return [callback]
+
+
+def _curves_to_tensorboard(config: Config, run_dir: Path, epochs_done: int, say: Report) -> None:
+    """The learning curves as an image in the run's TensorBoard logs (train/), once, as training
+    ends: at the last epoch's step, so a resumed run adds them once, and no epoch pays for them.
+    (The confusion matrix would need a pass of predictions over the validation photos, which
+    training does not make: `catdog evaluate` writes it.)"""
+    from catdog.tensorboard_images import logs_on, write_images
+
+    curves = run_dir / LEARNING_CURVES_FILE
+    if not (logs_on(config.train.tensorboard) and curves.is_file() and epochs_done):
+        return
+    try:
+        write_images(run_dir / TENSORBOARD_DIR / "train", epochs_done - 1, {"learning_curves": curves})
+    # The run is complete without them (the PNG is in the run folder): one line, never a lost training.
+    except Exception as exc:  # noqa: BLE001
+        say(f"learning curves not written to TensorBoard ({type(exc).__name__}: {first_line(exc)})")
 
 
 def _save_model(model, run_dir: Path) -> None:

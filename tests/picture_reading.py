@@ -1,8 +1,10 @@
-"""Reading numbers back from the PNGs catdog draws: which colour-map value each pixel shows, and
-where the blocks of one colour lie. For tests that check a picture's content, not just its size."""
+"""Reading numbers back from the pictures catdog draws: which colour-map value each pixel of a PNG
+shows, where the blocks of one colour lie, and the images in TensorBoard event files. For tests that
+check a picture's content, not just its size."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,21 @@ def matrix_cells(path: Path, n: int, cmap: str = "Blues") -> np.ndarray:
 def percent_index(percent: np.ndarray) -> np.ndarray:
     """The colour-map index matplotlib paints a value in [0, 100] with (vmin 0, vmax 100, 256 colours)."""
     return np.clip((np.asarray(percent, dtype=np.float64) / 100 * 256).astype(np.int64), 0, 255)
+
+
+def tensorboard_images(logs: Path) -> dict[str, list[tuple[int, tuple[int, int]]]]:
+    """{tag: [(step, (width, height)), ...]} of every image summary in the event files of one
+    TensorBoard folder (train/, evaluation/), in file order; the size as recorded and as the PNG is."""
+    import tensorflow as tf
+
+    found: dict[str, list[tuple[int, tuple[int, int]]]] = {}
+    for events in sorted(logs.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != "images":
+                    continue
+                width, height, png = tf.make_ndarray(value.tensor)
+                with Image.open(io.BytesIO(png)) as im:
+                    assert im.format == "PNG" and im.size == (int(width), int(height)), (value.tag, im.size)
+                found.setdefault(value.tag, []).append((event.step, im.size))
+    return found

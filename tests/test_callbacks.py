@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import png_size
+from picture_reading import tensorboard_images
 from PIL import Image
 
 from catdog.callbacks import best_epoch
@@ -58,14 +59,16 @@ def test_learning_curves_mark_the_kept_epoch_with_and_without_keep_best(tmp_path
 
 
 def tensorboard_scalars(run_dir: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """{(train or validation, tag): [(step, value), ...]} of every summary in a run's event files,
-    in the order written."""
+    """{(train or validation, tag): [(step, value), ...]} of every summary in a run's event files but
+    the pictures (test_tensorboard_images reads those), in the order written."""
     import tensorflow as tf
 
     found: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for events in sorted((run_dir / "tensorboard").glob("*/events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(events)):
             for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    continue
                 array = tf.make_ndarray(value.tensor)
                 number = float(array) if array.dtype.kind == "f" else float("nan")  # nan: not a scalar
                 found.setdefault((events.parent.name, value.tag), []).append((event.step, number))
@@ -119,6 +122,8 @@ def test_tensorboard_logs_each_epoch_once_across_a_resume(tiny_data, tmp_path, m
         assert [value for _, value in written] == pytest.approx(values, rel=1e-5), (part, tag)
     rates = [value for _, value in scalars[("train", "epoch_learning_rate")]]
     assert rates[0] > rates[-1], f"the cosine schedule's rate, epoch by epoch: {rates}"
+    # The learning curves once, at the last epoch: not by the interrupted part, not twice by the resume.
+    assert tensorboard_images(tmp_path / "run" / "tensorboard" / "train") == {"learning_curves": [(2, (1100, 420))]}
 
 
 def test_training_without_the_tensorboard_package_says_so_once(tiny_data, tmp_path, monkeypatch):
