@@ -56,9 +56,6 @@ class DataConfig:
     dir: Optional[str] = None
     # A separate validation folder; when set, validation_split is not used.
     validation_dir: Optional[str] = None
-    # A decisions file (CSV or YAML; see catdog.decisions) excluding or relabelling photos of the data
-    # folders; none by default, so every photo counts with its folder's label.
-    decisions: Optional[str] = None
     # The article resizes every photo to 300x300; an int means a square.
     image_size: tuple[int, int] = (300, 300)
     # How a photo becomes image_size: plain resize (the article's), center crop, or letterbox.
@@ -71,6 +68,9 @@ class DataConfig:
     cache_dir: Optional[str] = None
     # Decode processes for `prepare`; 0 means one per CPU core.
     workers: int = _opt(0, min=0, max=MAX_WORKERS)
+    # A decisions file (CSV or YAML; see catdog.decisions) excluding or relabelling photos of the data
+    # folders; none by default, so every photo counts with its folder's label.
+    decisions: Optional[str] = None
 
 
 @dataclass(frozen=True)
