@@ -245,7 +245,7 @@ def summary(folders: list[Found]) -> list[str]:
     excluded = sum(len(a.excluded) for a in applied)
     relabelled = sum(len(a.relabelled) for a in applied)
     lines = [f"decisions {shown(decisions.path)}: {excluded} excluded, {relabelled} relabelled "
-             f"({len(unmatched)} paths matched no photo)"]
+             f"({len(unmatched)} {'path' if len(unmatched) == 1 else 'paths'} matched no photo)"]
     if unmatched:
         where = " or ".join(shown(f.root) for f in folders)
         lines.append(f"warning: {len(unmatched)} of the {len(decisions.rows)} paths in {shown(decisions.path)} name no "

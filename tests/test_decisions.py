@@ -214,3 +214,27 @@ def test_evaluate_applies_the_runs_own_copy_of_the_decisions(tmp_path, tiny_data
                                                     f"{decisions}, but the run folder holds no copy of it "
                                                     f"(decisions.csv or decisions.yaml); restore it from a copy of "
                                                     f"the run\n")
+
+
+def test_resume_applies_the_runs_copy_not_the_edited_file(tmp_path, tiny_data):
+    import keras
+
+    from catdog.errors import TrainingInterrupted
+    from catdog.training import resume, train
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    decisions = _csv(tmp_path / "d.csv", "cats/img_000.jpg,exclude,,", "cats/img_001.jpg,relabel,dogs,")
+    config = load_config(None, ["data.image_size=8", "train.epochs=2", "train.batch_size=8",
+                                f"data.decisions={decisions}"])
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(config, tiny_data, run, callbacks=[StopAfterFirstEpoch()])
+    # Edited after the interruption: had resume read it, its photos would differ from split.json.
+    _csv(decisions, "dogs/img_000.jpg,exclude,,")
+    said: list[str] = []
+    result = resume(run, report=said.append)
+    assert result.epochs == 2
+    assert f"decisions {run / 'decisions.csv'}: 1 excluded, 1 relabelled (0 paths matched no photo)" in said
