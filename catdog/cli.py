@@ -260,12 +260,15 @@ def prepare(config_path, overrides, data):
 
     Example: catdog prepare -c article --data photos/train
     """
+    from catdog.decisions import summary
     from catdog.splits import data_dir, prepare_folder
 
     config = load(config_path, overrides)
     with Bar("prepare") as bar:
         p = prepare_folder(config, data_dir(config, data), progress=bar)
     print_prepared(p)
+    for line in summary([p.found]):
+        click.echo(shown(line, 10_000))
 
 
 def print_prepared(p) -> None:

@@ -68,6 +68,9 @@ class DataConfig:
     cache_dir: Optional[str] = None
     # Decode processes for `prepare`; 0 means one per CPU core.
     workers: int = _opt(0, min=0, max=MAX_WORKERS)
+    # A decisions file (CSV or YAML; see catdog.decisions) excluding or relabelling photos of the data
+    # folders; none by default, so every photo counts with its folder's label.
+    decisions: Optional[str] = None
 
 
 @dataclass(frozen=True)

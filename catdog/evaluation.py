@@ -11,14 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog import decisions as decided
 from catdog import plots
 from catdog.batches import batches
 from catdog.cache import Prepared, Progress, folder_digest
+from catdog.config import Config
 from catdog.errors import DataError, ImageError, PlotError, first_line, shown
 from catdog.images import load_image
 from catdog.leaks import HASHES_FILE, LEAKS_FILE, Leaks, find, named, pixel_hashes, read_hashes
 from catdog.prediction import as_class_probabilities, with_mirror_averaged
-from catdog.runs import TRAINED_FILE, Run, load_run, write_json
+from catdog.runs import TRAINED_FILE, Run, load_run, run_decisions, write_json
 from catdog.splits import prepare_folder
 
 # Kaggle's "Dogs vs. Cats Redux" log loss clips probabilities so one confident mistake stays finite.
@@ -62,6 +64,9 @@ class EvalReport:
     leaks_unchecked: bool = False
     # Where the pictures were also written for TensorBoard, or why they were not (None: logs off).
     tensorboard_line: str | None = None
+    # What the run's decisions file did to the photos scored (catdog.decisions): lines, and for JSON.
+    decision_lines: list[str] = field(default_factory=list)
+    decisions: dict | None = None
 
     @property
     def leaky(self) -> bool:
@@ -84,7 +89,7 @@ class EvalReport:
             "photos_csv": str(self.out_dir / PHOTOS_FILE) if self.out_dir is not None else None,
             "per_class": self.per_class, "confusion_matrix": self.confusion,
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
-            "leaky": self.leaky, "leaks": self._leaks_dict(),
+            "leaky": self.leaky, "leaks": self._leaks_dict(), "decisions": self.decisions,
         }
 
     def _leaks_dict(self) -> dict | None:
@@ -110,6 +115,8 @@ class EvalReport:
                   " " * width + "  " + "  ".join(f"{c:>{width}}" for c in names)]
         for name, row in zip(names, self.confusion, strict=True):
             lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
+        if self.decision_lines:
+            lines += ["", *self.decision_lines]
         if self.skipped:
             lines += ["", f"skipped {len(self.skipped)} files:"] + [f"  {shown(f)}: {r}" for f, r in self.skipped]
         if leaks := self.leak_lines():
@@ -243,12 +250,14 @@ def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None
         if clash:
             raise PlotError(f"--out {shown(out)} already holds {', '.join(clash)}; pick another folder")
     r = run if isinstance(run, Run) else load_run(run)
+    # The decisions the run trained with, from its own copy, apply to the photos it scores.
+    config = run_decisions(r.dir, r.config)
     if data is not None:
-        prepared = prepare_folder(r.config, data, classes=r.classes, progress=progress)
+        prepared = prepare_folder(config, data, classes=r.classes, progress=progress)
         idx = np.arange(len(prepared.files))
         source = str(data)
     else:
-        prepared, idx, source = _held_out(r, progress)
+        prepared, idx, source = _held_out(r, config, progress)
     found_leaks, unchecked = _leaks(r, prepared, idx)
     # Loaded once the photos are there: a wrong folder is said before TensorFlow starts (seconds).
     model = with_mirror_averaged(r.model) if tta else r.model
@@ -258,7 +267,8 @@ def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None
     report = EvalReport(r.dir, source, r.classes, s["accuracy"], s["balanced_accuracy"], s["macro_f1"],
                         s["log_loss"], s["per_class"], s["confusion"],
                         len(idx), prepared.skipped, [prepared.found.root / prepared.files[i] for i in idx],
-                        labels, probs, leaks=found_leaks, leaks_unchecked=unchecked)
+                        labels, probs, leaks=found_leaks, leaks_unchecked=unchecked,
+                        decision_lines=decided.summary([prepared.found]), decisions=decided.to_dict([prepared.found]))
     name = "held-out" if data is None else _slug(Path(data))
     report.out_dir = Path(out) if out is not None else r.dir / "evaluation" / (name + "-tta" if tta else name)
     report.out_dir.mkdir(parents=True, exist_ok=True)
@@ -309,7 +319,7 @@ def _slug(folder: Path) -> str:
     return f"{folder.resolve().name}-{folder_digest(folder, 6)}"
 
 
-def _held_out(r: Run, progress: Progress | None) -> tuple[Prepared, np.ndarray, str]:
+def _held_out(r: Run, config: Config, progress: Progress | None) -> tuple[Prepared, np.ndarray, str]:
     record = r.split()
     if record is None:
         raise DataError(f"{r.dir} has no split.json; pass --data DIR to evaluate on a folder")
@@ -320,7 +330,7 @@ def _held_out(r: Run, progress: Progress | None) -> tuple[Prepared, np.ndarray, 
     root = record["root"] if which == "test" else record["validation_root"]
     if not Path(root).is_dir():
         raise DataError(f"the run's {which} photos were in {root}, which no longer exists; pass --data DIR")
-    prepared = prepare_folder(r.config, root, classes=r.classes, progress=progress)
+    prepared = prepare_folder(config, root, classes=r.classes, progress=progress)
     wanted = set(record[which])
     idx = np.array([i for i, f in enumerate(prepared.files) if f in wanted], dtype=np.int64)
     if len(idx) == 0:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from catdog.errors import DataError
 from catdog.images import is_system_file
+
+if TYPE_CHECKING:
+    from catdog.decisions import Applied
 
 # Kaggle's flat naming: cat.123.jpg, dog.45.jpg.
 _FLAT_NAME = re.compile(r"^([A-Za-z][A-Za-z_-]*)[._]\d+\.[A-Za-z0-9]+$")
@@ -31,6 +35,8 @@ class Found:
     classes: list[str]
     layout: str
     ignored: list[tuple[str, str]] = field(default_factory=list)
+    # What a decisions file (data.decisions) did to these photos; None when there was none.
+    decided: Applied | None = None
 
 
 def discover(root: str | Path, classes: list[str] | None = None) -> Found:

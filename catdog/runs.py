@@ -7,6 +7,7 @@ model needs no TensorFlow.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import math
@@ -34,6 +35,8 @@ CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.json"
 SPLIT_FILE = "split.json"
 SKIPPED_FILE = "skipped.txt"
+# The copy of the decisions file (data.decisions) a run trained with, named after its kind.
+DECISIONS_FILES = ("decisions.csv", "decisions.yaml")
 # What training did, written when the model is saved: its seconds and epochs (catdog runs reads it).
 TRAINED_FILE = "training.json"
 # Held (flock) by the process training a run; the kernel lets go of it when that process dies.
@@ -299,6 +302,24 @@ def read_run_config(run_dir: Path) -> Config:
     if not path.is_file():
         raise RunError(f"{shown(run_dir)} has no {CONFIG_FILE}; restore it from a copy of the run or retrain")
     return config_from_dict(read_yaml(path) or {}, str(path))
+
+
+def run_decisions(run_dir: Path, config: Config) -> Config:
+    """The run's config with `data.decisions` naming the run's own copy of its decisions file, so
+    that evaluating or resuming it applies the decisions it trained with, whatever became of the
+    user's file since.
+
+    Raises:
+        RunError: config.yaml names a decisions file, but the run folder holds no copy of it.
+    """
+    copy = next((run_dir / name for name in DECISIONS_FILES if (run_dir / name).is_file()), None)
+    if copy is not None:
+        return config.replace(data=dataclasses.replace(config.data, decisions=str(copy)))
+    if config.data.decisions:
+        raise RunError(f"{shown(run_dir / CONFIG_FILE)} names the decisions file {shown(config.data.decisions)}, "
+                       f"but the run folder holds no copy of it ({' or '.join(DECISIONS_FILES)}); restore it "
+                       f"from a copy of the run")
+    return config
 
 
 def load_run(run: str | Path | None = None) -> Run:

@@ -13,20 +13,37 @@ import numpy as np
 
 from catdog.cache import Prepared, Progress, prepare
 from catdog.config import Config
+from catdog.decisions import Decisions
+from catdog.decisions import apply as apply_decisions
+from catdog.decisions import read as read_decisions
 from catdog.errors import ConfigError, DataError, shown
 from catdog.folders import Found, discover
 
 
+def find_photos(config: Config, folder: str | Path, classes: list[str] | None = None,
+                decisions: Decisions | None = None) -> Found:
+    """The labelled photos of `folder` (see `discover`), with the decisions file of `data.decisions`
+    (or `decisions`, already read) applied: the one place photos get their labels.
+
+    Raises:
+        DataError: see `discover`. ConfigError: a bad decisions file (see `catdog.decisions`).
+    """
+    found = discover(folder, classes)
+    if decisions is None and config.data.decisions:
+        decisions = read_decisions(config.data.decisions)
+    return found if decisions is None else apply_decisions(found, decisions, own_classes=classes is None)
+
+
 def prepare_folder(config: Config, folder: str | Path | Found, classes: list[str] | None = None,
                    progress: Progress | None = None) -> Prepared:
-    """Find the images of `folder` (unless already found) and bring the cache up to date at the
-    config's size and mode.
+    """Find the images of `folder` (unless already found, see `find_photos`) and bring the cache up
+    to date at the config's size and mode.
 
     Raises:
         DataError: see `discover`; or a class folder none of whose files could be read (a model
             trained without a class's photos would still answer with it).
     """
-    found = folder if isinstance(folder, Found) else discover(folder, classes)
+    found = folder if isinstance(folder, Found) else find_photos(config, folder, classes)
     d = config.data
     prepared = prepare(found, d.image_size, d.resize, d.cache_dir, d.workers, progress)
     refuse_unusable_classes(prepared)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog import decisions as decided
 from catdog import distribute
 from catdog.batches import batches
 from catdog.cache import Progress, write_skip_list
@@ -46,10 +47,11 @@ from catdog.checkpoints import (
     room_check,
 )
 from catdog.config import Config, save_config
+from catdog.decisions import read as read_decisions
 from catdog.devices import backend as keras_backend
 from catdog.devices import emulated_bfloat16, training_device
 from catdog.errors import RunError, TrainingError, TrainingInterrupted, first_line, replacing, shown
-from catdog.folders import Found, discover
+from catdog.folders import Found
 from catdog.leaks import check_split
 from catdog.optimizers import accumulation, micro_batch, plateau_callback, unjittable, warmup_epochs
 from catdog.plan import check_config, class_weights, set_phase, uneven_warning
@@ -64,11 +66,12 @@ from catdog.runs import (
     claim_out_dir,
     new_run_dir,
     read_run_config,
+    run_decisions,
     run_name,
     training_lock,
     write_json,
 )
-from catdog.splits import Split, data_dir, prepare_folder, split
+from catdog.splits import Split, data_dir, find_photos, prepare_folder, split
 
 Report = Callable[[str], None]
 
@@ -108,8 +111,10 @@ class TrainResult:
 def find_data(config: Config, data: str | Path | None) -> tuple[Found, Found | None]:
     """The photos of the training (and validation) folders, found without reading one: a missing
     or empty folder is said before TensorFlow starts, which takes seconds."""
-    train = discover(data_dir(config, data))
-    val = discover(config.data.validation_dir, train.classes) if config.data.validation_dir else None
+    decisions = read_decisions(config.data.decisions) if config.data.decisions else None
+    train = find_photos(config, data_dir(config, data), decisions=decisions)
+    val = (find_photos(config, config.data.validation_dir, train.classes, decisions=decisions)
+           if config.data.validation_dir else None)
     return train, val
 
 
@@ -144,6 +149,8 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     say = report or (lambda _msg: None)
     plan = check_config(config)  # config errors before any data is read or folder written
     found = find_data(config, data)
+    for line in decided.summary([f for f in found if f is not None]):
+        say(line)
     _say_warm_up(config, plan, say)
     # Multi-worker training and GPU memory growth must be set before TensorFlow starts.
     dist = distribute.start(config)
@@ -243,14 +250,31 @@ def _open_run(config: Config, data: str | Path | None, out: str | Path | None, s
     # Only the chief worker writes the run folder; other workers save into a scratch folder.
     run_dir = ((claim_out_dir(Path(out)) if out else new_run_dir(run_name(config))) if dist.chief
                else dist.scratch_dir())
-    # The run records the folder it trained on: `--data` (absolute, as split.json) over data.dir.
+    # The run records the folder it trained on: `--data` (absolute, as split.json) over data.dir,
+    # and the decisions file by its absolute path, beside a copy of it as it was read.
     used = config if data is None else config.replace(data=dataclasses.replace(config.data, dir=record["root"]))
+    applied = sp.train.found.decided
+    if applied is not None:
+        used = used.replace(data=dataclasses.replace(used.data, decisions=str(applied.decisions.path.absolute())))
     with _removed_unless_resumable(run_dir, fresh=True):
         save_config(used, run_dir / CONFIG_FILE)
         write_json(run_dir / CLASSES_FILE, sp.train.classes)
         write_json(run_dir / SPLIT_FILE, record)
-        write_skip_list(run_dir / SKIPPED_FILE, sp.train.skipped)
+        if applied is not None:
+            decided.save_copy(applied.decisions, run_dir)
+        write_skip_list(run_dir / SKIPPED_FILE, _skip_list(sp))
     return run_dir
+
+
+def _skip_list(sp: Split) -> list[tuple[str, str]]:
+    """The run's skip list: the files of the training folder that were skipped (excluded by the
+    decisions file included) and its relabelled photos; a separate validation folder's too, each
+    named from that folder's parent (e.g. validation/cats/cat.1.jpg)."""
+    listed = sorted(sp.train.skipped + decided.notes(sp.train.found))
+    if sp.val is not sp.train:
+        prefix = f"{sp.val.found.root.resolve().name}/"
+        listed += sorted((prefix + f, r) for f, r in sp.val.skipped + decided.notes(sp.val.found))
+    return listed
 
 
 @contextmanager
@@ -425,7 +449,7 @@ def resume(run_dir: str | Path, data: str | Path | None = None, report: Report |
     """
     run_dir = Path(run_dir)
     state = read_state(run_dir)  # checks the checkpoint and best-weights files, before any training
-    config = read_run_config(run_dir)
+    config = run_decisions(run_dir, read_run_config(run_dir))
     if not (run_dir / SPLIT_FILE).is_file():
         raise RunError(f"--resume {shown(run_dir)}: {SPLIT_FILE} is missing; restore it from a copy of the run "
                        f"or start again with catdog train")

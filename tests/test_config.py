@@ -104,7 +104,8 @@ def test_overrides_are_yaml_scalars():
     ("epochs=1", "unknown config key epochs (--set); did you mean train.epochs?"),
     ("data.xxxxxxxxxxxxxxxxxxxx=1",
      "unknown config key data.xxxxxxxxxxxxxxxxxxxx (--set); known keys: data.dir, data.validation_dir, "
-     "data.image_size, data.resize, data.validation_split, data.test_split, data.cache_dir, data.workers"),
+     "data.image_size, data.resize, data.validation_split, data.test_split, data.cache_dir, data.workers, "
+     "data.decisions"),
     ("=3", "--set expects KEY=VALUE, e.g. train.epochs=1; got '=3'"),
 ])
 def test_bad_values_name_key_value_and_source(override, message):
@@ -333,7 +334,8 @@ def test_built_in_configs_are_listed_and_described():
      "'aaaaaaaaaaaaaaaaaaaaaaaaaaa...aaaaaaaaaaaaaaaaaaaaaaaaaa... (--set)"),
     ("data." + "x" * 90 + "=1",
      "unknown config key data." + "x" * 75 + "... (--set); known keys: data.dir, data.validation_dir, "
-     "data.image_size, data.resize, data.validation_split, data.test_split, data.cache_dir, data.workers"),
+     "data.image_size, data.resize, data.validation_split, data.test_split, data.cache_dir, data.workers, "
+     "data.decisions"),
     ("workers=1", "unknown config key workers (--set); did you mean data.workers?"),
     # Not an integer: the ceiling is news only to a value above it.
     ("train.epochs=1000000.0", "train.epochs must be an integer >= 1; got 1000000.0 (--set)"),

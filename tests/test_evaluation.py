@@ -275,7 +275,7 @@ def test_report_table_json_and_csv_agree_on_the_numbers(tmp_path):
         "accuracy": s["accuracy"], "balanced_accuracy": 0.75, "macro_f1": s["macro_f1"], "log_loss": s["log_loss"],
         "classes": ["cats", "dogs"], "photos_csv": str(tmp_path / "photos.csv"), "per_class": s["per_class"],
         "confusion_matrix": [[1, 1], [0, 1]], "skipped": [{"file": "bad.jpg", "reason": "not an image"}],
-        "leaky": False, "leaks": None,
+        "leaky": False, "leaks": None, "decisions": None,
     }
     report.out_dir = None
     assert report.to_dict()["photos_csv"] is None
