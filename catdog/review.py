@@ -39,9 +39,13 @@ MISSING_EXTRA = "catdog review needs cleanlab and imagehash: pip install 'catdog
 # models, so each gets a few epochs on small images (docs/review.md measures what this finds and
 # how long it takes).
 QUICK = ("train.epochs=10", "data.image_size=96")
-# pHash (64 bits) Hamming distance at or below which two photos are near copies; chosen from planted
-# copies against the clean photos' closest pairs (docs/review.md).
-NEAR_BITS = 10
+# A crop of a few percent shifts a whole photo's pHash by 8 to 14 of its 64 bits, as far as two
+# different photos can be; so each photo is also hashed cropped by 5% at each corner and at the
+# centre (top, left, share kept), and a photo whose hash is close to another's crop is its copy.
+CROPS = ((0.0, 0.0, 0.95), (0.0, 0.05, 0.95), (0.05, 0.0, 0.95), (0.05, 0.05, 0.95), (0.025, 0.025, 0.95))
+# Hamming distance (of 64 bits) at or below which two photos are near copies: planted copies came
+# within 2, different photos no closer than 8 (docs/review.md).
+NEAR_BITS = 4
 # A held-out photo is an outlier when its fold's features put it further from the training photos
 # than every one of those training photos is from the others, by a margin: its score is below this
 # share of their lowest score. A quantile of theirs would flag that share of any folder, however
@@ -160,7 +164,7 @@ def find_copies(review: Review, max_bits: int = NEAR_BITS) -> None:
         if a == b or (a, b) in same:
             continue
         same.add((a, b))
-        review.findings.append(Finding("near_duplicate", b, 1 - d / bits.shape[1] / 8, other=a,
+        review.findings.append(Finding("near_duplicate", b, 1 - d / 64, other=a,
                                        note=_where(review, a, b)))
 
 
@@ -176,21 +180,37 @@ def _where(review: Review, a: int, b: int) -> str:
 
 
 def perceptual_hashes(images: np.ndarray) -> np.ndarray:
-    """imagehash's 64-bit pHash of each image, as (N, 8) uint8."""
+    """imagehash's 64-bit pHash of each image and of its CROPS, as (N, 1 + len(CROPS), 8) uint8."""
     import imagehash
     from PIL import Image
 
-    return np.array([np.packbits(imagehash.phash(Image.fromarray(im)).hash.ravel()) for im in images], dtype=np.uint8)
+    def bits(a: np.ndarray) -> np.ndarray:
+        return np.packbits(imagehash.phash(Image.fromarray(a)).hash.ravel())
+
+    out = np.zeros((len(images), 1 + len(CROPS), 8), dtype=np.uint8)
+    for i, im in enumerate(images):
+        h, w = im.shape[:2]
+        out[i, 0] = bits(im)
+        for k, (top, left, keep) in enumerate(CROPS, start=1):
+            y, x = round(top * h), round(left * w)
+            out[i, k] = bits(im[y:y + round(keep * h), x:x + round(keep * w)])
+    return out
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def near_pairs(bits: np.ndarray, max_bits: int) -> list[tuple[int, int, int]]:
-    """(a, b, distance) for every pair a < b whose hashes differ in at most `max_bits` bits."""
+def near_pairs(hashes: np.ndarray, max_bits: int) -> list[tuple[int, int, int]]:
+    """(a, b, distance) for every pair a < b whose whole-photo hashes, or one's whole-photo hash and
+    a crop of the other's, differ in at most `max_bits` bits."""
+    whole, crops = hashes[:, 0], hashes[:, 1:]
     out = []
-    for a in range(len(bits) - 1):
-        d = _POPCOUNT[np.bitwise_xor(bits[a + 1:], bits[a])].sum(axis=1, dtype=np.int64)
+    for a in range(len(hashes) - 1):
+        d = _POPCOUNT[np.bitwise_xor(whole[a + 1:], whole[a])].sum(axis=1, dtype=np.int64)
+        if crops.shape[1]:
+            # b a crop of a (a's crop looks like b whole), or a a crop of b.
+            d = np.minimum(d, _POPCOUNT[np.bitwise_xor(whole[a + 1:, None], crops[a])].sum(axis=2).min(axis=1))
+            d = np.minimum(d, _POPCOUNT[np.bitwise_xor(crops[a + 1:], whole[a])].sum(axis=2).min(axis=1))
         out += [(a, a + 1 + int(k), int(d[k])) for k in np.flatnonzero(d <= max_bits)]
     return out
 

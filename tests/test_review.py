@@ -12,7 +12,7 @@ from PIL import Image
 
 from catdog.cli import main
 from catdog.config import load_config
-from catdog.review import find_copies, gather, review
+from catdog.review import find_copies, fold_numbers, gather, review
 from catdog.review_files import DECISIONS_FILE, ISSUES_FILE
 
 # Tiny and quick: two folds of a few epochs on 32x32 photos.
@@ -165,3 +165,13 @@ def test_cli_bad_inputs_get_one_line(tmp_path, monkeypatch, case):
     lines = result.output.strip().splitlines()
     assert expected in lines[-1] and "Traceback" not in result.output, result.output
     assert not (tmp_path / "photos-review").exists()
+
+
+def test_each_photo_is_held_out_by_exactly_one_fold_with_its_share_of_every_class():
+    labels = np.array([0] * 13 + [1] * 7)
+    folds = fold_numbers(labels, 3, seed=5)
+    assert sorted(set(folds.tolist())) == [1, 2, 3]
+    for k in (1, 2, 3):
+        assert sorted(np.bincount(labels[folds == k], minlength=2).tolist()) != [0, 0]
+        assert abs(int(np.sum(labels[folds == k] == 0)) - 13 / 3) < 1
+    assert np.array_equal(folds, fold_numbers(labels, 3, seed=5))
