@@ -140,7 +140,7 @@ def test_cli_reviews_lists_a_corrupt_photo_as_skipped_and_keeps_an_earlier_revie
     assert "mine" in (out / DECISIONS_FILE).read_text()
 
 
-@pytest.mark.parametrize("case", ["missing", "one class", "inside", "extra"])
+@pytest.mark.parametrize("case", ["missing", "one class", "inside", "extra", "folds"])
 def test_cli_bad_inputs_get_one_line(tmp_path, monkeypatch, case):
     photos = tmp_path / "photos"
     args = ["--data", str(photos)]
@@ -156,6 +156,11 @@ def test_cli_bad_inputs_get_one_line(tmp_path, monkeypatch, case):
         write_classes(photos, count=4)
         args += ["--out", str(photos / "review")]
         expected = "is inside the photo folder"
+    elif case == "folds":
+        write_classes(photos, count=4)
+        args += ["--folds", "5"]
+        expected = ("Error: class cats has 4 usable photos: too few for --folds 5 (each fold holds out some of "
+                    "every class)")
     else:
         write_classes(photos, count=4)
         monkeypatch.setitem(sys.modules, "cleanlab", None)  # as if catdog[review] were not installed
