@@ -334,7 +334,7 @@ def train(config_path, overrides, data, out, quiet, resume):
 def review(config_path, overrides, data, folds, out, force):
     """Find likely mislabelled photos, exact and near copies, and outliers, before training.
 
-    Trains a quick model per fold (the config's model, 10 epochs at 96x96 unless --set says
+    Trains a quick model per fold (the config's model, 20 epochs at 96x96 unless --set says
     otherwise), then writes issues.csv, contact sheets, and decisions.csv to edit and train with
     (--set data.decisions=...). Never moves, renames or deletes a photo. Needs catdog[review].
 

@@ -38,7 +38,7 @@ MISSING_EXTRA = "catdog review needs cleanlab and imagehash: pip install 'catdog
 # The quick model's schedule, put before the user's --set (which win): a review trains `folds`
 # models, so each gets a few epochs on small images (docs/review.md measures what this finds and
 # how long it takes).
-QUICK = ("train.epochs=10", "data.image_size=96")
+QUICK = ("train.epochs=20", "data.image_size=96")
 # A crop of a few percent shifts a whole photo's pHash by 8 to 14 of its 64 bits, as far as two
 # different photos can be; so each photo is also hashed cropped by 5% at each corner and at the
 # centre (top, left, share kept), and a photo whose hash is close to another's crop is its copy.
