@@ -326,6 +326,40 @@ def train(config_path, overrides, data, out, quiet, resume):
 
 
 @main.command()
+@config_options
+@click.option("--data", type=click.Path(), help="Folder of class sub-folders (default: data.dir; "
+                                                "data.validation_dir is reviewed with it).")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Quick models trained, each scoring the photos the others train on.")
+@click.option("--out", type=click.Path(), help="Folder for the review's files (default: PHOTOS-review beside PHOTOS).")
+@click.option("--force", is_flag=True, help="Replace the files of an earlier review in that folder.")
+@friendly
+def review(config_path, overrides, data, folds, out, force):
+    """Find likely mislabelled photos, exact and near copies, and outliers, before training.
+
+    Trains a quick model per fold (the config's model, 20 epochs at 96x96 unless --set says
+    otherwise), then writes issues.csv, contact sheets, and decisions.csv to edit and train with
+    (--set data.decisions=...). Never moves, renames or deletes a photo. Needs catdog[review].
+
+    Example: catdog review -c small --data photos
+    """
+    from catdog.review import QUICK
+    from catdog.review import review as run_review
+    from catdog.review_files import DECISIONS_FILE, summary_lines
+
+    config = load(config_path, (*QUICK, *overrides))
+    with sigterm_unwinds("review"), Bar("prepare") as bar, Bar("batches", unit="batch") as batches:
+        say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000), err=True))  # noqa: E731
+        result = run_review(config, data, out, folds, force, report=say, progress=bar, batch_progress=batches)
+    for line in summary_lines(result, result.out_dir):
+        click.echo(line)
+    for path in result.files:
+        click.echo(f"wrote {shown(path)}")
+    decisions = shown(result.out_dir / DECISIONS_FILE)
+    click.echo(f"next: look at the sheets, edit {decisions}, then train with --set data.decisions={decisions}")
+
+
+@main.command()
 @click.option("--run", type=click.Path(), help="Run folder (default: the latest under runs/).")
 @click.option("--data", type=click.Path(), help="Labelled folder to score (default: the run's held-out split).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -59,6 +59,10 @@ class ServeError(CatdogError):
     """The server cannot start as asked (missing extra, address in use)."""
 
 
+class ReviewError(CatdogError):
+    """A review cannot run as asked (catdog[review] missing, its folder already holds a review)."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped training; the message says which epoch is saved and how to resume.
 

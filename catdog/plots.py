@@ -156,6 +156,30 @@ def top_mistakes(images: Sequence[np.ndarray], titles: Sequence[str], path: str 
     return _save(fig, path)
 
 
+def contact_sheet(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, heading: str,
+                  empty: str, columns: int = 6) -> Path:
+    """Photos in rank order, row by row, each titled (e.g. its file, given and suggested label);
+    `empty` is the one line drawn when there are none. A pair of copies takes two tiles side by
+    side when `columns` is even."""
+    if len(images) != len(titles):
+        raise PlotError(f"contact_sheet needs one title per image; got {len(images)} images and {len(titles)} titles")
+    if not images:
+        fig = _figure(6, 1.5)
+        fig.text(0.5, 0.5, empty, ha="center", va="center")
+        return _save(fig, path)
+    cols = min(columns, len(images))
+    rows = math.ceil(len(images) / cols)
+    fig = _figure(2.2 * cols, 2.5 * rows + 0.5)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax, image, title in zip(axes[:len(images)], images, titles, strict=True):
+        ax.imshow(np.asarray(image, dtype=np.uint8))
+        _tile(ax, title, fontsize=8)
+    for ax in axes[len(images):]:
+        ax.set_axis_off()
+    fig.suptitle(heading)
+    return _save(fig, path)
+
+
 def filters_grid(filters: np.ndarray, path: str | Path) -> Path:
     """The first convolution's filters as small tiles, each scaled to its own range.
 
