@@ -217,7 +217,9 @@ def tune(config: Config, data: str | Path | None, out: str | Path, budget: float
                 stopped = (f"budget {_duration(budget)}: {_duration(left)} left, too little for a trial "
                            f"(about {_duration(need or 0)})")
             break
-        the_study.optimize(objective, n_trials=1, catch=())
+        with warnings.catch_warnings():  # Optuna before 4.0 calls its heartbeat check experimental on every trial
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            the_study.optimize(objective, n_trials=1, catch=())
         _clear_session()
         if len(failed_in_a_row) >= MAX_FAILED_IN_A_ROW:
             raise TuneError(f"{len(failed_in_a_row)} trials in a row failed, the last: {failed_in_a_row[-1]}")
