@@ -694,11 +694,15 @@ def tune(config_path, overrides, data, budget, trials, space_file, out, study_na
     config = load(config_path, overrides)
     space = read_space(space_file) if space_file else None
     out = out or str(Path("tune") / (config.name or "config"))
-    with Bar("prepare") as bar, Bar("batches", unit="batch") as batches:
-        say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000)))  # noqa: E731
-        result = run_tune(config, data, out, seconds, trials=trials, space=space,
-                          space_source=f"--space {space_file}", study=study_name, storage=storage,
-                          report=say, progress=None if quiet else bar)
+    try:
+        with Bar("prepare") as bar, Bar("batches", unit="batch") as batches:
+            say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000)))  # noqa: E731
+            result = run_tune(config, data, out, seconds, trials=trials, space=space,
+                              space_source=f"--space {space_file}", study=study_name, storage=storage,
+                              report=say, progress=None if quiet else bar)
+    except KeyboardInterrupt:  # Ctrl-C: the study keeps every finished trial; the trial cut short is failed
+        click.echo(f"tune stopped; the same command continues its study in {shown(out)}", err=True)
+        raise click.exceptions.Exit(128 + signal.SIGINT) from None
     click.echo(result.table())
     for f in result.files:
         click.echo(f"wrote {shown(f)}")

@@ -483,12 +483,15 @@ _TRIAL_MARKS = {"complete": ("o", "C0", "complete"), "pruned": ("x", "C3", "prun
 
 
 def search(values: Sequence[float], states: Sequence[str], params: Mapping[str, Sequence[Any]], log_keys: set[str],
-           path: str | Path) -> Path:
+           path: str | Path, ranges: Mapping[str, tuple[float, float]] | None = None) -> Path:
     """A search's trials: the objective per trial with the best so far, then the objective against
-    each searched key (log scale where the key was searched on one; a list's choices by position).
+    each searched key (log scale where the key was searched on one, over its searched `ranges`; a
+    list's choices by position). The best complete trial is starred in every panel.
 
     `values` are NaN where a trial reported nothing. Written at 1100 pixels wide, 380 per row of panels.
     """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     panels = 1 + len(params)
     rows, cols = math.ceil(panels / 3), min(panels, 3)
     fig = _figure(11, 3.8 * rows)
@@ -501,9 +504,11 @@ def search(values: Sequence[float], states: Sequence[str], params: Mapping[str, 
         if pick.any():
             ax.plot(trials[pick], v[pick], marker, color=colour, label=label, linestyle="none")
     done = np.where(np.array([s == "complete" for s in states], dtype=bool), v, np.nan)
-    if np.isfinite(done).any():
-        best = np.fmax.accumulate(np.where(np.isfinite(done), done, -np.inf))
-        ax.step(trials, np.where(np.isfinite(best), best, np.nan), where="post", color="C2", label="best so far")
+    best = int(np.nanargmax(done)) if np.isfinite(done).any() else None
+    if best is not None:
+        ax.plot([best], [v[best]], "*", color="C1", markersize=14, label=f"best (trial {best})", zorder=1)
+        so_far = np.fmax.accumulate(np.where(np.isfinite(done), done, -np.inf))
+        ax.step(trials, np.where(np.isfinite(so_far), so_far, np.nan), where="post", color="C2", label="best so far")
     ax.set_title("Objective per trial (higher is better)")
     ax.set_xlabel("trial")
     ax.set_ylabel("val_accuracy on the held-out photos")
@@ -526,11 +531,16 @@ def search(values: Sequence[float], states: Sequence[str], params: Mapping[str, 
             pick = np.array([s == state for s in states], dtype=bool) & np.isfinite(v) & np.isfinite(x)
             if pick.any():
                 ax.plot(x[pick], v[pick], marker, color=colour, linestyle="none")
+        if best is not None and np.isfinite(x[best]):
+            ax.plot([x[best]], [v[best]], "*", color="C1", markersize=14, zorder=1)
         if key in log_keys and numeric:
-            from matplotlib.ticker import NullFormatter
-
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # labels at 2x, 3x, ... overlap
+            # Searched ranges span a decade or so: ticks at 1, 2 and 5 of each decade, plainly written.
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _pos: f"{t:.2g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        if numeric and ranges and key in ranges:
+            ax.set_xlim(*ranges[key])
         ax.set_title(textwrap.shorten(key, 50))
         ax.set_xlabel(key.rpartition(".")[2])
         ax.grid(alpha=0.3)

@@ -422,7 +422,12 @@ def _write_results(study: Any, config: Config, dims: list[Dimension], out: Path,
     files = [out / TRIALS_FILE]
     values = [np.nan if r.value is None else r.value for r in rows]
     per_key = {d.key: [r.params.get(d.key) for r in rows] for d in dims}
-    plots.search(values, [r.state for r in rows], per_key, {d.key for d in dims if d.log}, out / SEARCH_FILE)
+    # Each range a little wider than searched, so that a trial at its edge is not drawn on the frame.
+    ranges = {d.key: (d.low / 1.1, d.high * 1.1) if d.log else (d.low - (d.high - d.low) * 0.05,
+                                                                d.high + (d.high - d.low) * 0.05)
+              for d in dims if d.choices is None}
+    plots.search(values, [r.state for r in rows], per_key, {d.key for d in dims if d.log}, out / SEARCH_FILE,
+                 ranges)
     files.append(out / SEARCH_FILE)
     holdout = f"photos held out of {root} by tune (tune.holdout {config.tune.holdout:g}, seed {config.seed})"
     if best is None:
