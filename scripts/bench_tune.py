@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     best = str(Path(args.out) / "best.yaml")
     for config in (args.config, best):
         for seed in args.seeds:
-            numbers = Path(args.out) / f"bench-{Path(config).stem}-{seed}.json"
+            # Beside the tune folder, not in it: tune refuses to continue in a folder holding other files.
+            numbers = Path(f"{args.out}-scores") / f"{Path(config).stem}-{seed}.json"
+            numbers.parent.mkdir(parents=True, exist_ok=True)
             done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_accuracy.py"), "-c", config,
                                    "--train", args.train, "--test", args.test, "--json", str(numbers),
                                    "--set", f"seed={seed}", *sets], text=True, capture_output=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import png_size, write_images
 
+from catdog.checkpoints import CHECKPOINT_DIR, STATE_FILE
 from catdog.cli import main
 from catdog.config import load_config
 from catdog.errors import ConfigError, TuneError
@@ -166,8 +168,11 @@ def test_budget_is_kept_within_five_percent_and_a_trial_too_long_is_stopped(phot
     config = load_config(None, [*TINY, "train.epochs=1000", "tune.space={model.dropout: [0.0, 0.3]}"])
     budget = 12.0
     started = time.monotonic()
+    def watch(message: str) -> None:  # a search that ignores its budget fails here, not after 1000 epochs
+        assert time.monotonic() - started < budget * 1.5, message
+
     with pytest.raises(TuneError) as err:
-        tune(config, photos[0], tmp_path / "tune", budget)
+        tune(config, photos[0], tmp_path / "tune", budget, report=watch)
     elapsed = time.monotonic() - started
     assert budget * 0.75 < elapsed <= budget * 1.05, elapsed
     assert str(err.value).startswith("no trial finished within the budget (budget 12s spent; the furthest reached "
@@ -270,11 +275,13 @@ def test_a_killed_tune_process_resumes_and_two_processes_share_a_study(photos, t
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not list(out.glob("trials/trial-0000/checkpoints/state.json")) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        state = out / "trials" / "trial-0000" / CHECKPOINT_DIR / STATE_FILE  # its first epoch is saved
+        while not state.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert state.is_file()
     time.sleep(61)  # the grace period of the dead trial's heartbeat
     both = [subprocess.Popen([*command, "--budget", "5m", "--trials", "3"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -284,6 +291,6 @@ def test_a_killed_tune_process_resumes_and_two_processes_share_a_study(photos, t
     assert rows[0]["state"] == "failed"  # the killed one, failed once its heartbeat was stale
     assert sum(r["state"] == "complete" for r in rows) >= 3
     # Each process ran trials of its own in the one study (their lines name distinct trials).
-    ran = [{line.split(":")[0] for line in o.splitlines() if line.startswith("trial ") and "val_accuracy" in line}
+    ran = [{line.split(":")[0] for line in o.splitlines() if re.match(r"trial \d+: val_accuracy ", line)}
            for o, _err in outputs]
     assert all(ran) and not ran[0] & ran[1], ran
