@@ -247,7 +247,8 @@ def test_trial_watch_reports_prunes_and_stops_before_the_deadline():
 def test_a_trial_left_running_by_a_killed_tune_is_failed_and_the_search_continues(photos, tmp_path):
     import optuna
 
-    config = load_config(None, [*TINY, "tune.space={model.dropout: [0.0, 0.3]}"])
+    # Hyperband here, median elsewhere: both pruners run.
+    config = load_config(None, [*TINY, "tune.space={model.dropout: [0.0, 0.3]}", "tune.pruner=hyperband"])
     out = tmp_path / "tune"
     tune(config, photos[0], out, 120, trials=1, heartbeat=(1, 1))
     # What a tune killed by SIGKILL during its second trial leaves in the study: a RUNNING trial whose
@@ -259,6 +260,7 @@ def test_a_trial_left_running_by_a_killed_tune_is_failed_and_the_search_continue
     time.sleep(2)
     result = tune(config, photos[0], out, 120, trials=2, heartbeat=(1, 1))
     assert [r.state for r in result.rows] == ["complete", "failed", "complete"]
+    assert study.trials[0].intermediate_values == {0: result.rows[0].value}  # each epoch was reported
     assert result.stopped == "2 trials done"
 
 
