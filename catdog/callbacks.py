@@ -183,3 +183,58 @@ def best_epoch(history: dict[str, list[float]], monitor: str | None = "val_loss"
     if not values:
         return None
     return best_index(values, key) + 1
+
+
+class TrialStopped(Exception):  # noqa: N818  (a stop, not a failure: catdog.tune catches it)
+    """A `catdog tune` trial stops early: `reason` is "pruned" or "budget"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def trial_watch(trial: Any, epochs: int, deadline: float, finish_seconds: float,
+                clock: Callable[[], float] = time.monotonic):
+    """A Keras callback for one `catdog tune` trial: reports val_accuracy to the Optuna `trial`
+    after each epoch, and stops training by raising TrialStopped when the pruner says so, when the
+    next epoch would end past the search's `deadline` (on `clock`; for the last epoch of `epochs`,
+    with `finish_seconds` of saving after it), or when the deadline passes within an epoch.
+
+    It raises rather than set `stop_training`: Keras would then validate a half epoch and record it
+    as a whole one, and save a model nobody asked for (the ONNX export alone takes seconds). Placed
+    after the checkpointer, it leaves the run folder an interrupted run at its last whole epoch,
+    which `catdog runs` lists as stopped. `.epoch_seconds` lists each epoch's time and `.started`
+    when the first began.
+    """
+    import keras
+
+    class TrialWatch(keras.callbacks.Callback):
+        started: float | None = None
+        epoch_seconds: list[float] = []
+
+        def on_train_begin(self, logs=None):
+            if self.started is None:
+                self.started, self.epoch_seconds = clock(), []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.begin = clock()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if clock() >= deadline:
+                raise TrialStopped("budget")
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = clock()
+            self.epoch_seconds.append(now - self.begin)
+            value = (logs or {}).get("val_accuracy")
+            if value is not None:
+                trial.report(float(value), epoch)
+                if trial.should_prune():
+                    raise TrialStopped("pruned")
+            # The last epoch's time (the first also traced and compiled the model); saving follows
+            # only the last epoch.
+            after = finish_seconds if epoch + 2 == epochs else 0.0
+            if epoch + 1 < epochs and now + self.epoch_seconds[-1] + after > deadline:
+                raise TrialStopped("budget")
+
+    return TrialWatch()

@@ -705,6 +705,49 @@ def cache_clear(cache_dir, everything, data, older_than):
     click.echo(f"removed {count} cache{'s' * (count != 1)}, freed {size_text(result.freed)} in {shown(result.root)}")
 
 
+@main.command("tune")
+@config_options
+@click.option("--data", type=click.Path(), help="Folder of class sub-folders (default: data.dir); tune holds "
+              "out tune.holdout of it to score the trials.")
+@click.option("--budget", required=True, metavar="TIME", help="Wall time for the whole search: 90s, 30m, 1h, 1h30m.")
+@click.option("--trials", type=click.IntRange(min=1), help="Stop at this many finished trials in the study.")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="YAML {config key: [choices] or {low, high, log, step}}, over the config's tune.space.")
+@click.option("--out", type=click.Path(file_okay=False), help="The tune folder (default: tune/<config name>); "
+              "the same folder again continues its study.")
+@click.option("--study", "study_name", default="tune", show_default=True, help="The study's name in the database.")
+@click.option("--storage", metavar="URL", help="An Optuna database URL shared by several machines, e.g. "
+              "postgresql://user:pass@host/db (default: SQLite in the tune folder).")
+@click.option("--quiet", is_flag=True, help="No progress bars (the lines per trial and epoch still print).")
+@friendly
+def tune(config_path, overrides, data, budget, trials, space_file, out, study_name, storage, quiet):
+    """Search config settings with Optuna within a wall-time budget; each trial is a run folder under
+    TUNE_DIR/trials, scored on photos tune holds out of --data. Writes best.yaml, trials.csv, search.png.
+
+    Example: catdog tune -c small --data photos/train --budget 30m
+    """
+    from catdog.tune import parse_budget, read_space
+    from catdog.tune import tune as run_tune
+
+    seconds = parse_budget(budget)
+    config = load(config_path, overrides)
+    space = read_space(space_file) if space_file else None
+    out = out or str(Path("tune") / (config.name or "config"))
+    try:
+        with Bar("prepare") as bar, Bar("batches", unit="batch") as batches:
+            say = lambda m: (bar.close(), batches.close(), click.echo(shown(m, 10_000)))  # noqa: E731
+            result = run_tune(config, data, out, seconds, trials=trials, space=space,
+                              space_source=f"--space {space_file}", study=study_name, storage=storage,
+                              report=say, progress=None if quiet else bar)
+    except KeyboardInterrupt:  # Ctrl-C: the study keeps every finished trial; the trial cut short is failed
+        click.echo(f"tune stopped; the same command continues its study in {shown(out)}", err=True)
+        raise click.exceptions.Exit(128 + signal.SIGINT) from None
+    click.echo(result.table())
+    for f in result.files:
+        click.echo(f"wrote {shown(f)}")
+    click.echo(shown(result.line(), 10_000))
+
+
 @main.command("runs")
 @click.argument("folder", required=False, default="runs", type=click.Path())
 @click.option("--sort", type=click.Choice(["name", "config", "model", "data", "epochs", "metric", "accuracy",

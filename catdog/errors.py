@@ -39,6 +39,10 @@ class DistributeError(CatdogError):
     """Training cannot be spread as `train.distribute` asks (backend, TF_CONFIG, start-up order)."""
 
 
+class TuneError(CatdogError):
+    """A search cannot run as asked: its budget, its space, its study or Optuna itself."""
+
+
 class TrainingError(CatdogError):
     """Training ran but produced no usable model (loss not finite, weights never updated)."""
 

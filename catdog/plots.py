@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -498,4 +498,77 @@ def compared_curves(names: Sequence[str], histories: Sequence[dict[str, list[flo
         else:
             ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle("Learning curves compared")
+    return _save(fig, path)
+
+
+# How each trial state is drawn in the search picture: (marker, colour, legend label).
+_TRIAL_MARKS = {"complete": ("o", "C0", "complete"), "pruned": ("x", "C3", "pruned (last epoch reported)"),
+                "stopped": ("s", "C7", "stopped by the budget (last epoch)"), "failed": ("v", "k", "failed")}
+
+
+def search(values: Sequence[float], states: Sequence[str], params: Mapping[str, Sequence[Any]], log_keys: set[str],
+           path: str | Path, ranges: Mapping[str, tuple[float, float]] | None = None) -> Path:
+    """A search's trials: the objective per trial with the best so far, then the objective against
+    each searched key (log scale where the key was searched on one, over its searched `ranges`; a
+    list's choices by position). The best complete trial is starred in every panel.
+
+    `values` are NaN where a trial reported nothing. Written at 1100 pixels wide, 380 per row of panels.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    panels = 1 + len(params)
+    rows, cols = math.ceil(panels / 3), min(panels, 3)
+    fig = _figure(11, 3.8 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    v = np.array(values, dtype=float)
+    trials = np.arange(len(v))
+    ax = axes[0]
+    for state, (marker, colour, label) in _TRIAL_MARKS.items():
+        pick = np.array([s == state for s in states], dtype=bool) & np.isfinite(v)
+        if pick.any():
+            ax.plot(trials[pick], v[pick], marker, color=colour, label=label, linestyle="none")
+    done = np.where(np.array([s == "complete" for s in states], dtype=bool), v, np.nan)
+    best = int(np.nanargmax(done)) if np.isfinite(done).any() else None
+    if best is not None:
+        ax.plot([best], [v[best]], "*", color="C1", markersize=14, label=f"best (trial {best})", zorder=1)
+        so_far = np.fmax.accumulate(np.where(np.isfinite(done), done, -np.inf))
+        ax.step(trials, np.where(np.isfinite(so_far), so_far, np.nan), where="post", color="C2", label="best so far")
+    ax.set_title("Objective per trial (higher is better)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("val_accuracy on the held-out photos")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no trial reported a value", ha="center", va="center", transform=ax.transAxes)
+    for ax, (key, column) in zip(axes[1:], params.items(), strict=False):
+        numeric = all(c is None or (isinstance(c, (int, float)) and not isinstance(c, bool)) for c in column)
+        if numeric:
+            x = np.array([np.nan if c is None else c for c in column], dtype=float)
+        else:
+            labels = sorted({str(c) for c in column if c is not None})
+            x = np.array([np.nan if c is None else labels.index(str(c)) for c in column], dtype=float)
+            ax.set_xticks(range(len(labels)), [textwrap.shorten(s, 24) for s in labels], fontsize=7,
+                          rotation=20 if len(labels) > 2 else 0)
+        for state, (marker, colour, _label) in _TRIAL_MARKS.items():
+            pick = np.array([s == state for s in states], dtype=bool) & np.isfinite(v) & np.isfinite(x)
+            if pick.any():
+                ax.plot(x[pick], v[pick], marker, color=colour, linestyle="none")
+        if best is not None and np.isfinite(x[best]):
+            ax.plot([x[best]], [v[best]], "*", color="C1", markersize=14, zorder=1)
+        if key in log_keys and numeric:
+            ax.set_xscale("log")
+            # Searched ranges span a decade or so: ticks at 1, 2 and 5 of each decade, plainly written.
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _pos: f"{t:.2g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        if numeric and ranges and key in ranges:
+            ax.set_xlim(*ranges[key])
+        ax.set_title(textwrap.shorten(key, 50))
+        ax.set_xlabel(key.rpartition(".")[2])
+        ax.grid(alpha=0.3)
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    fig.suptitle(f"Search: {len(v)} trials, {int(np.isfinite(done).sum())} complete")
     return _save(fig, path)

@@ -23,6 +23,6 @@ fi
 # Wheels only: an old release without a wheel for this Python is an answer, not a build to attempt.
 "$venv/bin/python" -m pip install -q --only-binary :all: -c "$root/scripts/minimums.txt" -e "$root[test]"
 "$venv/bin/python" -m pip freeze --exclude-editable \
-    | grep -iE '^(tensorflow-cpu|keras|numpy|pillow|simplejpeg|opencv|click|pyyaml|tqdm|matplotlib|tf2onnx|onnx|starlette|uvicorn|python-multipart|cleanlab|imagehash|pytest|jax|setuptools)'
+    | grep -iE '^(tensorflow-cpu|keras|numpy|pillow|simplejpeg|opencv|click|pyyaml|tqdm|matplotlib|tf2onnx|onnx|starlette|uvicorn|python-multipart|cleanlab|imagehash|optuna|pytest|jax|setuptools)'
 cd "$root"
 "$venv/bin/python" -m pytest "$@"
