@@ -195,6 +195,8 @@ def under_jax(names: list[str], tmp_path: Path) -> None:
         check(name, seen[name])
 
 
+# Slow (about 2 minutes): the default suite keeps JAX in test_backends' end-to-end run without TensorFlow.
+@pytest.mark.slow
 def test_every_command_under_jax_on_the_article_and_a_resnet(tmp_path):
     # The two heads (flatten; shortcuts then global average) and bfloat16; the other two configs
     # reuse these builders on JAX and take minutes more, so they run with the slow tests.
