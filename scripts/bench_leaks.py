@@ -5,7 +5,7 @@
 Prepares FOLDER at the default image size (decoding it into the cache unless it is there already;
 not timed), then times `pixel_hashes` over all its photos, the best of `--repeat`.
 
-    python scripts/bench_leaks.py /work/shared/data/cats_and_dogs_filtered/train --repeat 3
+    python scripts/bench_leaks.py data/cats_and_dogs_filtered/train --repeat 3
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Measure `catdog review` on a copy of the cats-vs-dogs photos with known problems (docs/review.md).
 
-    python scripts/bench_review.py --src /work/shared/data/cats_and_dogs_filtered -c small
+    python scripts/bench_review.py --src data/cats_and_dogs_filtered -c small
 
 Builds, in a new folder under --work (default /tmp): train/, the 2,000 training photos with a seeded
 5% of labels flipped (scripts/flip_labels.py), and validation/, the 1,000 validation photos plus 10
@@ -38,8 +38,9 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", type=Path, default=Path("/work/shared/data/cats_and_dogs_filtered"),
-                        help="folder holding train/ and validation/ class folders")
+    parser.add_argument("--src", type=Path, required=True,
+                        help="folder holding train/ and validation/ class folders (catdog download --to data: "
+                             "data/cats_and_dogs_filtered)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("-c", "--config", default="small")
     parser.add_argument("--folds", type=int, default=5)

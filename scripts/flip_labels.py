@@ -1,7 +1,7 @@
 """Copy a class-folder photo folder with a seeded share of its labels flipped, for measuring how
 many of them `catdog review` finds (docs/review.md).
 
-    python scripts/flip_labels.py /work/shared/data/cats_and_dogs_filtered/train /tmp/flipped --share 0.05
+    python scripts/flip_labels.py data/cats_and_dogs_filtered/train /tmp/flipped --share 0.05
 
 DEST must not exist and must lie outside this repository. Photos are hard-linked into DEST (copied
 where linking fails); a flipped photo goes under another class (drawn with the seed), with its own
