@@ -83,7 +83,7 @@ def test_train_and_evaluate_on_training_photos_mark_the_report_leaky(tmp_path):
     write_images(tmp_path / "new" / "dogs", 3, seed=12, bright=True)
     result = CliRunner().invoke(main, ["evaluate", "--run", str(run), "--data", str(tmp_path / "new"), "--json"])
     assert result.exit_code == 0, result.output
-    clean = json.loads(result.output)
+    clean = json.loads(result.stdout)
     assert clean["leaky"] is False and clean["leaks"]["training_photos"] == 0 and clean["leaks"]["list"] is None
 
     # A run trained before the hashes were recorded: said, not silently passed as clean.
