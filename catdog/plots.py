@@ -145,15 +145,23 @@ def top_mistakes(images: Sequence[np.ndarray], titles: Sequence[str], path: str 
         fig.text(0.5, 0.5, "No mistakes: every photo was classified correctly.", ha="center", va="center")
         return _save(fig, path)
     rows, cols = _grid(len(images), 4)
-    fig = _figure(2.6 * cols, 2.9 * rows + 0.5)
+    fig = _tiled(images, titles, rows, cols, (2.6, 2.9), fontsize=10)
+    fig.suptitle(f"Top {len(images)} mistakes: the most confidently wrong predictions")
+    return _save(fig, path)
+
+
+def _tiled(images: Sequence[np.ndarray], titles: Sequence[str], rows: int, cols: int,
+           tile: tuple[float, float], fontsize: int):
+    """A figure of `rows` x `cols` tiles of `tile` inches, the images in order, each titled; the
+    tiles left over are blank."""
+    fig = _figure(tile[0] * cols, tile[1] * rows + 0.5)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, image, title in zip(axes[:len(images)], images, titles, strict=True):
         ax.imshow(np.asarray(image, dtype=np.uint8))
-        _tile(ax, title, fontsize=10)
+        _tile(ax, title, fontsize=fontsize)
     for ax in axes[len(images):]:
         ax.set_axis_off()
-    fig.suptitle(f"Top {len(images)} mistakes: the most confidently wrong predictions")
-    return _save(fig, path)
+    return fig
 
 
 def contact_sheet(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, heading: str,
@@ -169,13 +177,7 @@ def contact_sheet(images: Sequence[np.ndarray], titles: Sequence[str], path: str
         return _save(fig, path)
     cols = min(columns, len(images))
     rows = math.ceil(len(images) / cols)
-    fig = _figure(2.2 * cols, 2.5 * rows + 0.5)
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax, image, title in zip(axes[:len(images)], images, titles, strict=True):
-        ax.imshow(np.asarray(image, dtype=np.uint8))
-        _tile(ax, title, fontsize=8)
-    for ax in axes[len(images):]:
-        ax.set_axis_off()
+    fig = _tiled(images, titles, rows, cols, (2.2, 2.5), fontsize=8)
     fig.suptitle(heading)
     return _save(fig, path)
 
