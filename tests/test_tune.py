@@ -296,3 +296,41 @@ def test_a_killed_tune_process_resumes_and_two_processes_share_a_study(photos, t
     ran = [{line.split(":")[0] for line in o.splitlines() if re.match(r"trial \d+: val_accuracy ", line)}
            for o, _err in outputs]
     assert all(ran) and not ran[0] & ran[1], ran
+
+
+def first_pruned_epoch(kind: str, epochs: int, trials: int) -> list[int | None]:
+    """For each of `trials` trials, the first (0-based) epoch at which the pruner cut it: trial i
+    reports 0.9 - 0.05 * i at every epoch, so each new trial is behind all earlier ones."""
+    optuna = pytest.importorskip("optuna")
+    from catdog.tune import _pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=_pruner(optuna, kind, epochs),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    cut: list[int | None] = []
+    for i in range(trials):
+        trial = study.ask()
+        cut.append(None)
+        for epoch in range(epochs):
+            trial.report(0.9 - 0.05 * i, epoch)
+            if trial.should_prune():
+                cut[-1] = epoch
+                break
+        if cut[-1] is None:
+            study.tell(trial, 0.9 - 0.05 * i)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return cut
+
+
+def test_the_median_pruner_waits_a_third_of_the_epochs_then_cuts_a_trial_that_falls_behind():
+    # Early in a cosine schedule accuracy is noise: cutting at epoch 2 of 30 cut 30 of 32 trials.
+    assert first_pruned_epoch("median", 30, 4) == [None, None, 10, 10]
+    assert first_pruned_epoch("median", 2, 4) == [None, None, 1, 1]
+
+
+def test_hyperband_never_cuts_before_a_third_of_the_epochs():
+    cut = first_pruned_epoch("hyperband", 30, 12)
+    assert any(c is not None for c in cut), cut
+    assert min(c for c in cut if c is not None) >= 10, cut
+    assert first_pruned_epoch("none", 30, 4) == [None] * 4
