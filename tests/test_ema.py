@@ -117,10 +117,12 @@ def test_validation_numbers_and_the_best_weights_are_the_averages(tiny_data, tmp
     assert 0.5 <= accuracy <= 1.0  # dark cats and bright dogs: an average of working weights works
 
 
-@pytest.mark.parametrize("micro_batch", [8, 4])
+@pytest.mark.parametrize("micro_batch", [
+    # Micro-batches of 4: two optimizer calls per update, each moving the average. Whole batches
+    # only on JAX, which cannot resume micro-batches exactly (see JAX_TESTS).
+    4, pytest.param(8, marks=pytest.mark.skipif(keras.backend.backend() != "jax", reason="covered by 4"))])
 def test_a_resumed_run_continues_the_average(tiny_data, tmp_path, micro_batch):
-    # Micro-batches of 4: two optimizer calls per update, each moving the average.
-    config = cfg("train.epochs=3", "train.ema=0.8", f"train.micro_batch={micro_batch}", "train.keep_best=false")
+    config = cfg("train.epochs=2", "train.ema=0.8", f"train.micro_batch={micro_batch}", "train.keep_best=false")
     train(config, tiny_data, tmp_path / "whole")
     with pytest.raises(Crash):
         train(config, tiny_data, tmp_path / "run", callbacks=[Trajectory(crash_in=1)])
