@@ -133,6 +133,25 @@ def test_a_resumed_run_continues_the_average(tiny_data, tmp_path, micro_batch):
     np.testing.assert_allclose(resumed["val_loss"], whole["val_loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_a_frozen_backbone_then_fine_tuning_keeps_the_average(tiny_data, tmp_path):
+    # Two fit calls, two optimizers; MobileNetV2 has batch norm, whose moving statistics are not
+    # averaged: the saved model must still score what its last epoch recorded.
+    config = load_config(None, ["data.image_size=32", "train.batch_size=16", "train.micro_batch=16", "train.epochs=2",
+                                "model.name=transfer", "model.backbone=MobileNetV2", "model.freeze_epochs=1",
+                                "model.weights=none", "train.ema=0.8", "train.keep_best=false"])
+    trajectory = Trajectory()
+    train(config, tiny_data, tmp_path / "run", callbacks=[trajectory])
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    loss, accuracy = evaluate_on_validation(tmp_path / "run", tiny_data)
+    assert loss == pytest.approx(history["val_loss"][-1], rel=1e-4)
+    assert accuracy == pytest.approx(history["val_accuracy"][-1], abs=1e-6)
+    # The fine-tuning phase's average starts afresh (its optimizer is new): 3 updates of 16 photos.
+    kept, expected = saved_weights(tmp_path / "run"), manual_ema(trajectory.steps[3:], 0.8)
+    for k, e in zip(kept, expected, strict=True):
+        np.testing.assert_allclose(k, e, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("value", ["1", "-0.1", "1.5"])
 def test_ema_out_of_range_is_one_line(tiny_data, tmp_path, value):
     result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"),
