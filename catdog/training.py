@@ -50,7 +50,7 @@ from catdog.config import Config, save_config
 from catdog.decisions import read as read_decisions
 from catdog.devices import backend as keras_backend
 from catdog.devices import emulated_bfloat16, training_device
-from catdog.ema import ema_callbacks
+from catdog.ema import ema_callbacks, ema_drift
 from catdog.errors import RunError, TrainingError, TrainingInterrupted, first_line, replacing, shown
 from catdog.folders import Found
 from catdog.leaks import check_split
@@ -366,7 +366,9 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
         # cut-mixed target counts as the class that fills most of the photo.
         model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
                   epochs=phase[1], callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
-    if state.epochs_done > epochs_before and all(np.array_equal(a, np.array(v))
+    # The average of weights that never moved drifts from them by rounding (catdog.ema.drift).
+    drift = ema_drift() if t.ema else 0.0
+    if state.epochs_done > epochs_before and all(np.allclose(np.array(v), a, rtol=drift, atol=0.0)
                                                  for a, v in zip(initial, watched, strict=True)):
         finish(run_dir)  # nothing worth resuming: the failed run's folder is removed (see train)
         raise TrainingError(f"training changed no weight in {state.epochs_done - epochs_before} epochs "

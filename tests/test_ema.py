@@ -182,3 +182,13 @@ def test_the_same_on_jax(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 passed" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_training_that_changes_no_weight_still_fails(tiny_data, tmp_path):
+    # The average of unchanged weights must be them, to the bit: the guard compares the kept weights.
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--quiet",
+                                       *[a for s in [*FAST, "train.epochs=2", "train.ema=0.99", "train.optimizer=sgd",
+                                                     "train.learning_rate=1e-45"] for a in ("--set", s)]])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1].startswith("Error: training changed no weight in 2 epochs (")
+    assert not (tmp_path / "run").exists()
