@@ -42,9 +42,9 @@ if TYPE_CHECKING:
 
 
 def _opt(default: Any = None, *, min: float | None = None, max: float | None = None,
-         min_exclusive: bool = False, **kw: Any) -> Any:
+         min_exclusive: bool = False, max_exclusive: bool = False, **kw: Any) -> Any:
     """A dataclass field with a range check carried in its metadata."""
-    meta = {"min": min, "max": max, "min_exclusive": min_exclusive}
+    meta = {"min": min, "max": max, "min_exclusive": min_exclusive, "max_exclusive": max_exclusive}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: typing.cast(Any, type(default))(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -179,6 +179,13 @@ class TrainConfig:
     # each photo, its target mixed by area (CutMix). 0 is off.
     cutmix: float = _opt(0.0, min=0.0, max=1.0)
     weight_decay: float = _opt(0.0, min=0.0, max=1.0)
+    # Momentum of an exponential moving average of the weights (Keras's optimizer use_ema), per
+    # update of batch_size photos whatever the micro-batches; 0 is off. The model kept, its
+    # checkpoints and the validation numbers are the average over the last ~1/(1-ema) updates
+    # (0.99: 100), smoother than the last step's weights, which jump with each batch. Batch-norm
+    # moving statistics are not averaged (Keras averages trainable weights only): they keep
+    # following the trained weights, which the averaged ones lag by about that many updates.
+    ema: float = _opt(0.0, min=0.0, max=1.0, max_exclusive=True)
     # Stop after this many epochs without improvement of `monitor`; 0 never stops early.
     early_stopping: int = _opt(0, min=0, max=MAX_COUNT)
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
@@ -672,7 +679,8 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
     elif shown_hi is None:
         expected_range = f" > {lo}" if meta.get("min_exclusive") else f" >= {lo}"
     else:
-        expected_range = f" in {'(' if meta.get('min_exclusive') else '['}{lo}, {hi}]"
+        expected_range = (f" in {'(' if meta.get('min_exclusive') else '['}{lo}, {hi}"
+                          f"{')' if meta.get('max_exclusive') else ']'}")
 
     def fail(expected: str | None = None) -> typing.NoReturn:
         expected = expected or _type_name(tp) + expected_range
@@ -744,7 +752,7 @@ def _check(tp: Any, value: Any, key: str, source: str, meta: Any) -> Any:
         fail()
     if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
         fail()
-    if hi is not None and value > hi:
+    if hi is not None and (value > hi or (meta.get("max_exclusive") and value == hi)):
         fail()
     return value
 

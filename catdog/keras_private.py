@@ -1,9 +1,11 @@
 """The one place catdog reaches into Keras internals (`keras.src`, private attributes), each use
 guarded so that a Keras release that changed them fails in one line instead of misbehaving.
 
-Public Keras has no equivalent for these: a layer's `input`/`output` cannot tell which call of a
-layer a tensor in a model's graph came from (the graph as `get_config` serialises it names layers,
-not tensors), and the multi-worker bug keras-team/keras#20585 has no supported workaround.
+Public Keras has no equivalent for these: the swap of a model's weights with the optimizer's
+moving averages (train.ema) exists only inside keras.callbacks.SwapEMAWeights; a layer's
+`input`/`output` cannot tell which call of a layer a tensor in a model's graph came from (the graph
+as `get_config` serialises it names layers, not tensors); and the multi-worker bug
+keras-team/keras#20585 has no supported workaround.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import keras
 
-from catdog.errors import DistributeError, InspectionError
+from catdog.errors import DistributeError, InspectionError, TrainingError
 
 # The Keras releases (first, last; inclusive) the multi-worker trainer patch was written and
 # tested against; on others train.distribute=multi_worker stops before training. The first is
@@ -161,3 +163,26 @@ def patch_trainer_for_multi_worker() -> None:
     trainer.reduce_per_replica = reduce_scalars
     trainer.TensorFlowTrainer._maybe_symbolic_build = build_from_local_batch
     trainer._catdog_patched = True
+
+
+# keras.callbacks.SwapEMAWeights's own swap and settle: they know the backends and tf.distribute.
+_EMA_METHODS = ("_swap_variables", "_finalize_ema_values")
+
+
+def check_ema_swap(callback: keras.callbacks.SwapEMAWeights) -> None:
+    """Raise TrainingError unless `callback` has the SwapEMAWeights methods `ema_swap` and
+    `ema_settle` call (a check made before training, not at the first epoch's end)."""
+    if not all(callable(getattr(callback, name, None)) for name in _EMA_METHODS):
+        raise TrainingError(f"train.ema: this Keras ({keras.__version__}) swaps averaged weights in a way catdog "
+                            f"does not know; train with train.ema=0 or a Keras release catdog knows")
+
+
+def ema_swap(callback: keras.callbacks.SwapEMAWeights) -> None:
+    """Exchange the model's trainable weights with the optimizer's moving averages of them."""
+    callback._swap_variables()
+
+
+def ema_settle(callback: keras.callbacks.SwapEMAWeights) -> None:
+    """Copy the model's trainable weights (the averages, swapped in) over the optimizer's averages,
+    so that fit's closing finalize_variable_values, which copies the averages into the model, keeps them."""
+    callback._finalize_ema_values()

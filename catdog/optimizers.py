@@ -77,14 +77,17 @@ def learning_rate(t: TrainConfig, steps_per_epoch: int, epochs: int, base: float
 
 
 def make_optimizer(t: TrainConfig, rate: Any, accumulate: int = 1) -> Any:
-    """The Keras optimizer named by train.optimizer, with train.weight_decay (decoupled).
+    """The Keras optimizer named by train.optimizer, with train.weight_decay (decoupled) and
+    train.ema (a moving average of the weights, see `ema_momentum`).
 
     With `accumulate` > 1 it averages the gradients of that many calls into one update.
     """
     import keras
 
     decay = t.weight_decay or None
-    common = {"gradient_accumulation_steps": accumulate if accumulate > 1 else None}
+    common: dict[str, Any] = {"gradient_accumulation_steps": accumulate if accumulate > 1 else None}
+    if t.ema:
+        common.update(use_ema=True, ema_momentum=ema_momentum(t.ema, accumulate))
     if t.optimizer == "adamw":
         # AdamW insists on a number; 0 means no decay, as for the others.
         opt = keras.optimizers.AdamW(rate, weight_decay=t.weight_decay, **common)
@@ -98,6 +101,16 @@ def make_optimizer(t: TrainConfig, rate: Any, accumulate: int = 1) -> Any:
     if t.weight_decay:
         opt.exclude_from_weight_decay(var_names=NO_DECAY)
     return opt
+
+
+def ema_momentum(ema: float, accumulate: int = 1) -> float:
+    """Keras's ema_momentum for train.ema per update when each update takes `accumulate` calls.
+
+    Keras moves the average at every optimizer call, micro-batches included, and between two
+    updates the weights stand still: k calls at momentum m weigh the old average by m**k. The k-th
+    root makes the average span the same updates whatever the micro-batch size.
+    """
+    return float(ema ** (1.0 / accumulate))
 
 
 def plateau_callback(t: TrainConfig, history: Callable[[], dict[str, list[float]]] | None = None) -> Any | None:

@@ -50,6 +50,7 @@ from catdog.config import Config, save_config
 from catdog.decisions import read as read_decisions
 from catdog.devices import backend as keras_backend
 from catdog.devices import emulated_bfloat16, training_device
+from catdog.ema import ema_callbacks, ema_drift
 from catdog.errors import RunError, TrainingError, TrainingInterrupted, first_line, replacing, shown
 from catdog.folders import Found
 from catdog.leaks import check_split
@@ -323,7 +324,10 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
     # In this order: nothing not finite is saved, nor written to a disk without room for it; the best
     # weights, the early stop and a cut of the rate are decided before the checkpointer records the
     # epoch; the rest see it recorded.
-    callbacks = [reseeder(model, config.seed), finite_guard(), room_check(run_dir),
+    # train.ema: from the swapper on, an epoch is judged and saved on the averaged weights
+    # (catdog.ema); a checkpoint holds them, so a resumed run starts with them swapped in.
+    swapper, settler = ema_callbacks(resumed=state.checkpoint is not None) if t.ema else (None, None)
+    callbacks = [reseeder(model, config.seed), finite_guard(), room_check(run_dir), *([swapper] if swapper else []),
                  *([best_keeper(run_dir, monitor, state)] if t.keep_best else []),
                  *([early_stopping(monitor, t.early_stopping, history)] if t.early_stopping else []),
                  # A cut of the rate goes into this epoch's checkpoint, as it does into the next epoch.
@@ -332,7 +336,9 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
                  # The curves mark the epoch whose weights are kept: with keep_best off, the last one.
                  learning_curves_callback(run_dir, history, monitor if t.keep_best else None),
                  *_tensorboard(t.tensorboard, run_dir, say),
-                 epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress), *extra]
+                 epoch_reporter(say, t.epochs, -(-steps // accumulate), accumulate, batch_progress), *extra,
+                 # Last: after any callback that may stop training.
+                 *([settler] if settler else [])]
     compiled, epochs_before = None, state.epochs_done
     if state.checkpoint is not None:
         say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
@@ -350,6 +356,8 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
         if compiled != i:
             set_phase(model, config, steps, phase)
             compiled = keeper.phase = i
+            if swapper is not None:
+                swapper.new_optimizer()
         # shuffle=False: the batches shuffle themselves from (seed, epoch); Keras's own shuffle
         # of the batch order draws from Python's global random state, which a resumed run
         # would not continue. Keras turns class_weight into per-photo sample weights inside
@@ -358,7 +366,9 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
         # cut-mixed target counts as the class that fills most of the photo.
         model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
                   epochs=phase[1], callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
-    if state.epochs_done > epochs_before and all(np.array_equal(a, np.array(v))
+    # The average of weights that never moved drifts from them by rounding (catdog.ema.drift).
+    drift = ema_drift() if t.ema else 0.0
+    if state.epochs_done > epochs_before and all(np.allclose(np.array(v), a, rtol=drift, atol=0.0)
                                                  for a, v in zip(initial, watched, strict=True)):
         finish(run_dir)  # nothing worth resuming: the failed run's folder is removed (see train)
         raise TrainingError(f"training changed no weight in {state.epochs_done - epochs_before} epochs "
