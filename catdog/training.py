@@ -302,17 +302,21 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
     if size < t.batch_size:
         say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} "
             f"(train.micro_batch)")
-    # A resumed run shuffles its next epoch as the uninterrupted run would have.
-    train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx], sp.train.row_targets(sigmoid),
-                                      size, shuffle=True, seed=config.seed, mix=t.cutmix,
-                                      first_epoch=state.epochs_done))
+
+    def train_batches(first_epoch: int):
+        # Made afresh for each fit call, from the epoch it starts at: a resumed run, and a phase
+        # after another, shuffle as one uninterrupted fit would have. (Keras ends a dataset's epoch
+        # once more between two fit calls, so one dataset for both would shuffle one epoch ahead.)
+        return dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx], sp.train.row_targets(sigmoid),
+                                 size, shuffle=True, seed=config.seed, mix=t.cutmix, first_epoch=first_epoch))
+
     val_batches = None
     if len(sp.val_idx):
         val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), size))
     # Without validation photos the numbers to watch are the training ones.
     monitor = t.monitor if val_batches is not None else t.monitor.removeprefix("val_")
     # Schedules count optimizer calls, which happen once per micro-batch.
-    steps = len(train_batches)
+    steps = len(train_batches(state.epochs_done))
     accumulate = accumulation(config, steps)
     if size < t.batch_size and accumulate < t.batch_size // size:
         say(f"an epoch has only {steps} micro-batches: each update averages all {steps} of them")
@@ -356,7 +360,8 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
         # each (micro-)batch; the loss divides by the photos in the batch, not by their
         # weights, so the accumulated micro-batches still make the whole batch's update. A
         # cut-mixed target counts as the class that fills most of the photo.
-        model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
+        first = max(phase[0], state.epochs_done)
+        model.fit(train_batches(first), validation_data=val_batches, initial_epoch=first,
                   epochs=phase[1], callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
     if state.epochs_done > epochs_before and all(np.array_equal(a, np.array(v))
                                                  for a, v in zip(initial, watched, strict=True)):
