@@ -54,7 +54,7 @@ from catdog.errors import RunError, TrainingError, TrainingInterrupted, first_li
 from catdog.folders import Found
 from catdog.leaks import check_split
 from catdog.optimizers import accumulation, micro_batch, plateau_callback, unjittable, warmup_epochs
-from catdog.plan import check_config, class_weights, set_phase, uneven_warning
+from catdog.plan import Phase, check_config, class_weights, schedule_span, set_phase, sizes_line, uneven_warning
 from catdog.runs import (
     CLASSES_FILE,
     CONFIG_FILE,
@@ -152,6 +152,8 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     for line in decided.summary([f for f in found if f is not None]):
         say(line)
     _say_warm_up(config, plan, say)
+    if (sizes := sizes_line(config, plan)) is not None:
+        say(sizes)
     # Multi-worker training and GPU memory growth must be set before TensorFlow starts.
     dist = distribute.start(config)
     from catdog.models import check_model
@@ -190,7 +192,7 @@ def _saved_epochs(run_dir: Path) -> int:
         return 0
 
 
-def _build_and_fit(config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, int, bool]], state: State,
+def _build_and_fit(config: Config, sp: Split, run_dir: Path, plan: list[Phase], state: State,
                    say: Report, weights: dict[int, float] | None, dist, batch_progress: Progress | None,
                    callbacks: list) -> tuple[str, object, str, float]:
     """Build the model on the training device, fit it and save it: (device, model, monitor, seconds)."""
@@ -212,10 +214,11 @@ def _build_and_fit(config: Config, sp: Split, run_dir: Path, plan: list[tuple[in
     return device, model, monitor, seconds
 
 
-def _say_warm_up(config: Config, plan: list[tuple[int, int, bool]], say: Report) -> None:
+def _say_warm_up(config: Config, plan: list[Phase], say: Report) -> None:
     t = config.train
-    if (warm := warmup_epochs(t, plan[0][1])) < t.warmup_epochs and t.schedule != "plateau":
-        say(f"train.warmup_epochs={t.warmup_epochs} is not shorter than the {plan[0][1]} epochs "
+    _, end = schedule_span(plan, 0)  # the first schedule, which the warm-up starts
+    if (warm := warmup_epochs(t, end)) < t.warmup_epochs and t.schedule != "plateau":
+        say(f"train.warmup_epochs={t.warmup_epochs} is not shorter than the {end} epochs "
             f"it warms up; warming up over {warm} instead")
 
 
@@ -289,7 +292,7 @@ def _removed_unless_resumable(run_dir: Path, fresh: bool) -> Iterator[None]:
         raise
 
 
-def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, int, bool]], state: State,
+def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[Phase], state: State,
          say: Report, weights: dict[int, float] | None, dist, batch_progress: Progress | None,
          extra: list) -> tuple[str, float]:
     """Train `model` phase by phase from where `state` stands; returns the monitored key and the
@@ -340,19 +343,20 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
     compiled, epochs_before = None, state.epochs_done
     if state.checkpoint is not None:
         say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
-        set_phase(model, config, steps, plan[state.phase])
+        set_phase(model, config, steps, plan, state.phase)
         restore_checkpoint(model, run_dir, state)
         compiled = state.phase
     # A run that ends with every trainable weight as it started learned nothing: refuse it.
     watched = list(model.trainable_weights)
     initial = [np.array(v) for v in watched]
-    # Keras fits one compiled model; a frozen backbone and its fine-tuning are two compilations,
-    # so each phase is its own fit call over its own range of epochs.
+    # Keras fits one compiled model; a frozen backbone and its fine-tuning are two compilations, and
+    # so is each training photo size (a new traced step), so each phase is its own fit call over
+    # its own range of epochs.
     for i, phase in enumerate(plan):
-        if state.epochs_done >= phase[1] or state.stopped:
+        if state.epochs_done >= phase.end or state.stopped:
             continue
         if compiled != i:
-            set_phase(model, config, steps, phase)
+            set_phase(model, config, steps, plan, i, compiled)
             compiled = keeper.phase = i
         # shuffle=False: the batches shuffle themselves from (seed, epoch); Keras's own shuffle
         # of the batch order draws from Python's global random state, which a resumed run
@@ -360,9 +364,9 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
         # each (micro-)batch; the loss divides by the photos in the batch, not by their
         # weights, so the accumulated micro-batches still make the whole batch's update. A
         # cut-mixed target counts as the class that fills most of the photo.
-        first = max(phase[0], state.epochs_done)
+        first = max(phase.start, state.epochs_done)
         model.fit(train_batches(first), validation_data=val_batches, initial_epoch=first,
-                  epochs=phase[1], callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
+                  epochs=phase.end, callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
     if state.epochs_done > epochs_before and all(np.array_equal(a, np.array(v))
                                                  for a, v in zip(initial, watched, strict=True)):
         finish(run_dir)  # nothing worth resuming: the failed run's folder is removed (see train)
