@@ -164,6 +164,9 @@ class TrainingResize(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.size = None if size is None else (int(size[0]), int(size[1]))
+        # TensorFlow's XLA has no kernel for the antialiased resize (ScaleAndTranslate): with this
+        # off, Keras trains without XLA there instead of failing to compile. JAX's XLA compiles it.
+        self.supports_jit = keras.backend.backend() != "tensorflow"
 
     def call(self, images, training=None):
         size = self.size

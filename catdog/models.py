@@ -130,17 +130,16 @@ def _check_smallest(config: Config) -> None:
             backbone(config.model.backbone, "none", (*size, 3))
         else:
             build_model(small, 2, pretrained=False)
+        return
     except ConfigError as exc:  # keras.applications' own check, e.g. at least 32x32
         detail = str(exc).split(": ", 1)[-1].rsplit(" (data.image_size", 1)[0]
-        raise ConfigError(f"train.image_sizes: size {smallest.size} ({size[0]}x{size[1]}) is too small for model "
-                          f"{config.model.name}: {shown(detail, 200)}") from None
     except ValueError as exc:  # a layer's own check: a kernel or pool larger than what reaches it
         # Keras wraps a layer's error as "Exception encountered when calling X.call()", then the reason.
         lines = [line for line in str(exc).splitlines() if line.strip()]
         wrapped = len(lines) > 1 and lines[0].startswith("Exception encountered")
         detail = re.sub(r"\x1b\[[0-9;]*m", "", lines[1] if wrapped else first_line(exc))  # no terminal colours
-        raise ConfigError(f"train.image_sizes: size {smallest.size} ({size[0]}x{size[1]}) is too small for model "
-                          f"{config.model.name}: {shown(detail, 200)}") from None
+    raise ConfigError(f"train.image_sizes: size {smallest.size} ({size[0]}x{size[1]}) is too small for model "
+                      f"{config.model.name}: {shown(detail, 200)}")
 
 
 def pooling(kind: str, size: int, name: str | None = None, padding: str = "valid") -> layers.Layer | None:
@@ -349,6 +348,10 @@ def transfer(m: ModelConfig, shape: tuple[int, int, int], num_classes: int, resi
     """
 
     net, mode = backbone(m.backbone, m.weights, shape)
+    if resize:
+        # Built for `shape` (which picks the ImageNet weights file), a backbone's convolutions take
+        # any size; only its input check insists on `shape`, and a smaller training photo must pass.
+        net.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: shape[-1]})
     inp, x = raw_input(m, shape, resize)
     if mode is not None:
         x = ImagenetPreprocessing(mode, name="preprocess")(x)

@@ -89,6 +89,30 @@ def test_a_run_without_the_key_builds_the_same_model_as_before():
     assert (row.type, row.params, row.output_shape) == ("TrainingResize", 0, "32×32×3")
 
 
+def test_tensorflow_trains_the_layer_without_xla():
+    from catdog.models import build_model
+    from catdog.optimizers import unjittable
+
+    # TensorFlow's XLA has no antialiased resize: compiling with it failed; Keras now trains without it.
+    expected = "training_resize" if keras.backend.backend() == "tensorflow" else None
+    assert unjittable(build_model(cfg(SIZES), 2)) == expected
+
+
+def test_a_transfer_backbone_takes_the_small_photos():
+    from catdog.models import RESIZE_LAYER, build_model
+
+    config = load_config(None, ["data.image_size=64", "model.name=transfer", "model.backbone=MobileNetV2",
+                                "model.weights=none", "train.epochs=2",
+                                "train.image_sizes=[{epoch: 0, size: 32}, {epoch: 1, size: 64}]"])
+    model = build_model(config, 2)
+    model.get_layer(RESIZE_LAYER).size = phases(config)[0].size
+    # Eager: tracing a MobileNetV2 training step would cost most of this test.
+    model.compile("adam", "categorical_crossentropy", run_eagerly=True)
+    # Built for 64x64 (its ImageNet weights file is picked by size), the backbone trains on 32x32.
+    assert np.isfinite(model.train_on_batch(np.zeros((2, 64, 64, 3), "float32"), np.eye(2, dtype="float32")))
+    assert tuple(model(np.zeros((1, 64, 64, 3), "float32")).shape) == (1, 2)
+
+
 # --- training -------------------------------------------------------------------------------
 
 class Seen(keras.callbacks.Callback):
