@@ -153,6 +153,18 @@ MODEL_READS: dict[str, Reads] = {
 }
 
 
+@dataclass(frozen=True)
+class SizeStep:
+    """One entry of train.image_sizes: from `epoch` on, the training photos' side is `size`."""
+
+    # Both keys are required (no default): an entry without either means nothing.
+    # Epochs trained before this size starts: 0 for the first entry.
+    epoch: int = field(metadata={"min": 0, "max": MAX_COUNT})
+    # The side of the training photos (for a non-square data.image_size its longer side; the
+    # aspect is kept); at most data.image_size.
+    size: int = field(metadata={"min": 8, "max": MAX_IMAGE_SIDE})
+
+
 class UnreadKeyWarning(UserWarning):
     """A config sets a model.* key that the chosen model does not read (see MODEL_READS)."""
 
@@ -185,6 +197,8 @@ class TrainConfig:
     # (0.99: 100), smoother than the last step's weights, which jump with each batch. Batch-norm
     # moving statistics are not averaged (Keras averages trainable weights only): they keep
     # following the trained weights, which the averaged ones lag by about that many updates.
+    # Each fit call ends on the average (Keras), so where a run has phases (model.freeze_epochs,
+    # train.image_sizes) training goes on from the averaged weights after each boundary.
     ema: float = _opt(0.0, min=0.0, max=1.0, max_exclusive=True)
     # Stop after this many epochs without improvement of `monitor`; 0 never stops early.
     early_stopping: int = _opt(0, min=0, max=MAX_COUNT)
@@ -210,6 +224,13 @@ class TrainConfig:
     jit_compile: Literal["auto", "on", "off"] = "auto"
     # none: one device; mirrored: every local GPU; multi_worker: several machines (TF_CONFIG).
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    # Progressive resizing: [{epoch: 0, size: 112}, {epoch: 40, size: 160}] trains the first 40 epochs
+    # on photos shrunk to 112x112 inside the model, then at 160x160; each entry holds from its epoch
+    # (epochs trained before it) until the next. A conv net's cost grows with the pixels, so the early
+    # epochs, which learn coarse features, cost about half. Validation, evaluate, predict and export
+    # always see data.image_size, so a schedule normally ends there. Empty: off (the model has no
+    # resize layer at all). Needs a model that takes any size (no flatten top).
+    image_sizes: list[SizeStep] = _opt([], max=64)
 
 
 # Keys a search may not vary: they decide which photos train and which score the trials (tune holds
@@ -635,6 +656,11 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
                                                                                  cutoff=0.6)]
             hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
             raise ConfigError(f"unknown config key {full} ({source}){hint}")
+    required = [n for n, f in fields.items() if n not in raw and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    if required:
+        raise ConfigError(f"{prefix.rstrip('.')} needs {required[0]} ({_type_name(hints[required[0]])}); "
+                          f"got {_value(raw)} ({source})")
     values = {}
     for name, f in fields.items():
         if name in raw:

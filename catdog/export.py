@@ -157,13 +157,16 @@ def inference_model(run: Run):
     from catdog.models import build_model
 
     trained = run.model
-    # Augmentation passes pixels through unchanged at inference; off, its layers are not built.
+    # Augmentation and train.image_sizes' resize pass pixels through unchanged at inference; off,
+    # their layers are not built.
     plain = dataclasses.replace(run.config.model, flip=False, rotation=0.0, zoom=0.0, translation=0.0,
                                 contrast=0.0)
+    unsized = dataclasses.replace(run.config.train, image_sizes=[])
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
-        clean = build_model(dataclasses.replace(run.config, model=plain), len(run.classes), pretrained=False)
+        clean = build_model(dataclasses.replace(run.config, model=plain, train=unsized), len(run.classes),
+                            pretrained=False)
     finally:
         keras.config.set_dtype_policy(previous)
     source = {layer.name: layer for layer in trained.layers}

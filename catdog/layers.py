@@ -146,3 +146,37 @@ class RandomGeometry(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "flip": self.flip, "rotation": self.rotation, "zoom": self.zoom,
                 "translation": self.translation, "fill_mode": self.fill_mode, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class TrainingResize(keras.layers.Layer):
+    """Shrinks training batches to `size` (height, width): progressive resizing (train.image_sizes).
+
+    Only while training and only when `size` differs from the photos': at inference, and with
+    `size` None, the pixels pass unchanged, so the model keeps its declared input and what
+    validation, evaluate, predict and export see. Training sets `size` before compiling each
+    phase of its schedule (a new size is a new traced step). Bilinear with antialiasing: a plain
+    bilinear shrink by more than 2 skips pixels and aliases fine texture such as fur.
+    """
+
+    def __init__(self, size: tuple[int, int] | list[int] | None = None, **kwargs):
+        # float32 whatever the policy: it resamples raw 0-255 pixels, before any scaling.
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+        # TensorFlow's XLA has no kernel for the antialiased resize (ScaleAndTranslate): with this
+        # off, Keras trains without XLA there instead of failing to compile. JAX's XLA compiles it.
+        self.supports_jit = keras.backend.backend() != "tensorflow"
+
+    def call(self, images, training=None):
+        size = self.size
+        if not training or size is None or tuple(images.shape[1:3]) == size:
+            return images
+        return ops.image.resize(ops.cast(images, "float32"), size, interpolation="bilinear", antialias=True)
+
+    def compute_output_shape(self, input_shape):
+        # The declared shape: what inference gives (a summary shows the model as predict runs it).
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "size": None if self.size is None else list(self.size)}

@@ -12,6 +12,7 @@ builds.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 
 import keras
@@ -20,14 +21,19 @@ from keras import layers
 from catdog.backbones import backbone
 from catdog.config import MODEL_READS, BlockConfig, Config, ModelConfig
 from catdog.errors import ConfigError, first_line, shown
-from catdog.layers import ImagenetPreprocessing, L2Pooling2D, RandomGeometry
+from catdog.layers import ImagenetPreprocessing, L2Pooling2D, RandomGeometry, TrainingResize
 
 # Batch-norm running statistics forget at 0.9 per step rather than Keras's 0.99: 2,000 photos make
 # ~60 steps an epoch, and slower statistics lag so far behind the weights that validation sits at
 # chance for the first epochs.
 BN_MOMENTUM = 0.9
 
-Builder = Callable[[ModelConfig, tuple[int, int, int], int], keras.Model]
+# The layer that shrinks training photos for train.image_sizes (catdog.plan sets its size).
+RESIZE_LAYER = "training_resize"
+
+# (model keys, input shape, classes, resize): `resize` puts the TrainingResize layer right after the
+# input, only for a run with train.image_sizes, so every other run builds exactly the model it did.
+Builder = Callable[[ModelConfig, tuple[int, int, int], int, bool], keras.Model]
 MODELS: dict[str, Builder] = {}
 
 
@@ -56,7 +62,7 @@ def build_model(config: Config, num_classes: int, pretrained: bool = True) -> ke
     # Seeds weight initialisation and the augmentation layers' random streams.
     keras.utils.set_random_seed(config.seed)
     m = config.model if pretrained else dataclasses.replace(config.model, weights="none")
-    return builder(m, (height, width, 3), num_classes)
+    return builder(m, (height, width, 3), num_classes, bool(config.train.image_sizes))
 
 
 def _builder(name: str) -> Builder:
@@ -98,10 +104,42 @@ def check_model(config: Config, fetch: bool = False) -> None:
         except ValueError as exc:  # a layer's own argument checks: a kernel larger than the image, ...
             raise ConfigError(f"model settings do not fit data.image_size {list(config.data.image_size)}: "
                               f"{shown(first_line(exc), 200)}") from None
+    if config.train.image_sizes:
+        _check_smallest(config)
     if config.train.distribute == "none":
         # Forget the check's model, so the real one gets the same automatic layer names; a
         # distribution strategy already set up is left alone.
         keras.backend.clear_session()
+
+
+def _check_smallest(config: Config) -> None:
+    """Build the model for the smallest size of train.image_sizes (the flatten top is refused
+    earlier, by catdog.plan): what the layers, or a transfer backbone, accept must hold there too.
+
+    Raises:
+        ConfigError: the smallest training size is too small for the model.
+    """
+    from catdog.plan import training_size
+
+    smallest = min(config.train.image_sizes, key=lambda s: s.size)
+    size = training_size(config, smallest.size)
+    small = config.replace(data=dataclasses.replace(config.data, image_size=size),
+                           train=dataclasses.replace(config.train, image_sizes=[]))
+    try:
+        if config.model.name == "transfer":
+            backbone(config.model.backbone, "none", (*size, 3))
+        else:
+            build_model(small, 2, pretrained=False)
+        return
+    except ConfigError as exc:  # keras.applications' own check, e.g. at least 32x32
+        detail = str(exc).split(": ", 1)[-1].rsplit(" (data.image_size", 1)[0]
+    except ValueError as exc:  # a layer's own check: a kernel or pool larger than what reaches it
+        # Keras wraps a layer's error as "Exception encountered when calling X.call()", then the reason.
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        wrapped = len(lines) > 1 and lines[0].startswith("Exception encountered")
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", lines[1] if wrapped else first_line(exc))  # no terminal colours
+    raise ConfigError(f"train.image_sizes: size {smallest.size} ({size[0]}x{size[1]}) is too small for model "
+                      f"{config.model.name}: {shown(detail, 200)}")
 
 
 def pooling(kind: str, size: int, name: str | None = None, padding: str = "valid") -> layers.Layer | None:
@@ -163,25 +201,28 @@ def augmentation(m: ModelConfig) -> list[layers.Layer]:
     return out
 
 
-def raw_input(m: ModelConfig, shape: tuple[int, int, int]):
-    """The "image" input of raw 0-255 pixels followed by the config's augmentation."""
+def raw_input(m: ModelConfig, shape: tuple[int, int, int], resize: bool = False):
+    """The "image" input of raw 0-255 pixels followed by the config's augmentation.
+
+    With `resize`, the TrainingResize layer comes first, so augmentation runs on the small photo.
+    """
     inp = keras.Input(shape=shape, name="image")
-    x = inp
+    x = TrainingResize(name=RESIZE_LAYER)(inp) if resize else inp
     for layer in augmentation(m):
         x = layer(x)
     return inp, x
 
 
-def inputs(m: ModelConfig, shape: tuple[int, int, int]):
+def inputs(m: ModelConfig, shape: tuple[int, int, int], resize: bool = False):
     """The input, its augmentation, and its scaling of raw 0-255 pixels to [0, 1]."""
-    inp, x = raw_input(m, shape)
+    inp, x = raw_input(m, shape, resize)
     return inp, layers.Rescaling(1.0 / 255, name="rescale")(x)
 
 
 @register("article")
-def article(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def article(m: ModelConfig, shape: tuple[int, int, int], num_classes: int, resize: bool = False) -> keras.Model:
     """The article's CNN: one convolution, one pooling, flatten, dense output."""
-    inp, x = inputs(m, shape)
+    inp, x = inputs(m, shape, resize)
     x = layers.Conv2D(m.filters, m.kernel_size, strides=m.strides, padding=m.padding,
                       activation=m.activation, name="conv")(x)
     pool = pooling(m.pool, m.pool_size, name="pool")
@@ -195,9 +236,9 @@ CNN_BLOCKS = (BlockConfig(filters=32), BlockConfig(filters=64), BlockConfig(filt
 
 
 @register("cnn")
-def cnn(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def cnn(m: ModelConfig, shape: tuple[int, int, int], num_classes: int, resize: bool = False) -> keras.Model:
     """A plain stack of conv blocks (convs, optional batch norm, pooling, dropout), then the top."""
-    inp, x = inputs(m, shape)
+    inp, x = inputs(m, shape, resize)
     for i, b in enumerate(m.blocks or CNN_BLOCKS, start=1):
         for j in range(1, b.convs + 1):
             # Batch norm replaces the conv's bias and sits before the activation.
@@ -229,13 +270,13 @@ def _conv_bn(x, filters: int, kernel: int, strides: int, name: str, activation: 
     return layers.Activation(activation, name=f"{name}_act")(x) if activation else x
 
 
-def _stem(m: ModelConfig, shape: tuple[int, int, int], width: int):
+def _stem(m: ModelConfig, shape: tuple[int, int, int], width: int, resize: bool = False):
     """Input, augmentation, scaling, then a strided 3x3 conv: halving early keeps CPU cost down.
 
     With model.stem_pool a 3x3 stride-2 max pool follows, as in ResNet: the blocks then cost
     the same for a photo twice as wide, while the stem still sees its full detail.
     """
-    inp, x = inputs(m, shape)
+    inp, x = inputs(m, shape, resize)
     x = _conv_bn(x, width, 3, 2, "stem", m.activation)
     if m.stem_pool:
         x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
@@ -243,14 +284,14 @@ def _stem(m: ModelConfig, shape: tuple[int, int, int], width: int):
 
 
 @register("resnet")
-def resnet(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def resnet(m: ModelConfig, shape: tuple[int, int, int], num_classes: int, resize: bool = False) -> keras.Model:
     """A small ResNet: per block `convs` residual units of two 3x3 convs, then pooling.
 
     The first unit of a block takes the block's stride; a 1x1 projection matches the shortcut
     when the shape changes.
     """
     blocks = m.blocks or RESIDUAL_BLOCKS
-    inp, x = _stem(m, shape, blocks[0].filters)
+    inp, x = _stem(m, shape, blocks[0].filters, resize)
     for i, b in enumerate(blocks, start=1):
         for j in range(1, b.convs + 1):
             name = f"block{i}_unit{j}"
@@ -270,14 +311,14 @@ def resnet(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> ker
 
 
 @register("xception")
-def xception(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def xception(m: ModelConfig, shape: tuple[int, int, int], num_classes: int, resize: bool = False) -> keras.Model:
     """The small Xception of keras-io's "Image classification from scratch", widths from blocks.
 
     Each block: `convs` separable convs with batch norm, pooling, and a strided 1x1 conv on the
     residual path; the exit is a separable conv twice as wide as the last block.
     """
     blocks = m.blocks or RESIDUAL_BLOCKS
-    inp, x = _stem(m, shape, blocks[0].filters)
+    inp, x = _stem(m, shape, blocks[0].filters, resize)
     for i, b in enumerate(blocks, start=1):
         residual = x
         for j in range(1, b.convs + 1):
@@ -299,7 +340,7 @@ def xception(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> k
 
 
 @register("transfer")
-def transfer(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def transfer(m: ModelConfig, shape: tuple[int, int, int], num_classes: int, resize: bool = False) -> keras.Model:
     """A keras.applications backbone with its own preprocessing, then a new head.
 
     The backbone runs in inference mode (training=False) even when unfrozen for fine-tuning, so
@@ -307,7 +348,11 @@ def transfer(m: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> k
     """
 
     net, mode = backbone(m.backbone, m.weights, shape)
-    inp, x = raw_input(m, shape)
+    if resize:
+        # Built for `shape` (which picks the ImageNet weights file), a backbone's convolutions take
+        # any size; only its input check insists on `shape`, and a smaller training photo must pass.
+        net.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: shape[-1]})
+    inp, x = raw_input(m, shape, resize)
     if mode is not None:
         x = ImagenetPreprocessing(mode, name="preprocess")(x)
     x = net(x, training=False)

@@ -145,19 +145,19 @@ def plateau_callback(t: TrainConfig, history: Callable[[], dict[str, list[float]
 
 
 def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | None = None,
-                  fine_tune: bool = False, accumulate: int | None = None) -> None:
+                  fine_tune: bool = False, accumulate: int | None = None, optimizer: Any = None) -> None:
     """Attach the optimizer, learning-rate schedule, loss and metrics the config asks for.
 
     Args:
         epochs: how many epochs the schedule spans (default train.epochs).
         fine_tune: the phase that trains an unfrozen backbone: a tenth of the rate, no warm-up.
         accumulate: micro-batches averaged into one update (default `accumulation(config, steps_per_epoch)`).
+        optimizer: keep this optimizer, its schedule and state (a recompile that changes neither
+            the rate nor what trains); default a new one.
     """
     import keras
 
     t = config.train
-    base = t.learning_rate * (FINE_TUNE_FACTOR if fine_tune else 1.0)
-    rate = learning_rate(t, steps_per_epoch, epochs or t.epochs, base, warmup=not fine_tune)
     if config.model.head == "sigmoid":
         loss = keras.losses.BinaryCrossentropy(label_smoothing=t.label_smoothing)
     else:
@@ -165,9 +165,13 @@ def compile_model(model, config: Config, steps_per_epoch: int, epochs: int | Non
     with warnings.catch_warnings():
         # Keras's "Model doesn't support jit_compile=True" names no layer; train() says which.
         warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
-        if accumulate is None:
-            accumulate = accumulation(config, steps_per_epoch)
-        model.compile(optimizer=make_optimizer(t, rate, accumulate), loss=loss,
+        if optimizer is None:
+            base = t.learning_rate * (FINE_TUNE_FACTOR if fine_tune else 1.0)
+            rate = learning_rate(t, steps_per_epoch, epochs or t.epochs, base, warmup=not fine_tune)
+            if accumulate is None:
+                accumulate = accumulation(config, steps_per_epoch)
+            optimizer = make_optimizer(t, rate, accumulate)
+        model.compile(optimizer=optimizer, loss=loss,
                       metrics=["accuracy"], jit_compile=resolve_jit_compile(t.jit_compile))
 
 

@@ -1,10 +1,12 @@
 """What a config asks of one training run, checked before any photo is read: whether it
-validates, its phases (a frozen backbone, then fine-tuning), and how the classes weigh.
+validates, its phases (a frozen backbone, then fine-tuning; the sizes of train.image_sizes), and
+how the classes weigh.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from catdog.config import Config
 from catdog.errors import ConfigError
@@ -34,14 +36,14 @@ def check_validation(config: Config) -> None:
                               f"data.validation_dir is set; hold some out or set {off}")
 
 
-def check_config(config: Config) -> list[tuple[int, int, bool]]:
+def check_config(config: Config) -> list[Phase]:
     """The checks that need more than one key, made before any data is read; returns the phases.
 
     Raises:
         ConfigError: the phases, the schedule or the validation settings do not fit together.
     """
     plan = phases(config)
-    for start, end, _frozen in plan:
+    for start, end in sorted({schedule_span(plan, i) for i in range(len(plan))}):
         check_schedule(config.train, end - start, warmup=start == 0)
     check_validation(config)
     if not config.data.validation_dir:  # a separate folder replaces validation_split
@@ -91,28 +93,138 @@ def uneven_warning(classes: list[str], counts: list[int], weighted: bool) -> str
             f"balanced accuracy and macro-F1 (catdog evaluate)")
 
 
-def phases(config: Config) -> list[tuple[int, int, bool]]:
-    """(first epoch, end epoch, backbone frozen) for each phase of training.
+class Phase(NamedTuple):
+    """One compiled stretch of training: its epochs [start, end), the backbone frozen or not, and
+    the (height, width) the training photos are shrunk to (data.image_size: not shrunk)."""
 
-    A transfer model with model.freeze_epochs trains its new head on a frozen backbone first,
-    then fine-tunes everything; every other model trains in one phase.
+    start: int
+    end: int
+    frozen: bool
+    size: tuple[int, int]
+
+
+def training_size(config: Config, size: int) -> tuple[int, int]:
+    """The (height, width) of a train.image_sizes `size`: data.image_size's aspect, `size` its longer side."""
+    height, width = config.data.image_size
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+# Models whose top may be a Flatten layer, read from model.top: its weights fit one photo size only.
+FLATTEN_MODELS = ("article", "cnn")
+
+
+def check_image_sizes(config: Config) -> None:
+    """Refuse a train.image_sizes schedule that cannot run as written.
 
     Raises:
-        ConfigError: freeze_epochs set for a model without a backbone.
+        ConfigError: naming the entry: the first not at epoch 0, epochs not increasing or not below
+            train.epochs, a size above data.image_size, or a model whose flatten top fits one size.
+    """
+    steps, m = config.train.image_sizes, config.model
+    if not steps:
+        return
+    if m.name in FLATTEN_MODELS and m.top == "flatten":
+        raise ConfigError(f"train.image_sizes needs a model that takes any photo size; model.name {m.name} with "
+                          f"model.top flatten has a Flatten head sized for data.image_size "
+                          f"{list(config.data.image_size)}: set model.top=global_average or drop train.image_sizes")
+    longest, epochs = max(config.data.image_size), config.train.epochs
+    for i, step in enumerate(steps):
+        key = f"train.image_sizes[{i}]"
+        if i == 0 and step.epoch != 0:
+            raise ConfigError(f"{key}.epoch must be 0 (the size training starts at); got {step.epoch}")
+        if i and step.epoch <= steps[i - 1].epoch:
+            raise ConfigError(f"{key}.epoch must be above the entry before it ({steps[i - 1].epoch}): the epochs "
+                              f"increase; got {step.epoch}")
+        if step.epoch >= epochs:
+            raise ConfigError(f"{key}.epoch must be below train.epochs ({epochs}); got {step.epoch}")
+        if step.size > longest:
+            raise ConfigError(f"{key}.size must be at most data.image_size ({longest}): photos are shrunk, "
+                              f"never enlarged; got {step.size}")
+
+
+def phases(config: Config) -> list[Phase]:
+    """The phases of training, each its own compilation: (first epoch, end epoch, backbone frozen,
+    training photo size).
+
+    A transfer model with model.freeze_epochs trains its new head on a frozen backbone first,
+    then fine-tunes everything; each size of train.image_sizes starts a phase too. Without
+    either, training is one phase.
+
+    Raises:
+        ConfigError: freeze_epochs set for a model without a backbone; a bad train.image_sizes.
     """
     m, epochs = config.model, config.train.epochs
     if m.freeze_epochs and m.name != "transfer":
         raise ConfigError(f"model.freeze_epochs needs model.name transfer (a backbone to freeze); "
                           f"got {m.freeze_epochs} with model.name {m.name!r}")
+    check_image_sizes(config)
+    cuts = {0, epochs, *(s.epoch for s in config.train.image_sizes)}
     if 0 < m.freeze_epochs < epochs:
-        return [(0, m.freeze_epochs, True), (m.freeze_epochs, epochs, False)]
-    return [(0, epochs, m.freeze_epochs > 0)]
+        cuts.add(m.freeze_epochs)
+    bounds = sorted(cuts)
+    plan = []
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        sizes = [s.size for s in config.train.image_sizes if s.epoch <= start]
+        size = training_size(config, sizes[-1]) if sizes else config.data.image_size
+        plan.append(Phase(start, end, start < m.freeze_epochs, size))
+    return plan
 
 
-def set_phase(model, config: Config, steps_per_epoch: int, phase: tuple[int, int, bool]) -> None:
-    """Compile `model` for a phase of `phases`: its backbone frozen or not, the rate for its epochs."""
-    start, end, frozen = phase
+def schedule_span(plan: list[Phase], index: int) -> tuple[int, int]:
+    """The epochs that the learning-rate schedule of phase `index` runs over: those of the phases
+    around it with the same frozen state. A new size continues the schedule (and the optimizer);
+    only fine-tuning an unfrozen backbone starts a new one."""
+    frozen = plan[index].frozen
+    first = last = index
+    while first > 0 and plan[first - 1].frozen == frozen:
+        first -= 1
+    while last + 1 < len(plan) and plan[last + 1].frozen == frozen:
+        last += 1
+    return plan[first].start, plan[last].end
+
+
+def set_phase(model, config: Config, steps_per_epoch: int, plan: list[Phase], index: int,
+              compiled: int | None = None) -> None:
+    """Compile `model` for phase `index` of `plan`: its backbone frozen or not, its training photo
+    size, the rate for its schedule's epochs.
+
+    Args:
+        compiled: the phase the model is compiled for now, if any. When it shares the new phase's
+            schedule (only the size changes), the optimizer carries on: its step count keeps the
+            rate on the one curve over the schedule's epochs, and its moments are kept.
+    """
+    phase = plan[index]
+    if config.train.image_sizes:
+        from catdog.models import RESIZE_LAYER
+
+        model.get_layer(RESIZE_LAYER).size = phase.size
     if config.model.name == "transfer":
         # Trainability changes take effect at compile time, which follows.
-        model.get_layer("backbone").trainable = not frozen
-    compile_model(model, config, steps_per_epoch, end - start, fine_tune=start > 0)
+        model.get_layer("backbone").trainable = not phase.frozen
+    first, end = schedule_span(plan, index)
+    same = compiled is not None and schedule_span(plan, compiled) == (first, end)
+    compile_model(model, config, steps_per_epoch, end - first, fine_tune=first > 0,
+                  optimizer=model.optimizer if same else None)
+
+
+def sizes_line(config: Config, plan: list[Phase]) -> str | None:
+    """What train.image_sizes does, in a line: "training photos 96x96 for epochs 1-20, then 160x160"."""
+    if not config.train.image_sizes:
+        return None
+    runs: list[list] = []  # [first epoch, end epoch, size], consecutive phases of one size merged
+    for p in plan:
+        if runs and runs[-1][2] == p.size:
+            runs[-1][1] = p.end
+        else:
+            runs.append([p.start, p.end, p.size])
+    parts = [f"{h}x{w} for epoch{'s' if end - start > 1 else ''} "
+             f"{start + 1}{f'-{end}' if end - start > 1 else ''}" for start, end, (h, w) in runs]
+    if len(runs) > 1:
+        h, w = runs[-1][2]
+        parts[-1] = f"then {h}x{w}"
+    line = "training photos " + ", ".join(parts)
+    if runs[-1][2] != config.data.image_size:
+        h, w = config.data.image_size
+        line += f"; validation and predictions at {h}x{w} (data.image_size)"
+    return line + " (train.image_sizes)"

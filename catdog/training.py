@@ -55,7 +55,7 @@ from catdog.errors import RunError, TrainingError, TrainingInterrupted, first_li
 from catdog.folders import Found
 from catdog.leaks import check_split
 from catdog.optimizers import accumulation, micro_batch, plateau_callback, unjittable, warmup_epochs
-from catdog.plan import check_config, class_weights, set_phase, uneven_warning
+from catdog.plan import Phase, check_config, class_weights, schedule_span, set_phase, sizes_line, uneven_warning
 from catdog.runs import (
     CLASSES_FILE,
     CONFIG_FILE,
@@ -153,6 +153,8 @@ def train(config: Config, data: str | Path | None = None, out: str | Path | None
     for line in decided.summary([f for f in found if f is not None]):
         say(line)
     _say_warm_up(config, plan, say)
+    if (sizes := sizes_line(config, plan)) is not None:
+        say(sizes)
     # Multi-worker training and GPU memory growth must be set before TensorFlow starts.
     dist = distribute.start(config)
     from catdog.models import check_model
@@ -191,7 +193,7 @@ def _saved_epochs(run_dir: Path) -> int:
         return 0
 
 
-def _build_and_fit(config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, int, bool]], state: State,
+def _build_and_fit(config: Config, sp: Split, run_dir: Path, plan: list[Phase], state: State,
                    say: Report, weights: dict[int, float] | None, dist, batch_progress: Progress | None,
                    callbacks: list) -> tuple[str, object, str, float]:
     """Build the model on the training device, fit it and save it: (device, model, monitor, seconds)."""
@@ -213,10 +215,11 @@ def _build_and_fit(config: Config, sp: Split, run_dir: Path, plan: list[tuple[in
     return device, model, monitor, seconds
 
 
-def _say_warm_up(config: Config, plan: list[tuple[int, int, bool]], say: Report) -> None:
+def _say_warm_up(config: Config, plan: list[Phase], say: Report) -> None:
     t = config.train
-    if (warm := warmup_epochs(t, plan[0][1])) < t.warmup_epochs and t.schedule != "plateau":
-        say(f"train.warmup_epochs={t.warmup_epochs} is not shorter than the {plan[0][1]} epochs "
+    _, end = schedule_span(plan, 0)  # the first schedule, which the warm-up starts
+    if (warm := warmup_epochs(t, end)) < t.warmup_epochs and t.schedule != "plateau":
+        say(f"train.warmup_epochs={t.warmup_epochs} is not shorter than the {end} epochs "
             f"it warms up; warming up over {warm} instead")
 
 
@@ -290,7 +293,7 @@ def _removed_unless_resumable(run_dir: Path, fresh: bool) -> Iterator[None]:
         raise
 
 
-def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, int, bool]], state: State,
+def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[Phase], state: State,
          say: Report, weights: dict[int, float] | None, dist, batch_progress: Progress | None,
          extra: list) -> tuple[str, float]:
     """Train `model` phase by phase from where `state` stands; returns the monitored key and the
@@ -303,17 +306,21 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
     if size < t.batch_size:
         say(f"batches of {t.batch_size} computed as {t.batch_size // size} micro-batches of {size} "
             f"(train.micro_batch)")
-    # A resumed run shuffles its next epoch as the uninterrupted run would have.
-    train_batches = dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx], sp.train.row_targets(sigmoid),
-                                      size, shuffle=True, seed=config.seed, mix=t.cutmix,
-                                      first_epoch=state.epochs_done))
+
+    def train_batches(first_epoch: int):
+        # Made afresh for each fit call, from the epoch it starts at: a resumed run, and a phase
+        # after another, shuffle as one uninterrupted fit would have. (Keras ends a dataset's epoch
+        # once more between two fit calls, so one dataset for both would shuffle one epoch ahead.)
+        return dist.feed(batches(sp.train.images, sp.train.rows[sp.train_idx], sp.train.row_targets(sigmoid),
+                                 size, shuffle=True, seed=config.seed, mix=t.cutmix, first_epoch=first_epoch))
+
     val_batches = None
     if len(sp.val_idx):
         val_batches = dist.feed(batches(sp.val.images, sp.val.rows[sp.val_idx], sp.val.row_targets(sigmoid), size))
     # Without validation photos the numbers to watch are the training ones.
     monitor = t.monitor if val_batches is not None else t.monitor.removeprefix("val_")
     # Schedules count optimizer calls, which happen once per micro-batch.
-    steps = len(train_batches)
+    steps = len(train_batches(state.epochs_done))
     accumulate = accumulation(config, steps)
     if size < t.batch_size and accumulate < t.batch_size // size:
         say(f"an epoch has only {steps} micro-batches: each update averages all {steps} of them")
@@ -342,19 +349,20 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
     compiled, epochs_before = None, state.epochs_done
     if state.checkpoint is not None:
         say(f"resuming after epoch {state.epochs_done}/{t.epochs}")
-        set_phase(model, config, steps, plan[state.phase])
+        set_phase(model, config, steps, plan, state.phase)
         restore_checkpoint(model, run_dir, state)
         compiled = state.phase
     # A run that ends with every trainable weight as it started learned nothing: refuse it.
     watched = list(model.trainable_weights)
     initial = [np.array(v) for v in watched]
-    # Keras fits one compiled model; a frozen backbone and its fine-tuning are two compilations,
-    # so each phase is its own fit call over its own range of epochs.
+    # Keras fits one compiled model; a frozen backbone and its fine-tuning are two compilations, and
+    # so is each training photo size (a new traced step), so each phase is its own fit call over
+    # its own range of epochs.
     for i, phase in enumerate(plan):
-        if state.epochs_done >= phase[1] or state.stopped:
+        if state.epochs_done >= phase.end or state.stopped:
             continue
         if compiled != i:
-            set_phase(model, config, steps, phase)
+            set_phase(model, config, steps, plan, i, compiled)
             compiled = keeper.phase = i
             if swapper is not None:
                 swapper.new_optimizer()
@@ -364,8 +372,9 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[tuple[int, 
         # each (micro-)batch; the loss divides by the photos in the batch, not by their
         # weights, so the accumulated micro-batches still make the whole batch's update. A
         # cut-mixed target counts as the class that fills most of the photo.
-        model.fit(train_batches, validation_data=val_batches, initial_epoch=max(phase[0], state.epochs_done),
-                  epochs=phase[1], callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
+        first = max(phase.start, state.epochs_done)
+        model.fit(train_batches(first), validation_data=val_batches, initial_epoch=first,
+                  epochs=phase.end, callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
     # The average of weights that never moved drifts from them by rounding (catdog.ema.drift).
     drift = ema_drift() if t.ema else 0.0
     if state.epochs_done > epochs_before and all(np.allclose(np.array(v), a, rtol=drift, atol=0.0)

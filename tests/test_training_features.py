@@ -382,11 +382,13 @@ def test_kill_9_mid_epoch_then_resume_from_the_cli(tiny_data, tmp_path):
 # --- frozen, then fine-tuned ----------------------------------------------------------------
 
 def test_phases():
-    assert phases(cfg("train.epochs=5")) == [(0, 5, False)]
+    # (first epoch, end epoch, backbone frozen, training photo size); train.image_sizes: test_progressive.py
+    full = (16, 16)
+    assert phases(cfg("train.epochs=5")) == [(0, 5, False, full)]
     transfer = ["model.name=transfer", "model.backbone=MobileNetV2", "train.epochs=5"]
-    assert phases(cfg(*transfer)) == [(0, 5, False)]
-    assert phases(cfg(*transfer, "model.freeze_epochs=2")) == [(0, 2, True), (2, 5, False)]
-    assert phases(cfg(*transfer, "model.freeze_epochs=5")) == [(0, 5, True)]
+    assert phases(cfg(*transfer)) == [(0, 5, False, full)]
+    assert phases(cfg(*transfer, "model.freeze_epochs=2")) == [(0, 2, True, full), (2, 5, False, full)]
+    assert phases(cfg(*transfer, "model.freeze_epochs=5")) == [(0, 5, True, full)]
     with pytest.raises(ConfigError, match="^model.freeze_epochs needs model.name transfer"):
         phases(cfg("model.freeze_epochs=1"))
 
