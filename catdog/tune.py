@@ -295,11 +295,32 @@ def _open_study(optuna: Any, config: Config, root: Path, out: Path, name: str, u
                             f"pick another --out, or that study's --study name")
         for k, v in recorded.items():
             s.set_user_attr(k, v)
+        # The first trial is the config as it stands, so the search is judged against it on the same
+        # held-out photos, and what tune writes never scores below it there.
+        if baseline := _baseline(config, dims):
+            s.enqueue_trial(baseline, user_attrs={"baseline": True})
     elif before != recorded:
         what = "photo folder" if before["config"] == recorded["config"] else "config (or tune.space)"
         raise TuneError(f"study {name!r} in {shown(url, 120)} was started with another {what}; continue it with "
                         f"the same -c, --set, --space and --data, or pick another --study or --out")
     return s
+
+
+def _baseline(config: Config, dims: list[Dimension]) -> dict[str, Any]:
+    """The config's own value of each searched key that lies in its dimension; a list value
+    (model.blocks), which the config holds with every default filled in, is left to the sampler."""
+    raw, params = config.to_dict(), {}
+    for d in dims:
+        value: Any = raw
+        for part in d.key.split("."):
+            value = value[part]
+        if d.choices is not None:
+            if _plain(d) and value in d.choices:
+                params[d.key] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and d.low <= value <= d.high and (
+                not d.step or math.isclose((value - d.low) / d.step, round((value - d.low) / d.step))):
+            params[d.key] = int(value) if d.integer else float(value)
+    return params
 
 
 def _pruner(optuna: Any, kind: str, epochs: int) -> Any:
@@ -410,8 +431,9 @@ def _rows(study: Any) -> list[TrialRow]:
         value = t.value if state == "complete" else (t.intermediate_values[max(t.intermediate_values)]
                                                      if t.intermediate_values else None)
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
+        note = t.user_attrs.get("error") or ("the config's own values" if t.user_attrs.get("baseline") else "")
         rows.append(TrialRow(t.number, state, value, len(t.user_attrs.get("epoch_seconds", [])), seconds,
-                             dict(t.params), t.user_attrs.get("run"), t.user_attrs.get("error", "")))
+                             dict(t.params), t.user_attrs.get("run"), note))
     return rows
 
 

@@ -137,6 +137,11 @@ def test_tune_writes_trials_as_runs_a_best_config_that_trains_and_its_results(ph
             f"its config: {out / 'best.yaml'} (catdog train -c {out / 'best.yaml'})") in last
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["complete", "complete"]
+    # The first trial is the config as it stands: the search is judged against it on the same photos.
+    base = load_config(None, TINY)
+    assert float(rows[0]["train.learning_rate"]) == base.train.learning_rate == 0.001
+    assert float(rows[0]["model.dropout"]) == base.model.dropout
+    assert [r["note"] for r in rows] == ["the config's own values", ""]
     best = max(rows, key=lambda r: (float(r["val_accuracy"]), -int(r["trial"])))
     assert f"best trial {best['trial']}: val_accuracy {float(best['val_accuracy']):.4f}" in last
     assert png_size(out / "search.png") == (1100, 380)
@@ -334,3 +339,20 @@ def test_hyperband_never_cuts_before_a_third_of_the_epochs():
     assert any(c is not None for c in cut), cut
     assert min(c for c in cut if c is not None) >= 10, cut
     assert first_pruned_epoch("none", 30, 4) == [None] * 4
+
+
+def test_the_first_trial_is_the_configs_own_values_where_they_lie_in_the_space():
+    from catdog.config import search_space
+    from catdog.tune import _baseline
+
+    config = load_config(None, ["model.name=resnet", "train.learning_rate=0.002", "model.dropout=0.3",
+                                "train.epochs=12", "model.blocks=[{filters: 8}]"])
+    space = {"train.learning_rate": {"low": 0.001, "high": 0.01, "log": True}, "model.dropout": [0.0, 0.5],
+             "train.epochs": {"low": 10, "high": 20, "step": 5}, "train.weight_decay": {"low": 0.01, "high": 0.1},
+             "model.blocks": [[{"filters": 8}], [{"filters": 16}]]}
+    dims = search_space(space)
+    # dropout 0.3 is not a choice, epochs 12 is off the grid, weight decay 0 below the range, and a
+    # list of blocks is held with its defaults filled in: those are drawn.
+    assert _baseline(config, dims) == {"train.learning_rate": 0.002}
+    assert _baseline(load_config(None, ["model.dropout=0.5", "train.epochs=15"]), dims) == {
+        "model.dropout": 0.5, "train.epochs": 15, "train.learning_rate": 0.001}
