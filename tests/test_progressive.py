@@ -259,6 +259,7 @@ print("RESULTS " + json.dumps({"backend": keras.backend.backend(), "epochs": res
 """
 
 
+@pytest.mark.slow  # a JAX process of its own (~15 s); test_backends keeps JAX end to end in the default suite
 def test_jax_trains_small_then_full(photos, tmp_path):
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed (a test extra)")
