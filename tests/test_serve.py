@@ -92,7 +92,8 @@ class Server:
             match = re.match(r"serving (http://\S+) ", line)
             if match:
                 self.url = match.group(1).rstrip("/")
-        threading.Thread(target=self._drain, daemon=True).start()
+        self.drain = threading.Thread(target=self._drain, daemon=True)
+        self.drain.start()
         for _ in range(200):
             try:
                 self.get("/v1/health")
@@ -473,7 +474,9 @@ def test_ctrl_c_stops_cleanly(served_run):
     assert s.get("/v1/health")[0] == 200
     s.proc.send_signal(signal.SIGINT)
     assert s.proc.wait(timeout=60) == 0
-    time.sleep(0.2)
+    # Every line the server wrote is read once its stderr ends (a fixed sleep lost the last one in CI).
+    s.drain.join(timeout=30)
+    assert not s.drain.is_alive()
     assert s.lines[-1] == "stopped\n" and not any("Traceback" in line for line in s.lines)
 
 
