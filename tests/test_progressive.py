@@ -222,9 +222,10 @@ def test_trains_small_then_full_on_one_rate_curve_and_resumes_mid_schedule(photo
     (["train.image_sizes=[{epoch: 0, size: 16}, {epoch: 3, size: 32}]"],
      "train.image_sizes[1].epoch must be below train.epochs (3); got 3"),
     (["train.image_sizes=[{epoch: 0}]"], "train.image_sizes[0] needs size (an integer); got {'epoch': 0} (--set)"),
+    # Keras quotes its own reason: 3.8 says "would be negative", later releases "zero or negative".
     (["model.name=cnn", "model.top=global_average", "train.image_sizes=[{epoch: 0, size: 8}]",
       "model.blocks=[{filters: 4, kernel_size: 5, padding: valid}, {filters: 4, kernel_size: 5, padding: valid}]"],
-     "train.image_sizes: size 8 (8x8) is too small for model cnn: Computed output size would be zero or negative."),
+     "train.image_sizes: size 8 (8x8) is too small for model cnn: Computed output size would be"),
 ])
 def test_a_bad_schedule_is_one_line(overrides, line, photos, tmp_path):
     sets = [a for o in [*TINY, SIZES, *overrides] for a in ("--set", o)]
