@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from catdog import __version__, native_logs
-from catdog.errors import CatdogError, first_line, shown
+from catdog.errors import CatdogError, Terminated, first_line, shown, terminating
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -99,10 +99,6 @@ def one_line(exc: BaseException) -> str:
     return shown(" ".join(lines) if len(lines) <= 3 else lines[0], limit=500)
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread (not an Exception: nothing may catch it as a failure)."""
-
-
 @contextlib.contextmanager
 def sigterm_unwinds(command: str) -> Iterator[None]:
     """Turn SIGTERM into an exception inside the block, so that the library's `with` blocks and
@@ -113,13 +109,16 @@ def sigterm_unwinds(command: str) -> Iterator[None]:
     (a SystemError or TypeError wrapping it); after a SIGTERM, whatever ends the block ends it so.
     Raised inside a callback whose exceptions Python ignores (a garbage-collector callback, such as
     JAX's, or a __del__), it is lost: the signal is then sent again, to be raised in the code the
-    callback interrupted.
+    callback interrupted. Swallowed by a library's bare `except:`, it is raised again where the work
+    asks `raise_if_terminating` before putting its result in place; a block that ends anyway had
+    finished, and says so.
     """
     received: list[int] = []
 
     def stop(signum, frame) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         received.append(signum)
+        terminating.set()
         raise Terminated
 
     def swallowed(unraisable) -> None:
@@ -140,7 +139,12 @@ def sigterm_unwinds(command: str) -> Iterator[None]:
             raise
         click.echo(f"{command} stopped by SIGTERM; what it had half written was removed", err=True)
         raise click.exceptions.Exit(128 + signal.SIGTERM) from None
+    else:
+        if received:
+            click.echo(f"{command} had finished when SIGTERM arrived; what it wrote is complete", err=True)
+            raise click.exceptions.Exit(128 + signal.SIGTERM)
     finally:
+        terminating.clear()
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
 

@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread (not an Exception: nothing may catch it as a failure)."""
+
+
+# Set by the CLI once SIGTERM arrived. A library with a bare `except:` (tf2onnx has several) swallows
+# the Terminated raised inside it; work about to be put in place asks here first.
+terminating = threading.Event()
+
+
+def raise_if_terminating() -> None:
+    """Raise Terminated if SIGTERM arrived, even where the exception it raised was swallowed."""
+    if terminating.is_set():
+        raise Terminated
 
 
 class CatdogError(Exception):

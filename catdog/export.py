@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from catdog import __version__
-from catdog.errors import ExportError
+from catdog.errors import ExportError, raise_if_terminating
 from catdog.images import preprocessing
 from catdog.prediction import as_class_probabilities
 from catdog.runs import Run, load_run, write_json
@@ -370,6 +370,7 @@ def export(run: str | Path | Run | None = None, fmt: str = "onnx", out: str | Pa
             info["onnx_size"] = tmp.stat().st_size  # catdog.runtime's cheap check for a damaged file
         tmp_contract = Path(scratch) / beside.name
         write_json(tmp_contract, info)
+        raise_if_terminating()  # a SIGTERM the converter swallowed stops the export here
         # The contract first: a reader that finds the artifact finds its contract.
         own_contract = put_in_place(tmp_contract, beside, Path(scratch), force)
         try:

@@ -301,6 +301,28 @@ def test_sigterm_wrapped_by_native_code_still_ends_in_its_line_and_143(capsys):
     assert capsys.readouterr().err == "export stopped by SIGTERM; what it had half written was removed\n"
 
 
+def test_sigterm_swallowed_by_a_block_that_then_finishes_still_ends_in_143(capsys):
+    # A library's bare `except:` can swallow the SIGTERM's exception; the block then finishes its
+    # work, and the command must neither exit 0 nor claim it removed anything.
+    import os
+    import signal
+    import time
+
+    import click
+
+    from catdog.cli import sigterm_unwinds
+
+    with pytest.raises(click.exceptions.Exit) as stopped, sigterm_unwinds("export"):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except:  # noqa: E722 - what tf2onnx does
+            pass
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "export had finished when SIGTERM arrived; what it wrote is complete\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_a_reader_that_stops_early_gets_no_error_line():
     """`catdog ... | head`: the pipe closes before catdog has written everything; no `Error:` line."""
     import subprocess

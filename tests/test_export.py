@@ -351,6 +351,31 @@ def test_sigterm_during_export_leaves_no_scratch_folder_or_process(run_dir, tmp_
     assert not [k for k in {proc.pid, *kids} if Path(f"/proc/{k}").exists()]
 
 
+@article_only
+def test_a_sigterm_the_converter_swallows_still_stops_the_export(run_dir, tmp_path, monkeypatch):
+    # tf2onnx has bare `except:` clauses: a SIGTERM raised inside one is lost, and the export went on
+    # to exit 0 with its files in place (seen in a minimum-versions run).
+    import keras
+
+    real = keras.Model.export
+
+    def swallowing(self, *args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except:  # noqa: E722 - what the converter does
+            pass
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "export", swallowing)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = CliRunner().invoke(main, ["export", "--run", str(run_dir), "--out", str(out / "m.onnx")])
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    assert result.stderr.strip().splitlines()[-1] == "export stopped by SIGTERM; what it had half written was removed"
+    assert list(out.iterdir()) == []
+
+
 def children(pid: int) -> set[int]:
     """The processes whose parent is `pid` (from /proc)."""
     found = set()
