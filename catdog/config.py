@@ -155,14 +155,22 @@ MODEL_READS: dict[str, Reads] = {
 
 @dataclass(frozen=True)
 class SizeStep:
-    """One entry of train.image_sizes: from `epoch` on, the training photos' side is `size`."""
+    """One entry of train.image_sizes: from an epoch on, the training photos' side is a size.
 
-    # Both keys are required (no default): an entry without either means nothing.
+    Each entry sets one key of each pair (catdog.plan.size_steps resolves and checks them): when,
+    `epoch` or `at`; how large, `size` or `scale`. The fractions make a schedule that scales with
+    train.epochs and data.image_size, so `--set train.epochs=...` keeps its shape.
+    """
+
     # Epochs trained before this size starts: 0 for the first entry.
-    epoch: int = field(metadata={"min": 0, "max": MAX_COUNT})
+    epoch: Optional[int] = _opt(None, min=0, max=MAX_COUNT)
+    # The same as a fraction of train.epochs: the entry starts after floor(at x train.epochs) epochs.
+    at: Optional[float] = _opt(None, min=0.0, max=1.0, max_exclusive=True)
     # The side of the training photos (for a non-square data.image_size its longer side; the
     # aspect is kept); at most data.image_size.
-    size: int = field(metadata={"min": 8, "max": MAX_IMAGE_SIDE})
+    size: Optional[int] = _opt(None, min=8, max=MAX_IMAGE_SIDE)
+    # The same as a fraction of data.image_size's longer side (rounded, at least 8 pixels).
+    scale: Optional[float] = _opt(None, min=0.0, max=1.0, min_exclusive=True)
 
 
 class UnreadKeyWarning(UserWarning):
@@ -226,10 +234,12 @@ class TrainConfig:
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
     # Progressive resizing: [{epoch: 0, size: 112}, {epoch: 40, size: 160}] trains the first 40 epochs
     # on photos shrunk to 112x112 inside the model, then at 160x160; each entry holds from its epoch
-    # (epochs trained before it) until the next. A conv net's cost grows with the pixels, so the early
-    # epochs, which learn coarse features, cost about half. Validation, evaluate, predict and export
-    # always see data.image_size, so a schedule normally ends there. Empty: off (the model has no
-    # resize layer at all). Needs a model that takes any size (no flatten top).
+    # (epochs trained before it) until the next. In fractions (SizeStep), [{at: 0, scale: 0.7},
+    # {at: 0.8, scale: 1}] is the same for 50 epochs at 160x160 and keeps its shape for any other.
+    # A conv net's cost grows with the pixels, so the early epochs, which learn coarse features,
+    # cost about half. Validation, evaluate, predict and export always see data.image_size, so a
+    # schedule normally ends there. Empty: off (the model has no resize layer at all). Needs a model
+    # that takes any size (no flatten top).
     image_sizes: list[SizeStep] = _opt([], max=64)
 
 
@@ -788,7 +798,7 @@ def config_yaml(config: Config) -> str:
 
     The model section holds only the keys its model reads (MODEL_READS): the others change nothing,
     and loading the YAML back gives them their defaults, which build the same model. A name of None
-    is left out.
+    is left out, and so are an image_sizes entry's unset keys.
     """
     data = config.to_dict()
     if data["name"] is None:
@@ -801,6 +811,8 @@ def config_yaml(config: Config) -> str:
         data["model"] = {k: v for k, v in model.items() if k == "name" or k in reads.keys}
         if "blocks" in data["model"]:
             data["model"]["blocks"] = [{k: v for k, v in b.items() if k in reads.block_keys} for b in model["blocks"]]
+    # An image_sizes entry sets one key of each pair (SizeStep): the unset ones would read as null.
+    data["train"]["image_sizes"] = [{k: v for k, v in s.items() if v is not None} for s in data["train"]["image_sizes"]]
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120)
 
 

@@ -119,10 +119,10 @@ def _check_smallest(config: Config) -> None:
     Raises:
         ConfigError: the smallest training size is too small for the model.
     """
-    from catdog.plan import training_size
+    from catdog.plan import size_steps, training_size
 
-    smallest = min(config.train.image_sizes, key=lambda s: s.size)
-    size = training_size(config, smallest.size)
+    smallest = min(side for _, side in size_steps(config))
+    size = training_size(config, smallest)
     small = config.replace(data=dataclasses.replace(config.data, image_size=size),
                            train=dataclasses.replace(config.train, image_sizes=[]))
     try:
@@ -138,7 +138,7 @@ def _check_smallest(config: Config) -> None:
         lines = [line for line in str(exc).splitlines() if line.strip()]
         wrapped = len(lines) > 1 and lines[0].startswith("Exception encountered")
         detail = re.sub(r"\x1b\[[0-9;]*m", "", lines[1] if wrapped else first_line(exc))  # no terminal colours
-    raise ConfigError(f"train.image_sizes: size {smallest.size} ({size[0]}x{size[1]}) is too small for model "
+    raise ConfigError(f"train.image_sizes: size {smallest} ({size[0]}x{size[1]}) is too small for model "
                       f"{config.model.name}: {shown(detail, 200)}")
 
 

@@ -5,6 +5,7 @@ how the classes weigh.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -114,33 +115,62 @@ def training_size(config: Config, size: int) -> tuple[int, int]:
 FLATTEN_MODELS = ("article", "cnn")
 
 
-def check_image_sizes(config: Config) -> None:
-    """Refuse a train.image_sizes schedule that cannot run as written.
+def size_steps(config: Config) -> list[tuple[int, int]]:
+    """train.image_sizes resolved for this config: (epochs trained before it, longer side) per entry.
+
+    `at` becomes floor(at x train.epochs) epochs and `scale` round(scale x data.image_size's longer
+    side) pixels (at least 8). Where a short run puts a fractional entry on the same epoch as the
+    entry before it, the later entry holds from there (`--set train.epochs=1` trains at the size the
+    schedule has reached by then); entries in epochs must increase.
 
     Raises:
-        ConfigError: naming the entry: the first not at epoch 0, epochs not increasing or not below
-            train.epochs, a size above data.image_size, or a model whose flatten top fits one size.
+        ConfigError: naming the entry: neither or both of epoch and at (or of size and scale), the
+            first not at epoch 0, epochs not increasing or not below train.epochs, a size above
+            data.image_size, or a model whose flatten top fits one size.
     """
     steps, m = config.train.image_sizes, config.model
     if not steps:
-        return
+        return []
     if m.name in FLATTEN_MODELS and m.top == "flatten":
         raise ConfigError(f"train.image_sizes needs a model that takes any photo size; model.name {m.name} with "
                           f"model.top flatten has a Flatten head sized for data.image_size "
                           f"{list(config.data.image_size)}: set model.top=global_average or drop train.image_sizes")
     longest, epochs = max(config.data.image_size), config.train.epochs
+    resolved: list[tuple[int, int]] = []
     for i, step in enumerate(steps):
         key = f"train.image_sizes[{i}]"
-        if i == 0 and step.epoch != 0:
-            raise ConfigError(f"{key}.epoch must be 0 (the size training starts at); got {step.epoch}")
-        if i and step.epoch <= steps[i - 1].epoch:
-            raise ConfigError(f"{key}.epoch must be above the entry before it ({steps[i - 1].epoch}): the epochs "
-                              f"increase; got {step.epoch}")
-        if step.epoch >= epochs:
-            raise ConfigError(f"{key}.epoch must be below train.epochs ({epochs}); got {step.epoch}")
-        if step.size > longest:
+        for a, b in (("epoch", "at"), ("size", "scale")):
+            given = [k for k in (a, b) if getattr(step, k) is not None]
+            if len(given) != 1:
+                got = "both" if given else "neither"
+                raise ConfigError(f"{key} needs one of {a} and {b}; got {got}: "
+                                  f"{ {k: v for k, v in vars(step).items() if v is not None} }")
+        when = "epoch" if step.epoch is not None else "at"
+        # at x epochs rounded first: 0.29 x 100 is 28.999... in floating point.
+        epoch = step.epoch if step.epoch is not None else math.floor(round((step.at or 0.0) * epochs, 6))
+        size = step.size if step.size is not None else max(8, round((step.scale or 0.0) * longest))
+        if i == 0 and getattr(step, when) != 0:
+            raise ConfigError(f"{key}.{when} must be 0 (the size training starts at); got {getattr(step, when)}")
+        if i:
+            before = steps[i - 1]
+            if step.at is not None and before.at is not None and step.at <= before.at:
+                raise ConfigError(f"{key}.at must be above the entry before it ({before.at}): the epochs "
+                                  f"increase; got {step.at}")
+            if epoch == resolved[-1][0] and (when == "at" or before.at is not None):
+                resolved.pop()  # a short run: this entry starts where the one before would have
+            elif epoch <= resolved[-1][0]:
+                raise ConfigError(f"{key}.{when} must start above the entry before it (epoch {resolved[-1][0]}): "
+                                  f"the epochs increase; got {getattr(step, when)} (epoch {epoch})"
+                                  if when == "at" else
+                                  f"{key}.epoch must be above the entry before it ({resolved[-1][0]}): the epochs "
+                                  f"increase; got {epoch}")
+        if epoch >= epochs:
+            raise ConfigError(f"{key}.epoch must be below train.epochs ({epochs}); got {epoch}")
+        if size > longest:
             raise ConfigError(f"{key}.size must be at most data.image_size ({longest}): photos are shrunk, "
-                              f"never enlarged; got {step.size}")
+                              f"never enlarged; got {size}")
+        resolved.append((epoch, size))
+    return resolved
 
 
 def phases(config: Config) -> list[Phase]:
@@ -158,14 +188,14 @@ def phases(config: Config) -> list[Phase]:
     if m.freeze_epochs and m.name != "transfer":
         raise ConfigError(f"model.freeze_epochs needs model.name transfer (a backbone to freeze); "
                           f"got {m.freeze_epochs} with model.name {m.name!r}")
-    check_image_sizes(config)
-    cuts = {0, epochs, *(s.epoch for s in config.train.image_sizes)}
+    steps = size_steps(config)
+    cuts = {0, epochs, *(epoch for epoch, _ in steps)}
     if 0 < m.freeze_epochs < epochs:
         cuts.add(m.freeze_epochs)
     bounds = sorted(cuts)
     plan = []
     for start, end in zip(bounds, bounds[1:], strict=False):
-        sizes = [s.size for s in config.train.image_sizes if s.epoch <= start]
+        sizes = [size for epoch, size in steps if epoch <= start]
         size = training_size(config, sizes[-1]) if sizes else config.data.image_size
         plan.append(Phase(start, end, start < m.freeze_epochs, size))
     return plan

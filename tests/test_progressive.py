@@ -19,6 +19,7 @@ from conftest import write_images
 
 from catdog.cli import main
 from catdog.config import load_config
+from catdog.errors import ConfigError
 from catdog.layers import TrainingResize
 from catdog.optimizers import learning_rate
 from catdog.plan import Phase, phases, schedule_span, sizes_line
@@ -64,6 +65,46 @@ def test_phases_split_at_each_size_and_at_the_frozen_backbone():
     assert phases(wide) == [Phase(0, 3, False, (8, 16))]
     assert sizes_line(wide, phases(wide)) == ("training photos 8x16 for epochs 1-3; validation and predictions at "
                                               "16x32 (data.image_size) (train.image_sizes)")
+
+
+def test_fractions_scale_the_schedule_with_the_epochs_and_the_image_size():
+    steps = "train.image_sizes=[{at: 0, scale: 0.6}, {at: 0.5, scale: 0.8}, {at: 0.78, scale: 1.0}]"
+    # large.yaml's schedule: what it was measured as in epochs and pixels (docs/accuracy.md).
+    assert phases(cfg("data.image_size=160", "train.epochs=90", steps)) == [
+        Phase(0, 45, False, (96, 96)), Phase(45, 70, False, (128, 128)), Phase(70, 90, False, (160, 160))]
+    # Its shape at other lengths and sizes: floor(at x epochs) epochs, round(scale x side) pixels.
+    assert phases(cfg("data.image_size=[32, 64]", "train.epochs=10", steps)) == [
+        Phase(0, 5, False, (19, 38)), Phase(5, 7, False, (26, 51)), Phase(7, 10, False, (32, 64))]
+    # 0.29 x 100 is 28.999... in floating point: still epoch 29.
+    assert phases(cfg("train.epochs=100", "train.image_sizes=[{at: 0, size: 16}, {at: 0.29, scale: 1}]")) == [
+        Phase(0, 29, False, (16, 16)), Phase(29, 100, False, (32, 32))]
+    # Too short for every size: an entry that lands on the epoch of the one before it replaces it.
+    assert phases(cfg("train.epochs=2", steps)) == [Phase(0, 1, False, (19, 19)), Phase(1, 2, False, (32, 32))]
+    assert phases(cfg("train.epochs=1", steps)) == [Phase(0, 1, False, (32, 32))]
+    # The README's example, in epochs and in fractions.
+    readme = ["data.image_size=160", "train.epochs=50"]
+    assert phases(cfg(*readme, "train.image_sizes=[{epoch: 0, size: 112}, {epoch: 35, size: 160}]")) == phases(
+        cfg(*readme, "train.image_sizes=[{at: 0, scale: 0.7}, {at: 0.7, scale: 1.0}]"))
+    # Fractions and epochs mix; a side never goes below 8 pixels.
+    mixed = cfg("train.epochs=4", "train.image_sizes=[{at: 0, scale: 0.1}, {epoch: 1, size: 24}, {at: 0.75, scale: 1}]")
+    assert phases(mixed) == [Phase(0, 1, False, (8, 8)), Phase(1, 3, False, (24, 24)), Phase(3, 4, False, (32, 32))]
+
+
+def test_every_length_of_the_large_config_plans(tmp_path):
+    """large.yaml's schedule in fractions holds at any train.epochs: 1 (a test's), 50, its own 90."""
+    from catdog.models import check_model
+    from catdog.plan import check_config
+
+    for epochs in (1, 2, 3, 50, 90, 200):
+        plan = check_config(load_config("large", [f"train.epochs={epochs}"]))
+        assert plan[0].start == 0 and plan[-1].end == epochs and plan[-1].size == (160, 160)
+    # A run too short for a size is not refused for that size: with two valid 5x5 convs an 8x8
+    # photo is too small, but one epoch trains at 32x32 only.
+    cnn = ["model.name=cnn", "model.top=global_average", "model.blocks=[{filters: 4, kernel_size: 5, padding: valid}, "
+           "{filters: 4, kernel_size: 5, padding: valid}]", "train.image_sizes=[{at: 0, size: 8}, {at: 0.5, scale: 1}]"]
+    check_model(cfg(*cnn, "train.epochs=1"))
+    with pytest.raises(ConfigError, match=r"train.image_sizes: size 8 \(8x8\) is too small for model cnn"):
+        check_model(cfg(*cnn, "train.epochs=2"))
 
 
 def test_the_layer_resizes_while_training_only():
@@ -221,7 +262,17 @@ def test_trains_small_then_full_on_one_rate_curve_and_resumes_mid_schedule(photo
      "train.image_sizes[0].epoch must be 0 (the size training starts at); got 1"),
     (["train.image_sizes=[{epoch: 0, size: 16}, {epoch: 3, size: 32}]"],
      "train.image_sizes[1].epoch must be below train.epochs (3); got 3"),
-    (["train.image_sizes=[{epoch: 0}]"], "train.image_sizes[0] needs size (an integer); got {'epoch': 0} (--set)"),
+    (["train.image_sizes=[{epoch: 0}]"], "train.image_sizes[0] needs one of size and scale; got neither: {'epoch': 0}"),
+    (["train.image_sizes=[{epoch: 0, at: 0, size: 16}]"],
+     "train.image_sizes[0] needs one of epoch and at; got both: {'epoch': 0, 'at': 0.0, 'size': 16}"),
+    (["train.image_sizes=[{at: 0.1, scale: 0.5}]"], "train.image_sizes[0].at must be 0 (the size training starts at); "
+     "got 0.1"),
+    (["train.image_sizes=[{at: 0, scale: 0.5}, {at: 0.6, scale: 0.7}, {at: 0.5, scale: 1}]"],
+     "train.image_sizes[2].at must be above the entry before it (0.6): the epochs increase; got 0.5"),
+    (["train.image_sizes=[{epoch: 0, size: 16}, {epoch: 2, size: 24}, {at: 0.34, scale: 1}]"],
+     "train.image_sizes[2].at must start above the entry before it (epoch 2): the epochs increase; got 0.34 (epoch 1)"),
+    (["train.image_sizes=[{at: 0, scale: 1.5}]"], "train.image_sizes[0].scale must be a number or null in (0.0, 1.0]; "
+     "got 1.5 (--set)"),
     # Keras quotes its own reason: 3.8 says "would be negative", later releases "zero or negative".
     (["model.name=cnn", "model.top=global_average", "train.image_sizes=[{epoch: 0, size: 8}]",
       "model.blocks=[{filters: 4, kernel_size: 5, padding: valid}, {filters: 4, kernel_size: 5, padding: valid}]"],
@@ -241,6 +292,7 @@ def test_a_bad_schedule_is_one_line(overrides, line, photos, tmp_path):
 JAX_SCRIPT = r"""
 import json, sys
 from catdog.config import load_config
+from catdog.errors import ConfigError
 from catdog.layers import TrainingResize
 from catdog.training import train
 
