@@ -158,11 +158,11 @@ def size_steps(config: Config) -> list[tuple[int, int]]:
                                   f"increase; got {step.at}")
             if epoch == resolved[-1][0] and (when == "at" or before.at is not None):
                 resolved.pop()  # a short run: this entry starts where the one before would have
+            elif epoch <= resolved[-1][0] and when == "at":
+                raise ConfigError(f"{key}.at must start above the entry before it (epoch {resolved[-1][0]}): "
+                                  f"the epochs increase; got {step.at} (epoch {epoch})")
             elif epoch <= resolved[-1][0]:
-                raise ConfigError(f"{key}.{when} must start above the entry before it (epoch {resolved[-1][0]}): "
-                                  f"the epochs increase; got {getattr(step, when)} (epoch {epoch})"
-                                  if when == "at" else
-                                  f"{key}.epoch must be above the entry before it ({resolved[-1][0]}): the epochs "
+                raise ConfigError(f"{key}.epoch must be above the entry before it ({resolved[-1][0]}): the epochs "
                                   f"increase; got {epoch}")
         if epoch >= epochs:
             raise ConfigError(f"{key}.epoch must be below train.epochs ({epochs}); got {epoch}")

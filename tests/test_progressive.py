@@ -90,7 +90,7 @@ def test_fractions_scale_the_schedule_with_the_epochs_and_the_image_size():
     assert phases(mixed) == [Phase(0, 1, False, (8, 8)), Phase(1, 3, False, (24, 24)), Phase(3, 4, False, (32, 32))]
 
 
-def test_every_length_of_the_large_config_plans(tmp_path):
+def test_every_length_of_the_large_config_plans():
     """large.yaml's schedule in fractions holds at any train.epochs: 1 (a test's), 50, its own 90."""
     from catdog.models import check_model
     from catdog.plan import check_config
@@ -292,7 +292,6 @@ def test_a_bad_schedule_is_one_line(overrides, line, photos, tmp_path):
 JAX_SCRIPT = r"""
 import json, sys
 from catdog.config import load_config
-from catdog.errors import ConfigError
 from catdog.layers import TrainingResize
 from catdog.training import train
 
