@@ -225,7 +225,8 @@ class TrainConfig:
     # model.fit(class_weight=...) applies it.
     class_weight: Union[Literal["balanced"], dict[str, float], None] = _opt(None, min=0.0, min_exclusive=True)
     # "auto": mixed_bfloat16 on GPUs of compute capability >= 8, mixed_float16 on 7.x, float32 on
-    # older GPUs and CPUs (half precision only pays on tensor cores). Outputs stay float32.
+    # older GPUs; on a CPU, mixed_bfloat16 where it has AMX or AVX512-BF16 instructions and float32
+    # elsewhere (emulated bfloat16 is about five times slower). Outputs stay float32.
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     # XLA. "auto" is Keras's choice: on for JAX and for TensorFlow on a GPU, off on TensorFlow's CPU,
     # and off wherever a layer cannot compile (TensorFlow's XLA has no kernel for RandomGeometry).

@@ -13,6 +13,9 @@ from PIL import Image
 def _private_cache(tmp_path_factory, monkeypatch):
     # Tests never touch the user's ~/.cache/catdog.
     monkeypatch.setenv("CATDOG_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # `precision: auto` resolves as on a CPU without bfloat16 instructions (float32) on every
+    # machine, AMX or not; tests of bfloat16 ask for it, or set these flags themselves.
+    monkeypatch.setenv("CATDOG_CPU_FLAGS", "")
 
 
 def write_images(folder: Path, count: int, size: int = 16, seed: int = 0, bright: bool = False) -> list[Path]:

@@ -40,7 +40,27 @@ def gpu(cc):
     ([gpu(None)], "float32"),
 ])
 def test_auto_precision_follows_the_gpus(devices, expected):
-    assert resolve_precision("auto", devices) == expected
+    assert resolve_precision("auto", devices, flags={"avx2", "fma"}) == expected
+    # A CPU's bfloat16 instructions matter only where no GPU trains.
+    with_amx = "mixed_bfloat16" if not [d for d in devices if d.kind == "GPU"] else expected
+    assert resolve_precision("auto", devices, flags={"amx_bf16", "avx512_bf16"}) == with_amx
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx512f", "avx512_bf16"}, "mixed_bfloat16"),  # AMD Zen 4, Intel Cooper Lake
+    ({"amx_bf16", "amx_tile"}, "mixed_bfloat16"),     # Intel Sapphire Rapids and later
+    ({"avx", "avx2", "fma"}, "float32"),              # emulated: about five times slower than float32
+    (set(), "float32"),                               # flags unknown (not Linux)
+])
+def test_auto_precision_on_a_cpu_is_bfloat16_only_where_it_is_native(flags, expected):
+    assert resolve_precision("auto", [], flags=flags) == expected
+
+
+def test_info_and_training_read_the_cpu_flags(monkeypatch):
+    monkeypatch.setenv("CATDOG_CPU_FLAGS", "avx2 amx_bf16")
+    assert resolve_precision("auto", []) == "mixed_bfloat16"
+    monkeypatch.setenv("CATDOG_CPU_FLAGS", "avx2")
+    assert resolve_precision("auto", []) == "float32"
 
 
 def test_explicit_precision_is_kept_whatever_the_device():
