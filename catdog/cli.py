@@ -113,11 +113,8 @@ def sigterm_unwinds(command: str) -> Iterator[None]:
     asks `raise_if_terminating` before putting its result in place; a block that ends anyway had
     finished, and says so.
     """
-    received: list[int] = []
-
     def stop(signum, frame) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        received.append(signum)
         terminating.set()
         raise Terminated
 
@@ -135,12 +132,12 @@ def sigterm_unwinds(command: str) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if not (received or isinstance(exc, Terminated)):
+        if not (terminating.is_set() or isinstance(exc, Terminated)):
             raise
         click.echo(f"{command} stopped by SIGTERM; what it had half written was removed", err=True)
         raise click.exceptions.Exit(128 + signal.SIGTERM) from None
     else:
-        if received:
+        if terminating.is_set():
             click.echo(f"{command} had finished when SIGTERM arrived; what it wrote is complete", err=True)
             raise click.exceptions.Exit(128 + signal.SIGTERM)
     finally:
