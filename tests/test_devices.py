@@ -56,7 +56,7 @@ def test_auto_precision_on_a_cpu_is_bfloat16_only_where_it_is_native(flags, expe
     assert resolve_precision("auto", [], flags=flags) == expected
 
 
-def test_info_and_training_read_the_cpu_flags(monkeypatch):
+def test_catdog_cpu_flags_stands_in_for_the_cpus_own(monkeypatch):
     monkeypatch.setenv("CATDOG_CPU_FLAGS", "avx2 amx_bf16")
     assert resolve_precision("auto", []) == "mixed_bfloat16"
     monkeypatch.setenv("CATDOG_CPU_FLAGS", "avx2")
