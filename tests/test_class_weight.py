@@ -107,6 +107,9 @@ def write_photos(folder: Path, count: int, brightness: float, rng: np.random.Gen
         Image.fromarray(pixels).save(folder / f"{i:03d}.png")
 
 
+# Slow (18 s: two trainings on 200 photos): the weights' arithmetic and their use in every batch
+# are the default suite's tests above.
+@pytest.mark.slow
 def test_class_weights_raise_the_smaller_class_s_recall_on_a_9_to_1_folder(tmp_path):
     """180 darker "common" photos and 20 brighter "rare" ones whose brightness overlaps.
 

@@ -154,6 +154,9 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+# Slow (10-12 s: two worker processes): the default suite trains over two devices in one process
+# (test_mirrored_over_two_logical_cpus_tensorflow) and checks the multi-worker settings.
+@pytest.mark.slow
 def test_multi_worker_two_processes_make_one_model(tiny_data, tmp_path):
     # Prepare the cache once, as on a shared disk one would before starting the workers.
     assert CliRunner().invoke(main, ["prepare", "--data", str(tiny_data), "--set", "data.image_size=16"]).exit_code == 0

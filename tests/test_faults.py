@@ -480,6 +480,9 @@ def test_resumed_run_ends_as_the_uninterrupted_one(tiny_data, tmp_path, interrup
     assert all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b, strict=True))
 
 
+# Slow (10 s: two plateau runs to compare): resuming a run that ends as the uninterrupted one
+# (test_resumed_run_ends_as_the_uninterrupted_one) is in the default suite.
+@pytest.mark.slow
 def test_a_resumed_plateau_schedule_cuts_the_rate_when_the_uninterrupted_run_does(tiny_data, tmp_path):
     """Keras's ReduceLROnPlateau counts afresh in every fit call; catdog's picks up the run's count."""
     from catdog.training import resume, train

@@ -160,6 +160,9 @@ JAX_SCRIPT = textwrap.dedent("""
 """)
 
 
+# Slow (8 s: a JAX process): the default suite checks the heat map on TensorFlow, and every
+# command, `show` included, on JAX (test_backends).
+@pytest.mark.slow
 def test_hires_cam_under_jax_matches_tensorflow(tmp_path):
     # One subprocess for both heads: starting JAX costs more than the heat maps.
     pytest.importorskip("jax")

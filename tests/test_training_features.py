@@ -352,6 +352,9 @@ def test_resume_refuses_config_flags(tiny_data):
     assert result.exit_code == 2 and "--resume continues a run with its own config" in result.output
 
 
+# Slow (10 s: a training subprocess killed and resumed); the default suite resumes runs stopped
+# in-process at every point (test_faults), and the other kill -9 test is slow as well.
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_from_the_cli(tiny_data, tmp_path):
     run = tmp_path / "run"
     # Batches of 2 make an epoch long enough to be killed inside it.

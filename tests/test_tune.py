@@ -169,6 +169,9 @@ def test_tune_writes_trials_as_runs_a_best_config_that_trains_and_its_results(ph
                           "--study or --out")
 
 
+# Slow (11 s: a 12-second budget spent in full); the default run checks how a budget is read
+# (above) and runs a search that ends by its trial count.
+@pytest.mark.slow
 def test_budget_is_kept_within_five_percent_and_a_trial_too_long_is_stopped(photos, tmp_path):
     config = load_config(None, [*TINY, "train.epochs=1000", "tune.space={model.dropout: [0.0, 0.3]}"])
     budget = 12.0
@@ -249,6 +252,9 @@ def test_trial_watch_reports_prunes_and_stops_before_the_deadline():
         watch.on_train_batch_end(1)
 
 
+# Slow (10 s: a tune process killed mid-trial, then a second one, under Hyperband); the default
+# run's search ends normally, and both pruners' rules are tested below.
+@pytest.mark.slow
 def test_a_trial_left_running_by_a_killed_tune_is_failed_and_the_search_continues(photos, tmp_path):
     import optuna
 
