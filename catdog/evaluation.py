@@ -257,7 +257,7 @@ def evaluate(run: str | Path | Run | None = None, data: str | Path | None = None
         idx = np.arange(len(prepared.files))
         source = str(data)
     else:
-        prepared, idx, source = _held_out(r, config, progress)
+        prepared, idx, source = held_out(r, config, progress)
     found_leaks, unchecked = _leaks(r, prepared, idx)
     # Loaded once the photos are there: a wrong folder is said before TensorFlow starts (seconds).
     model = with_mirror_averaged(r.model) if tta else r.model
@@ -319,7 +319,13 @@ def _slug(folder: Path) -> str:
     return f"{folder.resolve().name}-{folder_digest(folder, 6)}"
 
 
-def _held_out(r: Run, config: Config, progress: Progress | None) -> tuple[Prepared, np.ndarray, str]:
+def held_out(r: Run, config: Config, progress: Progress | None = None) -> tuple[Prepared, np.ndarray, str]:
+    """The photos `evaluate` scores without `data`: (the prepared folder, the indices of the run's test
+    split, or of its validation split when it has none, and where they are, in words).
+
+    Raises:
+        DataError: the run has no split.json, held out nothing, or its photos are gone.
+    """
     record = r.split()
     if record is None:
         raise DataError(f"{r.dir} has no split.json; pass --data DIR to evaluate on a folder")

@@ -1,10 +1,11 @@
 """Test-time augmentation beyond the mirror: accuracy and cost per photo of each set of views.
 
-For each trained run, every photo is decoded once at the run's image size and answered under each
-view (the photo, its mirror, a zoom into its centre, shifts); a set of views averages their
-probabilities. Views are chosen on the run's own held-out photos (its split.json, never trained
-on) and scored on --test; the time is Keras's predict per photo and view on this CPU, decoding left
-out. One Markdown row per run and set of views.
+For each trained run, every photo is prepared as `catdog evaluate` prepares it (the cache at the
+run's image size, its decisions file applied, unreadable files skipped) and answered under each view
+(the photo, its mirror, a zoom into its centre, shifts); a set of views averages their
+probabilities. Views are chosen on the photos `catdog evaluate` scores without --data (the run's
+held-out split, never trained on) and scored on --test; the time is Keras's predict per photo and
+view on this CPU, decoding left out. One Markdown row per run and set of views.
 
     python scripts/bench_tta.py --run runs/A --run runs/B --test data/cats_and_dogs_filtered/validation
 """
@@ -35,7 +36,7 @@ def view(batch: np.ndarray, name: str) -> np.ndarray:
     """`batch` (N, H, W, 3) under one view; the same size out."""
     import tensorflow as tf
 
-    n, h, w, _ = batch.shape
+    _, h, w, _ = batch.shape
     if name == "photo":
         return batch
     if name == "mirror":
@@ -53,19 +54,18 @@ def view(batch: np.ndarray, name: str) -> np.ndarray:
     return padded[:, top:top + h, left:left + w]
 
 
-def photos(root: Path, relative: list[str] | None, classes: list[str]) -> tuple[list[Path], np.ndarray]:
-    """Photo paths and their class indices: `relative` under `root`, or every photo of each class folder."""
-    if relative is None:
-        relative = [str(p.relative_to(root)) for c in classes for p in sorted((root / c).rglob("*"))
-                    if p.is_file()]
-    labels = np.array([classes.index(Path(r).parts[0]) for r in relative])
-    return [root / r for r in relative], labels
+def scored_photos(run, test: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"held_out": (pixels, labels), "test": (pixels, labels)} of a loaded run, as `catdog evaluate`
+    scores them without and with `--data test`."""
+    from catdog.evaluation import held_out
+    from catdog.runs import run_decisions
+    from catdog.splits import prepare_folder
 
-
-def load(paths: list[Path], size: tuple[int, int], resize: str) -> np.ndarray:
-    from catdog.images import load_image
-
-    return np.stack([load_image(p, size, resize) for p in paths]).astype("float32")
+    config = run_decisions(run.dir, run.config)
+    held, idx, _ = held_out(run, config)
+    tested = prepare_folder(config, test, classes=run.classes)
+    return {"held_out": (held.images[held.rows[idx]].astype("float32"), held.labels[idx]),
+            "test": (tested.images[tested.rows].astype("float32"), tested.labels)}
 
 
 def score(model, pixels: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], float]:
@@ -91,31 +91,22 @@ def main() -> None:
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()
 
-    import keras
-    import yaml
-
-    import catdog.layers  # noqa: F401 (the run's custom layers)
+    from catdog.runs import load_run
 
     rows = []
     print("| run | set of views | passes | held-out accuracy | test accuracy | ms per photo |")
     print("|---|---|---|---|---|---|")
-    for run in map(Path, args.run):
-        config = yaml.safe_load((run / "config.yaml").read_text())
-        classes = json.loads((run / "classes.json").read_text())
-        size = tuple(config["data"]["image_size"])
-        resize = config["data"].get("resize", "squash")
-        split = json.loads((run / "split.json").read_text())
-        model = keras.saving.load_model(run / "model.keras")
-        held_paths, held_labels = photos(Path(split["validation_root"]), split["validation"], classes)
-        test_paths, test_labels = photos(Path(args.test), None, classes)
-        held, per_view = score(model, load(held_paths, size, resize), held_labels)
-        test, _ = score(model, load(test_paths, size, resize), test_labels)
+    for path in args.run:
+        run = load_run(path)
+        photos = scored_photos(run, args.test)
+        held, per_view = score(run.model, *photos["held_out"])
+        test, _ = score(run.model, *photos["test"])
         for label, views in SETS.items():
-            row = {"run": run.name, "views": label, "passes": len(views), "held_out": held[label],
-                   "held_out_photos": len(held_paths), "test": test[label], "test_photos": len(test_paths),
-                   "ms_per_photo": 1000 * per_view * len(views)}
+            row = {"run": run.dir.name, "views": label, "passes": len(views), "held_out": held[label],
+                   "held_out_photos": len(photos["held_out"][1]), "test": test[label],
+                   "test_photos": len(photos["test"][1]), "ms_per_photo": 1000 * per_view * len(views)}
             rows.append(row)
-            print(f"| {run.name} | {label} | {len(views)} | {100 * held[label]:.1f}% | {100 * test[label]:.1f}% "
+            print(f"| {run.dir.name} | {label} | {len(views)} | {100 * held[label]:.1f}% | {100 * test[label]:.1f}% "
                   f"| {row['ms_per_photo']:.1f} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +30,21 @@ def test_views_keep_the_size_and_move_the_pixels_as_named():
     assert float(zoomed.mean()) == pytest.approx(float(row.mean()), abs=3.0)  # one column is 3
 
 
-def test_the_photo_and_the_mirror_score_as_catdog_evaluate_does(trained):
-    import keras
-
-    import catdog.layers  # noqa: F401
+def test_the_photo_and_the_mirror_score_as_catdog_evaluate_does(trained, tmp_path):
     from catdog.evaluation import evaluate
+    from catdog.runs import load_run
 
     run, photos = trained
-    classes = json.loads((run / "classes.json").read_text())
-    paths, labels = bench.photos(photos, None, classes)
-    model = keras.saving.load_model(run / "model.keras")
-    accuracy, per_view = bench.score(model, bench.load(paths, (24, 24), "squash"), labels)
+    loaded = load_run(run)
+    scored = bench.scored_photos(loaded, photos)
+    held, per_view = bench.score(loaded.model, *scored["held_out"])
+    test, _ = bench.score(loaded.model, *scored["test"])
     assert per_view > 0
-    assert accuracy["photo"] == pytest.approx(evaluate(run, photos, out=run.parent / "plain").accuracy)
-    assert accuracy["+ mirror (catdog's --tta)"] == pytest.approx(
-        evaluate(run, photos, tta=True, out=run.parent / "tta").accuracy)
+    for tta, label in ((False, "photo"), (True, "+ mirror (catdog's --tta)")):
+        on_held_out = evaluate(run, tta=tta, out=tmp_path / f"held-out-{tta}")
+        on_folder = evaluate(run, photos, tta=tta, out=tmp_path / f"folder-{tta}")
+        # The same photos in the same order (their labels), then the same accuracy.
+        np.testing.assert_array_equal(scored["held_out"][1], on_held_out.labels)
+        np.testing.assert_array_equal(scored["test"][1], on_folder.labels)
+        assert held[label] == pytest.approx(on_held_out.accuracy)
+        assert test[label] == pytest.approx(on_folder.accuracy)
