@@ -228,6 +228,7 @@ def out_of_fold(config: Config, review: Review, folds: int, report: Report,
     from cleanlab.outlier import OutOfDistribution
 
     from catdog.batches import batches, targets
+    from catdog.callbacks import ctrl_c_between_batches
     from catdog.devices import dtype_policy, resolve_precision
     from catdog.models import build_model
     from catdog.optimizers import compile_model
@@ -252,8 +253,11 @@ def out_of_fold(config: Config, review: Review, folds: int, report: Report,
         with dtype_policy(resolve_precision(t.precision)):
             model = build_model(config, len(review.classes), pretrained=False)
             compile_model(model, config, len(train_batches), t.epochs)
-        model.fit(train_batches, epochs=t.epochs, verbose=0, shuffle=False,
-                  callbacks=[_BatchProgress(batch_progress, len(train_batches))] if batch_progress else None)
+        # Ctrl-C between batches, not inside TensorFlow's C++ (catdog.callbacks.ctrl_c_between_batches).
+        with ctrl_c_between_batches() as ctrl_c:
+            model.fit(train_batches, epochs=t.epochs, verbose=0, shuffle=False,
+                      callbacks=[ctrl_c, *([_BatchProgress(batch_progress, len(train_batches))] if batch_progress
+                                           else [])])
         features = keras.Model(model.inputs, [model.get_layer("output").input, model.outputs[0]])
         fit_feats, _ = _predict(features, review.images, fit_idx, t.batch_size)
         held_feats, held_out = _predict(features, review.images, held, t.batch_size)

@@ -26,6 +26,7 @@ from catdog.callbacks import (
     LEARNING_CURVES_FILE,
     TENSORBOARD_DIR,
     TENSORBOARD_MISSING,
+    ctrl_c_between_batches,
     early_stopping,
     epoch_reporter,
     finite_guard,
@@ -359,23 +360,25 @@ def _fit(model, config: Config, sp: Split, run_dir: Path, plan: list[Phase], sta
     # Keras fits one compiled model; a frozen backbone and its fine-tuning are two compilations, and
     # so is each training photo size (a new traced step), so each phase is its own fit call over
     # its own range of epochs.
-    for i, phase in enumerate(plan):
-        if state.epochs_done >= phase.end or state.stopped:
-            continue
-        if compiled != i:
-            set_phase(model, config, steps, plan, i, compiled)
-            compiled = keeper.phase = i
-            if swapper is not None:
-                swapper.new_optimizer()
-        # shuffle=False: the batches shuffle themselves from (seed, epoch); Keras's own shuffle
-        # of the batch order draws from Python's global random state, which a resumed run
-        # would not continue. Keras turns class_weight into per-photo sample weights inside
-        # each (micro-)batch; the loss divides by the photos in the batch, not by their
-        # weights, so the accumulated micro-batches still make the whole batch's update. A
-        # cut-mixed target counts as the class that fills most of the photo.
-        first = max(phase.start, state.epochs_done)
-        model.fit(train_batches(first), validation_data=val_batches, initial_epoch=first,
-                  epochs=phase.end, callbacks=callbacks, verbose=0, shuffle=False, class_weight=weights)
+    # Ctrl-C stops training between batches (catdog.callbacks.ctrl_c_between_batches).
+    with ctrl_c_between_batches() as ctrl_c:
+        for i, phase in enumerate(plan):
+            if state.epochs_done >= phase.end or state.stopped:
+                continue
+            if compiled != i:
+                set_phase(model, config, steps, plan, i, compiled)
+                compiled = keeper.phase = i
+                if swapper is not None:
+                    swapper.new_optimizer()
+            # shuffle=False: the batches shuffle themselves from (seed, epoch); Keras's own shuffle
+            # of the batch order draws from Python's global random state, which a resumed run
+            # would not continue. Keras turns class_weight into per-photo sample weights inside
+            # each (micro-)batch; the loss divides by the photos in the batch, not by their
+            # weights, so the accumulated micro-batches still make the whole batch's update. A
+            # cut-mixed target counts as the class that fills most of the photo.
+            first = max(phase.start, state.epochs_done)
+            model.fit(train_batches(first), validation_data=val_batches, initial_epoch=first,
+                      epochs=phase.end, callbacks=[ctrl_c, *callbacks], verbose=0, shuffle=False, class_weight=weights)
     # The average of weights that never moved drifts from them by rounding (catdog.ema.drift).
     drift = ema_drift() if t.ema else 0.0
     if state.epochs_done > epochs_before and all(np.allclose(np.array(v), a, rtol=drift, atol=0.0)

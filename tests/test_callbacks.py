@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from conftest import png_size
 from picture_reading import tensorboard_images
 from PIL import Image
 
-from catdog.callbacks import best_epoch
+from catdog.callbacks import best_epoch, ctrl_c_between_batches
 
 
 def test_train_draws_learning_curves(trained):
@@ -24,6 +27,50 @@ def test_best_epoch_follows_the_monitor():
     assert best_epoch(history, "val_accuracy") == 3
     assert best_epoch({"loss": [1.0]}) is None
     assert best_epoch(history, None) is None  # keep_best off: no best; the curves mark the last epoch
+
+
+def press_ctrl_c() -> None:
+    """SIGINT to this process, and a moment of Python in which a handler that raises would raise."""
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)
+
+
+def test_ctrl_c_between_batches_holds_a_press_for_its_callback_and_takes_a_second_at_once():
+    before = signal.getsignal(signal.SIGINT)
+    steps = []
+    with pytest.raises(KeyboardInterrupt), ctrl_c_between_batches() as ctrl_c:
+        press_ctrl_c()
+        steps.append("held")
+        ctrl_c.on_train_batch_begin(0)  # Keras's no-op: not a place that raises
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.on_train_batch_end(0)
+        ctrl_c.on_test_batch_end(0)  # raised once
+        press_ctrl_c()
+        steps.append("held again")
+        with pytest.raises(KeyboardInterrupt):
+            press_ctrl_c()  # the second press, at once
+        steps.append("raised at once")
+        # The press the callback never saw is raised as the block ends.
+    assert steps == ["held", "held again", "raised at once"]
+    assert signal.getsignal(signal.SIGINT) is before
+    for place in ("on_train_begin", "on_epoch_begin", "on_test_batch_end"):
+        with pytest.raises(KeyboardInterrupt), ctrl_c_between_batches() as ctrl_c:
+            press_ctrl_c()
+            steps.append(place)
+            getattr(ctrl_c, place)() if place == "on_train_begin" else getattr(ctrl_c, place)(0)
+            pytest.fail(f"{place} did not raise")
+    assert steps[3:] == ["on_train_begin", "on_epoch_begin", "on_test_batch_end"]
+    with ctrl_c_between_batches() as ctrl_c:  # no press: nothing raised
+        ctrl_c.on_train_batch_end(0)
+    assert signal.getsignal(signal.SIGINT) is before
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a job a shell started with &: still ignored
+    try:
+        with ctrl_c_between_batches() as ctrl_c:
+            press_ctrl_c()
+            ctrl_c.on_train_batch_end(0)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def green_and_blue_columns(path: Path) -> tuple[set[int], int]:

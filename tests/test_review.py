@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +118,23 @@ def test_a_clean_folder_has_nothing_to_find(tmp_path):
     assert rows(rv.out_dir / DECISIONS_FILE) == []
     for sheet in ("mislabels.png", "copies.png", "outliers.png"):
         assert (rv.out_dir / sheet).is_file()
+
+
+def test_ctrl_c_stops_a_review_between_batches(tmp_path):
+    """Raised where the signal lands, Ctrl-C can crash TensorFlow's C++ (catdog.callbacks.ctrl_c_between_batches)."""
+    photos = tmp_path / "photos"
+    write_classes(photos, count=12)
+    calls: list[str] = []
+
+    def batch_progress(done: int, total: int) -> None:
+        if not calls:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # Python's own handler raises KeyboardInterrupt here
+        calls.append(f"{done}/{total}")
+
+    with pytest.raises(KeyboardInterrupt):
+        review(load_config(None, SETS), photos, tmp_path / "out", folds=2, batch_progress=batch_progress)
+    assert calls == ["1/1"]  # one batch an epoch here: taken as the next epoch begins, before its progress
 
 
 def run(*args: str):
