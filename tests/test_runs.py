@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -135,22 +134,16 @@ def test_predict_while_the_only_run_trains_says_it_is_in_progress(tmp_path, monk
 
 @pytest.mark.slow
 def test_ctrl_c_in_catdog_train_prints_the_resume_command(tiny_data, tmp_path):
-    # PYTHONFAULTHANDLER: a crash prints every thread's stack (a segmentation fault under Ctrl-C was
-    # found so, in Keras's metric reset at an epoch's start).
-    env = dict(os.environ, CATDOG_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
-    script = "import sys; from catdog.cli import main; sys.argv[0] = 'catdog'; main()"
+    # scripts/press_ctrl_c.py's press: SIGINT right after the epoch line (where a segmentation fault
+    # was found, in Keras's metric reset at an epoch's start), with PYTHONFAULTHANDLER's stacks on a crash.
+    spec = importlib.util.spec_from_file_location("press_ctrl_c", Path(__file__).parents[1] / "scripts"
+                                                  / "press_ctrl_c.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", script, "train", "--data", str(tiny_data), "--out", str(run),
-                             "--quiet", "--set", "train.epochs=200", "--set", "data.image_size=16", "--set",
-                             "train.batch_size=8"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline, line = time.monotonic() + 300, ""
-    for line in proc.stdout:
-        if line.startswith("epoch 1/200") or time.monotonic() > deadline:
-            break
-    assert line.startswith("epoch 1/200") and proc.poll() is None, f"no epoch line: {line!r}, exit {proc.poll()}"
-    proc.send_signal(signal.SIGINT)  # right after an epoch's line: where the crash was
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    ending, out, err = script.press(tiny_data, run, tmp_path / "cache", delay=0.0)
+    assert "epoch 1/200" in out, out
+    assert ending == "exit 130, resume command", err[-2000:]
     last = err.strip().splitlines()[-1]
     match = re.fullmatch(rf"training interrupted: epoch (\d+)/200 is saved in {re.escape(str(run))}; continue "
                          rf"with: catdog train --resume {re.escape(str(run))}", last)
